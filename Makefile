@@ -25,6 +25,7 @@ course: install
 
 ## Lint, unit tests, notebook execution (papermill, small parameters) and the nbval reproducibility pass
 test: install
+	rm -rf build/test-notebooks
 	$(VENV)/bin/ruff check course_lib tests benchmarks
 	$(VENV)/bin/pytest -n 2 tests
 	$(VENV)/bin/pytest -p no:randomly --nbval-lax build/test-notebooks -n 2
