@@ -38,8 +38,18 @@ class FeatureConfig:
 
     @property
     def warmup(self) -> int:
-        """Bars before the first row where every feature is defined."""
-        return max(self.vol_window, self.volume_window, self.rsi_window, self.momentum_window, self.trend_window)
+        """Bars before the first row where every feature is defined (what ``dropna=True`` removes).
+
+        Return-based features need one extra bar (the first return is at bar 1); level-based rolling
+        features (volume, SMA) are defined once their window is full.
+        """
+        return max(
+            self.vol_window,
+            self.volume_window - 1,
+            self.rsi_window,
+            self.momentum_window,
+            self.trend_window - 1,
+        )
 
 
 FEATURE_DESCRIPTIONS: dict[str, str] = {
@@ -47,7 +57,7 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     "volatility": "rolling std of log returns over vol_window bars: how wild the market is now",
     "volume_z": "log volume minus its rolling mean, over its rolling std: unusual activity",
     "range": "log(high_t / low_t): intrabar range, a second, faster volatility gauge",
-    "rsi": "RSI over rsi_window (Wilder smoothing), rescaled to [-1, 1]: overbought / oversold",
+    "rsi": "RSI over rsi_window (Wilder smoothing, flat market = 0), rescaled to [-1, 1]: overbought / oversold",
     "momentum": "log(close_t / close_{t-momentum_window}): recent trend",
     "trend_gap": "log(close_t / SMA_trend_window): distance from the slow moving average",
 }
@@ -66,16 +76,30 @@ def rolling_zscore(x: pd.Series, window: int, min_periods: int | None = None) ->
 
 
 def rsi(close: pd.Series, window: int = 14) -> pd.Series:
-    """Relative Strength Index in [0, 100] with Wilder's exponential smoothing (causal recursion)."""
+    """Relative Strength Index in [0, 100], Wilder's definition (causal recursion).
+
+    Wilder seeds the average gain and loss with the simple mean of the first ``window`` price changes and
+    then smooths with ``avg_t = avg_{t-1} + (x_t - avg_{t-1}) / window``. The first value is at bar
+    ``window`` (bars 1..window hold the first changes). A market that did not move (no gains, no losses)
+    has RSI 50; one with gains only has RSI 100.
+    """
+    if window < 1:
+        raise DataError(f"rsi window must be >= 1, got {window}.")
     delta = close.diff()
     gain = delta.clip(lower=0.0)
     loss = (-delta).clip(lower=0.0)
-    alpha = 1.0 / window
-    avg_gain = gain.ewm(alpha=alpha, adjust=False, min_periods=window).mean()
-    avg_loss = loss.ewm(alpha=alpha, adjust=False, min_periods=window).mean()
-    rs = avg_gain / avg_loss.replace(0.0, np.nan)
-    out = 100.0 - 100.0 / (1.0 + rs)
-    return out.where(avg_loss > 0, 100.0).where(avg_gain.notna())
+
+    def wilder(x: pd.Series) -> pd.Series:
+        seeded = x.copy()
+        seeded.iloc[: window + 1] = np.nan
+        if len(x) > window:
+            seeded.iloc[window] = x.iloc[1 : window + 1].mean()
+        return seeded.ewm(alpha=1.0 / window, adjust=False).mean()
+
+    avg_gain, avg_loss = wilder(gain), wilder(loss)
+    total = avg_gain + avg_loss
+    out = 100.0 * avg_gain / total.where(total > 0)
+    return out.where(total > 0, 50.0).where(avg_gain.notna())
 
 
 def forward_log_return(close: pd.Series, horizon: int = 1) -> pd.Series:
@@ -86,7 +110,9 @@ def forward_log_return(close: pd.Series, horizon: int = 1) -> pd.Series:
     return logp.shift(-horizon) - logp
 
 
-def compute_features(ohlcv: pd.DataFrame, config: FeatureConfig | None = None, dropna: bool = True) -> pd.DataFrame:
+def compute_features(
+    ohlcv: pd.DataFrame, config: FeatureConfig | None = None, dropna: bool = True
+) -> pd.DataFrame:
     """The course's feature set (see ``FEATURE_DESCRIPTIONS``), each causal.
 
     Args:
@@ -103,9 +129,9 @@ def compute_features(ohlcv: pd.DataFrame, config: FeatureConfig | None = None, d
         {
             "log_return": ret,
             "volatility": ret.rolling(cfg.vol_window).std(),
-            "volume_z": rolling_zscore(log_volume, cfg.volume_window).fillna(0.0).where(
-                log_volume.rolling(cfg.volume_window).count() >= cfg.volume_window
-            ),
+            "volume_z": rolling_zscore(log_volume, cfg.volume_window)
+            .fillna(0.0)
+            .where(log_volume.rolling(cfg.volume_window).count() >= cfg.volume_window),
             "range": np.log(ohlcv["high"] / ohlcv["low"]),
             "rsi": rsi(close, cfg.rsi_window) / 50.0 - 1.0,
             "momentum": np.log(close / close.shift(cfg.momentum_window)),
