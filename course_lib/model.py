@@ -1,3 +1,560 @@
-"""Work in progress: filled in by its issue."""
+"""The memory-augmented transformer: local self-attention over the window plus kNN attention over the past.
 
-__all__: list[str] = []
+Shape of the model (``B`` windows of ``S`` bars with ``F`` features, width ``D``)::
+
+    x (B, S, F) -> Conv1d token embedding + sinusoidal positions -> (B, S, D)
+      -> encoder layers: [pre-norm local self-attention (+ kNN memory attention, fused) ] + feed-forward
+      -> last token (B, D) -> heads: regression (return), direction (down/flat/up), portfolio (tanh position)
+
+Design decisions the reference chapter gets wrong and this module gets right:
+
+* **One key definition.** The vector that *searches* the memory and the vector that is *stored* in it are
+  the same function of a window: the last token's hidden state at the input of the first memory layer,
+  layer-normalised and projected (:meth:`MemoryAugmentedTransformer.memory_keys`). The trainer builds the
+  memory with that method and the forward pass queries with it, so keys and queries live in one space.
+* **Values carry outcomes.** A memory entry stores what happened after its window (scaled forward return and
+  its down/flat/up class). A learned outcome embedding turns it into attention values, so retrieval can say
+  "windows like this one were followed by ...". A kNN-blend head mixes those outcomes into the forecast.
+* **Re-scored, not trusted.** The search engine's cosine scores only pick the ``k`` candidates; each memory
+  layer re-scores them with learned per-head projections of query and keys, both L2-normalised, times a
+  learned temperature (Memorizing Transformers, sec. 3).
+* **One retrieval per window** by default (the chapter searches once per position: ``S`` times the work);
+  ``retrieval="position"`` is available for comparison.
+* Gates: ``"content"`` (per-dimension sigmoid of both paths, the chapter's) or ``"head"`` (one learned scalar
+  per head, the paper's). Fusions: ``"gated"``, ``"concat"``, ``"cross_attention"`` and ``"joint"`` (one softmax
+  over ``[context; memory]``).
+
+The memory itself is *not* a parameter: retrieved keys and values arrive as constants (no gradient), which
+is what lets a bank of a million entries sit next to a model of a hundred thousand weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "FUSIONS",
+    "GATES",
+    "OUTCOME_DIM",
+    "MemoryAugmentedTransformer",
+    "MemoryTransformerConfig",
+    "RetrievedMemory",
+    "encode_outcomes",
+    "retrieve",
+]
+
+FUSIONS = ("gated", "concat", "cross_attention", "joint")
+GATES = ("content", "head")
+#: Outcome vector stored as a memory value: [scaled forward return, one-hot down, flat, up].
+OUTCOME_DIM = 4
+
+
+@dataclass
+class MemoryTransformerConfig:
+    """Every size and switch of :class:`MemoryAugmentedTransformer` (saved next to checkpoints as JSON).
+
+    Architecture: ``input_dim`` features per bar, windows of ``seq_len`` bars, width ``d_model``, ``n_heads``
+    heads, ``n_layers`` encoder layers, feed-forward width ``d_ff``. ``dropout`` acts on residual branches;
+    ``attn_dropout`` on attention weights (off by default: on CPU it forces PyTorch's slow attention kernel).
+
+    Memory: ``use_memory=False`` gives the same network with the memory path removed (the honest baseline).
+    ``memory_layers`` lists the layers with kNN attention (negative indices count from the end; default: the
+    last). ``n_neighbors`` entries are retrieved per query; ``key_dim`` is the width of stored keys.
+    ``temperature`` is the initial temperature of the cosine re-scoring (learned when ``learn_temperature``).
+    ``gate_bias`` initialises the gates' logit: negative starts the model leaning on local context.
+    ``knn_blend`` adds the head that mixes the neighbours' outcomes into the forecast.
+    """
+
+    input_dim: int = 7
+    seq_len: int = 64
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 2
+    d_ff: int = 128
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    conv_kernel: int = 3
+    # memory
+    use_memory: bool = True
+    memory_layers: tuple[int, ...] = (-1,)
+    n_neighbors: int = 32
+    key_dim: int = 32
+    fusion: str = "gated"
+    gate: str = "content"
+    gate_bias: float = 0.0
+    temperature: float = 0.1
+    learn_temperature: bool = True
+    retrieval: str = "window"
+    knn_blend: bool = True
+    outcome_dim: int = OUTCOME_DIM
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.memory_layers = tuple(int(i) for i in self.memory_layers)
+        problems = []
+        if self.d_model % self.n_heads:
+            problems.append(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        if self.key_dim % self.n_heads:
+            problems.append(f"key_dim={self.key_dim} must be divisible by n_heads={self.n_heads}")
+        if self.fusion not in FUSIONS:
+            problems.append(f"fusion={self.fusion!r} is not one of {FUSIONS}")
+        if self.gate not in GATES:
+            problems.append(f"gate={self.gate!r} is not one of {GATES}")
+        if self.retrieval not in ("window", "position"):
+            problems.append(f"retrieval={self.retrieval!r} must be 'window' or 'position'")
+        if self.n_layers < 1 or self.seq_len < 1 or self.input_dim < 1:
+            problems.append("n_layers, seq_len and input_dim must be >= 1")
+        if self.use_memory and not self.memory_layers:
+            problems.append("use_memory=True needs at least one entry in memory_layers")
+        bad = [i for i in self.memory_layers if not -self.n_layers <= i < self.n_layers]
+        if bad:
+            problems.append(f"memory_layers {bad} out of range for n_layers={self.n_layers}")
+        if self.n_neighbors < 1 or self.temperature <= 0:
+            problems.append("n_neighbors must be >= 1 and temperature > 0")
+        if problems:
+            raise ValueError("MemoryTransformerConfig: " + "; ".join(problems) + ".")
+
+    @property
+    def memory_layer_ids(self) -> tuple[int, ...]:
+        """Sorted non-negative indices of the layers with memory attention (empty without memory)."""
+        if not self.use_memory:
+            return ()
+        return tuple(sorted({i % self.n_layers for i in self.memory_layers}))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["memory_layers"] = list(self.memory_layers)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MemoryTransformerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"MemoryTransformerConfig: unknown field(s) {unknown}; was the file written by a newer course_lib?")
+        return cls(**data)
+
+
+@dataclass
+class RetrievedMemory:
+    """What one search returned, as constant tensors shaped for the model.
+
+    ``keys`` (B, Q, k, key_dim) stored (normalised) keys, ``values`` (B, Q, k, outcome_dim) outcomes,
+    ``mask`` (B, Q, k) valid entries, ``indices`` (B, Q, k) slot ids (-1 invalid). ``Q`` is 1 for per-window
+    retrieval and ``seq_len`` for per-position retrieval.
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    mask: torch.Tensor
+    indices: torch.Tensor
+    scores: torch.Tensor | None = None
+
+    def last(self) -> RetrievedMemory:
+        """Only the last query position (used when a layer computes the last token only)."""
+        if self.keys.shape[1] == 1:
+            return self
+        sl = slice(-1, None)
+        return RetrievedMemory(
+            self.keys[:, sl], self.values[:, sl], self.mask[:, sl], self.indices[:, sl],
+            None if self.scores is None else self.scores[:, sl],
+        )
+
+
+class MemorySearch(Protocol):
+    """Anything with the memory bank's ``search`` (see :class:`course_lib.ExternalMemoryBank`)."""
+
+    def search(self, queries: Any, k: int = ..., as_of: Any = ...) -> Any: ...
+
+
+def encode_outcomes(y: np.ndarray | torch.Tensor, scale: float, flat_threshold: float) -> np.ndarray:
+    """Memory values for labels ``y`` (forward log returns): [clip(y/scale, +-5), down, flat, up].
+
+    The scaled return keeps magnitudes comparable across assets; the one-hot class lets the model count
+    "how many neighbours went up" without learning a threshold.
+    """
+    y = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y, dtype=np.float64)
+    out = np.zeros((len(y), OUTCOME_DIM), dtype=np.float32)
+    out[:, 0] = np.clip(y / scale, -5.0, 5.0)
+    cls = direction_classes(y, flat_threshold)
+    out[np.arange(len(y)), 1 + cls] = 1.0
+    return out
+
+
+def direction_classes(y: np.ndarray | torch.Tensor, flat_threshold: float):
+    """0 = down (y < -thr), 1 = flat, 2 = up (y > thr); works on numpy arrays and tensors."""
+    if isinstance(y, torch.Tensor):
+        return (y > flat_threshold).long() * 2 + ((y >= -flat_threshold) & (y <= flat_threshold)).long()
+    y = np.asarray(y)
+    return np.where(y > flat_threshold, 2, np.where(y < -flat_threshold, 0, 1)).astype(np.int64)
+
+
+def _as_tensor(a: Any, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+    return t.to(device=device, dtype=dtype) if dtype is not None else t.to(device)
+
+
+def retrieve(memory: MemorySearch, queries: torch.Tensor, k: int, as_of: Any = None) -> RetrievedMemory:
+    """Search ``memory`` with ``queries`` (B, Q, key_dim); ``as_of`` (B,) int64 ns: one time per window.
+
+    Every query of a window shares its ``as_of`` (the window's end time), so no query sees an entry whose
+    label was not known when the window closed. Results come back as constant tensors (no gradient).
+    """
+    b, q, dk = queries.shape
+    flat = F.normalize(queries.detach().reshape(b * q, dk).float(), dim=-1)
+    times = None
+    if as_of is not None:
+        times = np.asarray(as_of.cpu() if isinstance(as_of, torch.Tensor) else as_of, dtype=np.int64).reshape(-1)
+        if times.size == 1 and b > 1:
+            times = np.full(b, times[0], dtype=np.int64)
+        if q > 1:
+            times = np.repeat(times, q)
+    res = memory.search(flat, k=k, as_of=times)
+    dev = queries.device
+    keys = _as_tensor(res.keys, dev, torch.float32).reshape(b, q, k, -1)
+    values = _as_tensor(res.values, dev, torch.float32).reshape(b, q, k, -1)
+    mask = _as_tensor(res.mask, dev).bool().reshape(b, q, k)
+    indices = _as_tensor(res.indices, dev, torch.long).reshape(b, q, k)
+    scores = _as_tensor(res.scores, dev, torch.float32).reshape(b, q, k)
+    keys = torch.where(mask[..., None], keys, torch.zeros((), device=dev))
+    values = torch.where(mask[..., None], values, torch.zeros((), device=dev))
+    return RetrievedMemory(keys, values, mask, indices, scores)
+
+
+class TokenEmbedding(nn.Module):
+    """Conv1d over time mixes each bar with its neighbours inside the window (all <= t: no look-ahead)."""
+
+    def __init__(self, cfg: MemoryTransformerConfig):
+        super().__init__()
+        self.conv = nn.Conv1d(cfg.input_dim, cfg.d_model, cfg.conv_kernel, padding=cfg.conv_kernel // 2)
+        self.norm = nn.LayerNorm(cfg.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x.transpose(1, 2)).transpose(1, 2))
+
+
+def sinusoidal_positions(seq_len: int, d_model: int) -> torch.Tensor:
+    """(seq_len, d_model) fixed sin/cos position codes (Vaswani et al.)."""
+    pos = torch.arange(seq_len, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(seq_len, d_model)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div[: d_model // 2])
+    return pe
+
+
+class KNNMemoryAttention(nn.Module):
+    """Attention of one query per window (or per position) over its ``k`` retrieved neighbours.
+
+    Scores: ``exp(log_scale) * cos(W_q query, W_k key)`` per head, masked where the bank had nothing valid.
+    Values: a learned embedding of [stored key; outcome]. Returns per-head outputs and the weights.
+    """
+
+    def __init__(self, cfg: MemoryTransformerConfig):
+        super().__init__()
+        self.h = cfg.n_heads
+        self.dh = cfg.d_model // cfg.n_heads
+        self.q_proj = nn.Linear(cfg.key_dim, cfg.d_model)
+        self.k_proj = nn.Linear(cfg.key_dim, cfg.d_model)
+        self.outcome_embed = nn.Sequential(nn.Linear(cfg.outcome_dim, cfg.d_model), nn.GELU())
+        self.v_proj = nn.Linear(cfg.key_dim + cfg.d_model, cfg.d_model)
+        init = math.log(1.0 / cfg.temperature)
+        self.log_scale = nn.Parameter(torch.tensor(init), requires_grad=cfg.learn_temperature)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.clamp(max=math.log(100.0)).exp()
+
+    def project(self, mem: RetrievedMemory) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-head normalised keys (B, H, Q, k, dh) and values (B, H, Q, k, dh) of the neighbours."""
+        b, q, k, _ = mem.keys.shape
+        keys = F.normalize(self.k_proj(mem.keys).view(b, q, k, self.h, self.dh), dim=-1)
+        vals = self.v_proj(torch.cat([mem.keys, self.outcome_embed(mem.values)], dim=-1)).view(b, q, k, self.h, self.dh)
+        return keys.permute(0, 3, 1, 2, 4), vals.permute(0, 3, 1, 2, 4)
+
+    def forward(self, query: torch.Tensor, mem: RetrievedMemory) -> tuple[torch.Tensor, torch.Tensor]:
+        """``query`` (B, Q, key_dim) -> output (B, H, Q, dh), weights (B, H, Q, k)."""
+        b, q, _ = query.shape
+        qh = F.normalize(self.q_proj(query).view(b, q, self.h, self.dh), dim=-1).transpose(1, 2)  # B,H,Q,dh
+        keys, vals = self.project(mem)
+        logits = (keys @ qh.unsqueeze(-1)).squeeze(-1) * self.scale  # B,H,Q,k
+        weights = _masked_softmax(logits, mem.mask[:, None])
+        out = (weights.unsqueeze(-2) @ vals).squeeze(-2)  # B,H,Q,dh
+        return out, weights
+
+
+def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis where ``mask`` is True; all-masked rows give all-zero weights, not NaN."""
+    logits = logits.masked_fill(~mask, float("-inf"))
+    top = logits.amax(dim=-1, keepdim=True).clamp(min=-1e30)
+    e = torch.exp(logits - top) * mask
+    return e / e.sum(dim=-1, keepdim=True).clamp(min=1e-30)
+
+
+class MemoryEncoderLayer(nn.Module):
+    """Pre-norm encoder layer; with memory, the local attention and kNN attention are fused.
+
+    ``forward`` returns the new hidden states and a dict of diagnostics (gate, memory weights).
+    """
+
+    def __init__(self, cfg: MemoryTransformerConfig, with_memory: bool):
+        super().__init__()
+        self.cfg = cfg
+        d, self.h = cfg.d_model, cfg.n_heads
+        self.dh = d // self.h
+        self.with_memory = with_memory
+        self.norm1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.norm2 = nn.LayerNorm(d)
+        self.ff = nn.Sequential(nn.Linear(d, cfg.d_ff), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.d_ff, d))
+        if not with_memory:
+            return
+        self.memory = KNNMemoryAttention(cfg)
+        if cfg.fusion == "gated" and cfg.gate == "content":
+            self.gate = nn.Linear(2 * d, d)
+            nn.init.zeros_(self.gate.weight)
+            nn.init.constant_(self.gate.bias, cfg.gate_bias)
+        elif cfg.fusion == "gated":
+            self.head_gate = nn.Parameter(torch.full((self.h,), float(cfg.gate_bias)))
+        elif cfg.fusion == "concat":
+            self.mix = nn.Linear(2 * d, d)
+        elif cfg.fusion == "cross_attention":
+            self.src_q = nn.Linear(d, d)
+            self.src_k = nn.Linear(d, d, bias=False)  # a key bias cancels in the softmax
+            self.src_v = nn.Linear(d, d)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, s, _ = t.shape
+        return t.view(b, s, self.h, self.dh).transpose(1, 2)
+
+    def _merge(self, t: torch.Tensor) -> torch.Tensor:
+        b, h, s, dh = t.shape
+        return t.transpose(1, 2).reshape(b, s, h * dh)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mem: RetrievedMemory | None = None,
+        query: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``x`` (B, S, D); ``mem``/``query`` (B, Q, key_dim) when this layer uses memory.
+
+        ``last_only`` computes the output for the last position only (keys/values still use every position):
+        the prediction heads read only that token, so the last layer can skip the other S-1 outputs.
+        """
+        info: dict[str, torch.Tensor] = {}
+        hn = self.norm1(x)
+        q, k, v = self.qkv(hn).chunk(3, dim=-1)
+        if last_only:
+            q = q[:, -1:]
+            x = x[:, -1:]
+            if mem is not None:
+                mem = mem.last()
+                query = query[:, -1:]
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        use_mem = self.with_memory and mem is not None
+        p = self.cfg.attn_dropout if self.training else 0.0
+        if use_mem and self.cfg.fusion == "joint":
+            fused, info = self._joint(q, k, v, query, mem)
+        else:
+            local = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # B,H,S,dh
+            fused = local if not use_mem else self._fuse(local, query, mem, info)
+        x = x + self.drop(self.out(self._merge(fused)))
+        x = x + self.drop(self.ff(self.norm2(x)))
+        return x, info
+
+    def _fuse(self, local: torch.Tensor, query: torch.Tensor, mem: RetrievedMemory, info: dict) -> torch.Tensor:
+        m, w = self.memory(query, mem)  # B,H,Q,dh ; B,H,Q,k
+        info["memory_weights"] = w.mean(dim=1)  # B,Q,k
+        has = mem.mask.any(dim=-1)  # B,Q
+        m = m.expand(-1, -1, local.shape[2], -1) if m.shape[2] == 1 else m
+        has_s = has if has.shape[1] == local.shape[2] else has.expand(-1, local.shape[2])  # B,S
+        fusion = self.cfg.fusion
+        if fusion == "gated" and self.cfg.gate == "content":
+            lm, mm = self._merge(local), self._merge(m)
+            g = torch.sigmoid(self.gate(torch.cat([lm, mm], dim=-1))) * has_s[..., None]  # B,S,D
+            info["gate"] = g.mean(dim=-1)  # B,S: share of memory
+            return self._heads(lm * (1 - g) + mm * g)
+        if fusion == "gated":
+            g = torch.sigmoid(self.head_gate)[None, :, None, None] * has_s[:, None, :, None]  # B,H,S,1
+            info["gate"] = g.mean(dim=1).squeeze(-1)
+            info["head_gate"] = torch.sigmoid(self.head_gate).detach()
+            return local * (1 - g) + m * g
+        if fusion == "concat":
+            lm, mm = self._merge(local), self._merge(m) * has_s[..., None]
+            return self._heads(self.mix(torch.cat([lm, mm], dim=-1)))
+        # cross-attention: each position's query attends over its two sources (local context, memory read-out)
+        lm, mm = self._merge(local), self._merge(m)
+        src = torch.stack([lm, mm], dim=2)  # B,S,2,D
+        b, s, _, d = src.shape
+        qq = self.src_q(lm).view(b, s, self.h, 1, self.dh)
+        kk = self.src_k(src).view(b, s, 2, self.h, self.dh).transpose(2, 3)  # B,S,H,2,dh
+        vv = self.src_v(src).view(b, s, 2, self.h, self.dh).transpose(2, 3)
+        logits = (qq * kk).sum(-1) / math.sqrt(self.dh)  # B,S,H,2
+        valid = torch.stack([torch.ones_like(has_s), has_s], dim=-1)[:, :, None, :]  # B,S,1,2
+        a = _masked_softmax(logits, valid)
+        info["gate"] = a[..., 1].mean(dim=-1)
+        out = (a.unsqueeze(-1) * vv).sum(dim=-2)  # B,S,H,dh
+        return out.transpose(1, 2)
+
+    def _joint(self, q, k, v, query, mem) -> tuple[torch.Tensor, dict]:
+        """One softmax over [S local keys; k memory keys] per position (seed 004's memory-augmented attention)."""
+        info: dict[str, torch.Tensor] = {}
+        mk, mv = self.memory.project(mem)  # B,H,Q,k,dh
+        local_logits = q @ k.transpose(-1, -2) / math.sqrt(self.dh)  # B,H,S,S'
+        # a position's memory query = its attention query plus the window's retrieval query (same key space
+        # as the search, so the key projection learns too)
+        b, qn_ = query.shape[:2]
+        qm = self.memory.q_proj(query).view(b, qn_, self.h, self.dh).transpose(1, 2)  # B,H,Q,dh
+        qn = F.normalize(q + qm, dim=-1).unsqueeze(-2)  # B,H,S,1,dh
+        mem_logits = (qn @ mk.transpose(-1, -2)).squeeze(-2) * self.memory.scale  # B,H,S,k
+        logits = torch.cat([local_logits, mem_logits], dim=-1)
+        s_len = q.shape[2]
+        mmask = mem.mask[:, None]  # B,1,Q,k
+        mmask = mmask.expand(-1, 1, s_len, -1) if mmask.shape[2] == 1 else mmask
+        mask = torch.cat([torch.ones_like(local_logits[:, :1], dtype=torch.bool), mmask], dim=-1)
+        a = _masked_softmax(logits, mask)
+        if self.training and self.cfg.attn_dropout > 0:
+            a = F.dropout(a, self.cfg.attn_dropout)
+        n_loc = k.shape[2]
+        out = a[..., :n_loc] @ v + (a[..., n_loc:].unsqueeze(-2) @ mv).squeeze(-2)
+        am = a[..., n_loc:]
+        info["gate"] = am.sum(-1).mean(dim=1)  # B,S: attention mass on memory
+        info["memory_weights"] = (am / am.sum(-1, keepdim=True).clamp(min=1e-30)).mean(dim=1)  # B,S,k
+        return out, info
+
+
+class MemoryAugmentedTransformer(nn.Module):
+    """Transformer encoder over a window of bars with kNN attention over an external memory of the past.
+
+    Call ``model(x, memory=bank, as_of=end_time_ns)``; ``memory=None`` runs the local path only (the same
+    computation as ``use_memory=False``). ``retrieved`` bypasses the search with a ready
+    :class:`RetrievedMemory` (handy in lessons and tests). The output dict holds ``reg`` (standardised
+    return forecast), ``pred_return`` (in return units), ``logits``/``probs`` (down, flat, up), ``position``
+    (tanh), ``hidden`` (B, D), ``query_key`` (B, Q, key_dim) and diagnostics (``gate``, ``memory_weights``,
+    ``memory_mask``, ``memory_indices``, ``blend``, ``knn_return``).
+
+    Buffers ``target_scale`` and ``flat_threshold`` (set by the trainer from training labels) travel with
+    the weights, so a saved model knows its own units.
+    """
+
+    def __init__(self, config: MemoryTransformerConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.embed = TokenEmbedding(cfg)
+        self.register_buffer("positions", sinusoidal_positions(cfg.seq_len, cfg.d_model), persistent=False)
+        mem_ids = set(cfg.memory_layer_ids)
+        self.layers = nn.ModuleList(MemoryEncoderLayer(cfg, i in mem_ids) for i in range(cfg.n_layers))
+        self.final_norm = nn.LayerNorm(cfg.d_model)
+        if cfg.use_memory:
+            self.key_norm = nn.LayerNorm(cfg.d_model)
+            self.key_proj = nn.Linear(cfg.d_model, cfg.key_dim)
+            if cfg.knn_blend:
+                self.blend = nn.Linear(cfg.d_model, 1)
+                nn.init.zeros_(self.blend.weight)
+                nn.init.constant_(self.blend.bias, -2.0)
+        self.reg_head = nn.Linear(cfg.d_model, 1)
+        self.dir_head = nn.Linear(cfg.d_model, 3)
+        self.pos_head = nn.Linear(cfg.d_model, 1)
+        self.register_buffer("target_scale", torch.tensor(1.0))
+        self.register_buffer("flat_threshold", torch.tensor(0.0))
+
+    # --- the one key definition -------------------------------------------------------------
+    @property
+    def first_memory_layer(self) -> int | None:
+        ids = self.config.memory_layer_ids
+        return ids[0] if ids else None
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.config.seq_len or x.shape[2] != self.config.input_dim:
+            raise ValueError(
+                f"input shape {tuple(x.shape)} does not match the config (B, seq_len={self.config.seq_len}, "
+                f"input_dim={self.config.input_dim}); rebuild the windows or the model."
+            )
+        return self.embed(x) + self.positions
+
+    def _key_from_hidden(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, S, D) hidden states at the first memory layer's input -> (B, Q, key_dim) raw keys."""
+        if self.config.retrieval == "window":
+            h = h[:, -1:]
+        return self.key_proj(self.key_norm(h))
+
+    @torch.no_grad()
+    def memory_keys(self, x: torch.Tensor) -> torch.Tensor:
+        """Keys to *store* for windows ``x`` (B, key_dim): the same function that makes the queries.
+
+        Always the last token's key (a window is remembered by where it ended), computed in whatever mode
+        the model is in; the trainer calls it in eval mode so stored keys carry no dropout noise.
+        """
+        if not self.config.use_memory:
+            raise ValueError("this model has use_memory=False: it has no memory keys.")
+        h = self._embed(x)
+        for layer in self.layers[: self.first_memory_layer]:
+            h, _ = layer(h)
+        return self.key_proj(self.key_norm(h[:, -1]))
+
+    # --- forward ------------------------------------------------------------------------------
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: MemorySearch | None = None,
+        as_of: Any = None,
+        retrieved: RetrievedMemory | None = None,
+    ) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        h = self._embed(x)
+        out: dict[str, torch.Tensor] = {}
+        mem = retrieved
+        query = None
+        last_layer = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if layer.with_memory and query is None and (memory is not None or retrieved is not None):
+                query = self._key_from_hidden(h)
+                out["query_key"] = query
+                if mem is None:
+                    mem = retrieve(memory, query, cfg.n_neighbors, as_of)
+            # the heads read the last token only, so the last layer computes just that one
+            h, info = layer(h, mem if layer.with_memory else None, query if layer.with_memory else None, i == last_layer)
+            for name, val in info.items():
+                out[name] = val[:, -1] if name != "head_gate" and val.dim() >= 2 else val
+        hidden = self.final_norm(h[:, -1])
+        out["hidden"] = hidden
+        reg = self.reg_head(hidden).squeeze(-1)
+        logits = self.dir_head(hidden)
+        probs = torch.softmax(logits, dim=-1)
+        if mem is not None:
+            w = out.get("memory_weights")
+            m = mem.last()
+            valid = m.mask[:, 0]
+            has = valid.any(dim=-1)
+            if w is None:  # memory layer absent (should not happen) -> uniform over valid
+                w = valid.float() / valid.float().sum(-1, keepdim=True).clamp(min=1)
+            knn_ret = (w * m.values[:, 0, :, 0]).sum(-1)
+            knn_cls = (w.unsqueeze(-1) * m.values[:, 0, :, 1:4]).sum(-2)
+            out.update(knn_return=knn_ret, memory_mask=m.mask[:, 0], memory_indices=m.indices[:, 0])
+            out["memory_weights"] = w
+            if cfg.knn_blend:
+                lam = torch.sigmoid(self.blend(hidden).squeeze(-1)) * has
+                out["blend"] = lam
+                reg = (1 - lam) * reg + lam * knn_ret
+                smooth = 0.9 * knn_cls + 0.1 / 3
+                probs = (1 - lam)[:, None] * probs + lam[:, None] * smooth
+        out["reg"] = reg
+        out["pred_return"] = reg * self.target_scale
+        out["logits"] = logits
+        out["probs"] = probs
+        out["position"] = torch.tanh(self.pos_head(hidden).squeeze(-1))
+        return out
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
