@@ -118,7 +118,11 @@ def _parse_time(raw: pd.Series, where: str) -> pd.DatetimeIndex:
         if unit is not None:
             return pd.DatetimeIndex(pd.to_datetime(numeric.astype("int64"), unit=unit))
     text = raw.astype(str).str.strip()
-    fmt = "%m/%d/%Y" if text.str.fullmatch(r"\d{1,2}/\d{1,2}/\d{4}").all() else None
+    fmt = None
+    if text.str.fullmatch(r"\d{1,2}/\d{1,2}/\d{4}").all():
+        # US m/d/Y (Yahoo's export) unless a first field above 12 proves the file is day-first (d/m/Y).
+        first = text.str.split("/").str[0].astype(int)
+        fmt = "%d/%m/%Y" if (first > 12).any() else "%m/%d/%Y"
     try:
         parsed = pd.to_datetime(text, format=fmt, utc=True) if fmt else pd.to_datetime(text, utc=True, format="mixed")
     except (ValueError, TypeError) as exc:
