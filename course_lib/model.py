@@ -541,7 +541,10 @@ class MemoryAugmentedTransformer(nn.Module):
                 w = valid.float() / valid.float().sum(-1, keepdim=True).clamp(min=1)
             knn_ret = (w * m.values[:, 0, :, 0]).sum(-1)
             knn_cls = (w.unsqueeze(-1) * m.values[:, 0, :, 1:4]).sum(-2)
-            out.update(knn_return=knn_ret, memory_mask=m.mask[:, 0], memory_indices=m.indices[:, 0])
+            n_valid = valid.sum(-1)
+            up = ((m.values[:, 0, :, 0] > 0) & valid).sum(-1) / n_valid.clamp(min=1)
+            out["memory_up_share"] = torch.where(n_valid > 0, up, torch.full_like(up, float("nan")))
+            out.update(knn_return=knn_ret, memory_mask=valid, memory_indices=m.indices[:, 0])
             out["memory_weights"] = w
             if cfg.knn_blend:
                 lam = torch.sigmoid(self.blend(hidden).squeeze(-1)) * has
