@@ -525,7 +525,7 @@ def load_bybit(
                 f"{where}: Bybit returned no candles. Check the dates (is the symbol listed then?)."
             )
         validate_ohlcv(df, where=where, min_rows=1)
-        gaps = int((np.diff(df.index.asi8) // 1_000_000 > _INTERVAL_MS[iv]).sum()) if iv != "M" else 0
+        gaps = int((np.diff(df.index.as_unit("ns").asi8) // 1_000_000 > _INTERVAL_MS[iv]).sum()) if iv != "M" else 0
         if gaps:
             report.append(f"{gaps} gap(s) between candles (exchange downtime or listing date); not filled")
         _write_cache(df, path)

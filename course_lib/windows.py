@@ -78,11 +78,11 @@ class WindowSet:
 
     def end_time_ns(self) -> np.ndarray:
         """``end_time`` as int64 nanoseconds (the time type the memory bank uses)."""
-        return self.end_time.asi8.copy()
+        return self.end_time.as_unit("ns").asi8.copy()
 
     def available_at_ns(self) -> np.ndarray:
         """``available_at`` as int64 nanoseconds; unknown labels get the maximum int64 (never available)."""
-        out = self.available_at.asi8.copy()
+        out = self.available_at.as_unit("ns").asi8.copy()
         out[self.available_at.isna()] = np.iinfo(np.int64).max
         return out
 
@@ -117,13 +117,11 @@ def make_windows(
     else:
         y = target.reindex(features.index).to_numpy(dtype=np.float32)
     y = y[end_pos]
-    index = features.index
+    # Times are kept at nanosecond resolution whatever the input's unit (pandas 3 often builds "us"
+    # indexes), so ``.asi8`` and the ``*_ns()`` helpers always mean int64 nanoseconds.
+    index = pd.DatetimeIndex(features.index).as_unit("ns")
     avail_pos = end_pos + horizon
-    available = pd.DatetimeIndex(
-        np.where(avail_pos < n, index.asi8[np.minimum(avail_pos, n - 1)], np.datetime64("NaT").astype("int64")).astype(
-            "datetime64[ns]"
-        )
-    )
+    available = pd.DatetimeIndex(index[np.minimum(avail_pos, n - 1)]).where(avail_pos < n)
     keep = np.isfinite(y) & (avail_pos < n) if drop_unlabeled else np.ones(len(y), dtype=bool)
     return WindowSet(
         X=np.ascontiguousarray(X[keep]),
@@ -253,6 +251,8 @@ def walk_forward_folds(
     """
     if n_folds < 1:
         raise DataError(f"n_folds must be >= 1, got {n_folds}.")
+    if gap < 0 or val_size < 0:
+        raise DataError(f"gap and val_size must be >= 0, got gap={gap}, val_size={val_size}.")
     min_train = min_train if min_train is not None else n_samples // (n_folds + 1)
     first_test = min_train + val_size + gap * (2 if val_size else 1)
     test_len = (n_samples - first_test) // n_folds

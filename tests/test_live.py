@@ -215,6 +215,16 @@ def test_bybit_drops_still_forming_candle(tmp_path):
     assert len(df) == 9
 
 
+def test_bybit_reports_gaps_without_filling_them(tmp_path):
+    fake = FakeBybit(n=40)
+    keep = np.r_[0:10, 15:40]  # five hours missing (exchange downtime)
+    fake.times, fake.ohlcv = fake.times[keep], fake.ohlcv[keep]
+    with pytest.warns(DataWarning, match="1 gap"):
+        df = load_bybit("BTCUSDT", "60", start=int(fake.times[0]), end=int(fake.times[-1]), client=fake,
+                        cache_dir=tmp_path)["BTCUSDT"]  # fmt: skip
+    assert len(df) == 35
+
+
 def test_bybit_multiple_symbols(tmp_path):
     fake = FakeBybit(n=30)
     out = load_bybit("BTCUSDT,ETHUSDT", "60", start=int(fake.times[0]), end=int(fake.times[-1]), client=fake,
