@@ -1,3 +1,103 @@
-"""Work in progress: filled in by its issue."""
+"""Backtest pictures: equity against buy-and-hold, drawdown, the return histogram and rolling Sharpe."""
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..metrics import drawdown, rolling_sharpe
+
+__all__ = ["plot_backtest", "plot_equity_curves", "plot_cost_sensitivity"]
+
+
+def plot_backtest(
+    result, title: str = "Backtest", rolling_window: int | None = None, path=None, figsize=(13, 8)
+):
+    """Four panels for a :class:`course_lib.BacktestResult`.
+
+    * equity of the strategy and of buy-and-hold (same bars, same costs), log scale;
+    * drawdown of both (how deep and how long it hurt);
+    * histogram of the strategy's non-zero bar returns;
+    * rolling Sharpe over ``rolling_window`` bars (default: a quarter of a year of bars).
+
+    ``path`` saves the figure (PNG, etc.) in addition to returning it.
+    """
+    import matplotlib.pyplot as plt
+
+    p = result.periods_per_year
+    window = rolling_window or max(5, int(round(p / 4)))
+    net = result.returns
+    bench = result.benchmark_returns
+    fig, axes = plt.subplots(2, 2, figsize=figsize)
+    ax = axes[0, 0]
+    ax.plot(result.equity.index, result.equity.to_numpy(), label="strategy", lw=1.2)
+    ax.plot(
+        result.benchmark_equity.index,
+        result.benchmark_equity.to_numpy(),
+        label="buy & hold",
+        lw=1.0,
+        alpha=0.8,
+    )
+    ax.set_yscale("log")
+    ax.set_title("Equity (log scale)")
+    ax.legend()
+
+    ax = axes[0, 1]
+    ax.fill_between(net.index, drawdown(net.to_numpy()) * 100, 0, alpha=0.35, color="C3", label="strategy")
+    ax.plot(bench.index, drawdown(bench.to_numpy()) * 100, color="C1", lw=0.9, label="buy & hold")
+    ax.set_title("Drawdown [%]")
+    ax.legend(loc="lower left")
+
+    ax = axes[1, 0]
+    active = net[result.held != 0] * 100
+    ax.hist(active.to_numpy(), bins=60, color="C0", alpha=0.8)
+    ax.axvline(0, color="k", lw=0.8, ls="--")
+    ax.set_title(f"Bar returns while in the market [%] (n={len(active)})")
+
+    ax = axes[1, 1]
+    rs = rolling_sharpe(net, window, p)
+    rb = rolling_sharpe(bench, window, p)
+    ax.plot(rs.index, rs.to_numpy(), label="strategy", lw=1.0)
+    ax.plot(rb.index, rb.to_numpy(), label="buy & hold", lw=0.8, alpha=0.7)
+    ax.axhline(0, color="k", lw=0.8, ls="--")
+    ax.set_title(f"Rolling Sharpe ({window} bars, annualised with P={p:g})")
+    ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_equity_curves(returns: Mapping[str, pd.Series], title: str = "Equity", ax=None, log: bool = True):
+    """Growth of 1 for several strategies' net bar returns on one axis (e.g. walk-forward baselines)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(11, 4.5))
+    for name, r in returns.items():
+        ax.plot(r.index, np.cumprod(1 + r.to_numpy()), label=name, lw=1.1)
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend()
+    return ax
+
+
+def plot_cost_sensitivity(table: pd.DataFrame, metric: str = "sharpe", ax=None):
+    """Line plot of ``metric`` against cost (bps) for each strategy; ``table`` has columns cost_bps,
+    strategy and the metric (e.g. from :func:`course_lib.cost_sensitivity`)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    for name, grp in table.groupby("strategy", sort=False):
+        ax.plot(grp["cost_bps"], grp[metric], marker="o", label=name)
+    ax.axhline(0, color="k", lw=0.8, ls="--")
+    ax.set_xlabel("cost per unit turnover [bps]")
+    ax.set_ylabel(metric)
+    ax.set_title(f"What costs do to {metric}")
+    ax.legend()
+    return ax
