@@ -27,7 +27,7 @@ def discover(folders: tuple[str, ...] = FOLDERS, root: Path = ROOT) -> list[Path
     return sorted(found, key=lambda p: (p.stem, folders.index(p.parent.name)))
 
 
-def test_parameters(path: Path) -> dict:
+def small_parameters(path: Path) -> dict:
     """The small parameters stored in the notebook's metadata under ``course.test_parameters``."""
     meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
     return dict(meta.get("course", {}).get("test_parameters", {}))
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out).resolve()
     for path in paths:
         start = time.perf_counter()
-        params = test_parameters(path) if args.small else {}
+        params = small_parameters(path) if args.small else {}
         executed = execute(path, out_dir, params)
         extra = f" + {to_html(executed).name}" if args.html else ""
         print(f"{path.relative_to(ROOT)} -> {executed}{extra} ({time.perf_counter() - start:.0f}s)", flush=True)

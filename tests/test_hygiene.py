@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from course_lib.notebook_runner import ROOT, discover, test_parameters
+from course_lib.notebook_runner import ROOT, discover, small_parameters
 
 NOTEBOOKS = discover()
 ABSOLUTE = re.compile(r"(/home/|/root/|/Users/|/work/|[A-Z]:\\\\)")
@@ -28,7 +28,7 @@ def test_notebook_is_clean(path):
     text = json.dumps(nb)
     assert not ABSOLUTE.search(text), f"{path.name}: contains an absolute path"
     assert "IS_COLAB" in "".join("".join(c["source"]) for c in code[:2]), f"{path.name}: Colab setup cell first"
-    params = test_parameters(path)
+    params = small_parameters(path)
     assigned = set(re.findall(r"^(\w+)\s*=", "".join(tagged[0]["source"]), flags=re.M))
     assert set(params) <= assigned, f"{path.name}: test parameters {set(params) - assigned} not in the parameters cell"
 

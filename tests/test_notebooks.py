@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from course_lib.notebook_runner import ROOT, discover, execute, test_parameters
+from course_lib.notebook_runner import ROOT, discover, execute, small_parameters
 
 OUT = ROOT / "build" / "test-notebooks"
 MARKER = re.compile(r"\[check\] (\S+): (correct|incorrect|not attempted)")
@@ -33,7 +33,7 @@ def _stream_text(nb: dict) -> str:
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[f"{p.parent.name}/{p.stem}" for p in NOTEBOOKS])
 def test_notebook_executes(path):
-    executed = execute(path, OUT, test_parameters(path), timeout=600)
+    executed = execute(path, OUT, small_parameters(path), timeout=600)
     nb = json.loads(executed.read_text(encoding="utf-8"))
     verdicts = MARKER.findall(_stream_text(nb))
     if path.parent.name == "solutions":
