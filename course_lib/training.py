@@ -7,8 +7,9 @@ memory it then retrieves from, so its model learns to copy labels). The rules th
   (t) and ``available_at`` (t+h, when its label is known);
 * every query, in training too, searches with ``as_of`` = its own window's end time, so it can only see
   entries whose labels were known by then: never itself, never a later window;
-* the stored keys are recomputed with the current weights at the start of every epoch (the paper's fix for
-  stale keys, sec. 3.2), and once more after the best weights are restored;
+* the stored keys are recomputed with the current weights at the end of every epoch (the paper's fix for
+  stale keys, sec. 3.2), so validation and the next epoch see keys of the weights they run with, and once
+  more after the best weights are restored;
 * validation and test windows search the same memory with their own end times.
 
 The rest is a careful but ordinary loop: AdamW, linear warm-up + cosine decay, gradient clipping, early
@@ -345,8 +346,6 @@ class MemoryTransformerTrainer:
             bar = tqdm(range(1, cfg.epochs + 1), desc="epochs", disable=not cfg.progress, leave=False)
             for epoch in bar:
                 t0 = time.perf_counter()
-                if self.uses_memory and cfg.refresh_keys and epoch > 1:
-                    self.refresh_memory_keys()
                 self.model.train()
                 perm = torch.randperm(n, generator=gen).numpy()
                 tot_loss, hits, count = 0.0, 0, 0
@@ -370,6 +369,9 @@ class MemoryTransformerTrainer:
                     sig = (out["probs"][:, 2] - out["probs"][:, 0]).detach()
                     hits += int(((sig > 0) == (yb > 0)).sum())
                     count += len(idx)
+                if self.uses_memory and cfg.refresh_keys:
+                    # re-key the memory with this epoch's weights: validation and the next epoch both use them
+                    self.refresh_memory_keys()
                 seconds = time.perf_counter() - t0
                 row = {
                     "epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": tot_loss / n,

@@ -1,0 +1,133 @@
+"""MemoryAugmentedTransformer: shapes for every fusion/gate/retrieval mode, gradient flow, one key definition."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib.model import (
+    FUSIONS,
+    GATES,
+    MemoryAugmentedTransformer,
+    MemoryTransformerConfig,
+    RetrievedMemory,
+    encode_outcomes,
+)
+from course_lib.training import _ExactMemory
+
+B, S, F_IN = 4, 12, 5
+
+
+def tiny(**kw) -> MemoryTransformerConfig:
+    base = dict(input_dim=F_IN, seq_len=S, d_model=16, n_heads=2, n_layers=2, d_ff=24, key_dim=8, n_neighbors=6)
+    base.update(kw)
+    return MemoryTransformerConfig(**base)
+
+
+def make_bank(n: int = 40, key_dim: int = 8, seed: int = 0) -> tuple[_ExactMemory, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    bank = _ExactMemory(key_dim, 4, torch.device("cpu"))
+    avail = np.arange(n, dtype=np.int64) * 10
+    bank.add(rng.normal(size=(n, key_dim)), values=encode_outcomes(rng.normal(size=n), 1.0, 0.3),
+             timestamp=avail - 5, available_at=avail)
+    return bank, avail
+
+
+@pytest.mark.parametrize(
+    "fusion,gate,retrieval,layers",
+    list(itertools.product(FUSIONS, GATES, ("window", "position"), [(-1,), (0, 1)])),
+)
+def test_shapes_and_gradients_every_variant(fusion, gate, retrieval, layers):
+    torch.manual_seed(0)
+    model = MemoryAugmentedTransformer(tiny(fusion=fusion, gate=gate, retrieval=retrieval, memory_layers=layers))
+    bank, _ = make_bank()
+    keys_before = bank.keys.clone()
+    x = torch.randn(B, S, F_IN)
+    out = model(x, memory=bank, as_of=np.array([0, 50, 200, 10_000]))
+    assert out["reg"].shape == (B,) and out["pred_return"].shape == (B,)
+    assert out["probs"].shape == (B, 3) and torch.allclose(out["probs"].sum(-1), torch.ones(B), atol=1e-5)
+    assert out["position"].shape == (B,) and out["position"].abs().max() <= 1
+    assert out["hidden"].shape == (B, 16)
+    assert out["memory_weights"].shape == (B, 6) and out["memory_mask"].shape == (B, 6)
+    q = S if retrieval == "position" else 1
+    assert out["query_key"].shape == (B, q, 8)
+    if fusion != "concat":
+        assert out["gate"].shape == (B,)
+    loss = out["reg"].sum() + out["probs"].log().sum() + out["position"].sum()
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, f"no gradient reaches {missing}"
+    assert not bank.keys.requires_grad and torch.equal(bank.keys, keys_before), "the memory must stay a constant"
+
+
+def test_no_memory_model_is_local_only_and_has_no_memory_weights():
+    model = MemoryAugmentedTransformer(tiny(use_memory=False))
+    assert not any("memory" in n or "key_proj" in n for n, _ in model.named_parameters())
+    out = model(torch.randn(B, S, F_IN))
+    assert out["probs"].shape == (B, 3) and "gate" not in out
+    with pytest.raises(ValueError, match="use_memory=False"):
+        model.memory_keys(torch.randn(B, S, F_IN))
+
+
+def test_stored_keys_and_queries_are_the_same_function():
+    torch.manual_seed(1)
+    model = MemoryAugmentedTransformer(tiny()).eval()
+    bank, _ = make_bank()
+    x = torch.randn(B, S, F_IN)
+    with torch.no_grad():
+        out = model(x, memory=bank, as_of=np.full(B, 10**6))
+        assert torch.allclose(out["query_key"][:, 0], model.memory_keys(x), atol=1e-6)
+
+
+def test_empty_memory_gives_finite_outputs_and_zero_gate():
+    model = MemoryAugmentedTransformer(tiny()).eval()
+    bank, _ = make_bank()
+    out = model(torch.randn(B, S, F_IN), memory=bank, as_of=np.full(B, -1))  # nothing resolved yet
+    assert not out["memory_mask"].any()
+    assert torch.isfinite(out["probs"]).all() and torch.isfinite(out["reg"]).all()
+    assert torch.all(out["gate"] == 0) and torch.all(out["blend"] == 0)
+
+
+def test_retrieval_respects_as_of_per_window():
+    model = MemoryAugmentedTransformer(tiny()).eval()
+    bank, avail = make_bank()
+    as_of = np.array([25, 95, 205, 10_000])
+    out = model(torch.randn(B, S, F_IN), memory=bank, as_of=as_of)
+    idx, mask = out["memory_indices"].numpy(), out["memory_mask"].numpy()
+    for i in range(B):
+        assert np.all(avail[idx[i][mask[i]]] <= as_of[i])
+        assert mask[i].sum() == min(6, int((avail <= as_of[i]).sum()))
+
+
+def test_retrieved_memory_can_be_passed_directly():
+    model = MemoryAugmentedTransformer(tiny(fusion="joint")).eval()
+    k = 6
+    mem = RetrievedMemory(
+        keys=torch.nn.functional.normalize(torch.randn(B, 1, k, 8), dim=-1), values=torch.zeros(B, 1, k, 4),
+        mask=torch.ones(B, 1, k, dtype=torch.bool), indices=torch.arange(k).repeat(B, 1, 1),
+    )
+    out = model(torch.randn(B, S, F_IN), retrieved=mem)
+    assert out["memory_weights"].shape == (B, k)
+    assert torch.allclose(out["memory_weights"].sum(-1), torch.ones(B), atol=1e-5)
+
+
+def test_bad_configs_and_inputs_are_explained():
+    with pytest.raises(ValueError, match="divisible"):
+        tiny(d_model=15)
+    with pytest.raises(ValueError, match="fusion"):
+        tiny(fusion="sum")
+    with pytest.raises(ValueError, match="memory_layers"):
+        tiny(memory_layers=(5,))
+    with pytest.raises(ValueError, match="unknown field"):
+        MemoryTransformerConfig.from_dict({**tiny().to_dict(), "bogus": 1})
+    model = MemoryAugmentedTransformer(tiny())
+    with pytest.raises(ValueError, match="seq_len"):
+        model(torch.randn(B, S + 1, F_IN))
+
+
+def test_config_round_trips_through_dict():
+    cfg = tiny(memory_layers=(0, -1), fusion="cross_attention")
+    assert MemoryTransformerConfig.from_dict(cfg.to_dict()) == cfg

