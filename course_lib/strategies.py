@@ -1,3 +1,362 @@
-"""Work in progress: filled in by its issue."""
+"""Trading strategies: turn forecasts (or nothing at all) into positions decided at each bar's close.
 
-__all__: list[str] = []
+Every strategy returns positions indexed by the *decision* time ``t`` (a window's ``end_time``); the
+:class:`course_lib.Backtester` then lets them earn bar ``t+1``. None of them looks at anything later than
+``t``: the model and memory forecasts are causal by construction (see :mod:`course_lib.training`), the
+momentum baseline uses closes up to ``t``, and the kNN analog forecaster only retrieves windows whose
+outcomes were known by ``t`` (``as_of``).
+
+* :class:`MemoryTradingStrategy` - the chapter's strategy: direction from the model's forecast,
+  confidence raised when the neighbours retrieved from memory agree (:func:`course_lib.agreement_sizing`).
+* :class:`HistoricalSimilarityStrategy` - LONG / SHORT / HOLD from the share of the nearest past
+  windows that were followed by a rise.
+* :class:`KNNAnalogForecaster` - memory alone, no network: the nearest past windows (cosine on the scaled
+  features of their last bars) vote with what followed them.
+* :class:`MomentumStrategy`, :class:`BuyAndHoldStrategy` - the baselines any model has to beat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .sizing import agreement_sizing
+from .windows import WindowSet
+
+__all__ = [
+    "BuyAndHoldStrategy",
+    "ForecastStrategy",
+    "HistoricalSimilarityStrategy",
+    "KNNAnalogForecaster",
+    "MemoryTradingStrategy",
+    "MomentumStrategy",
+]
+
+
+def _rms(x: pd.Series | np.ndarray) -> float:
+    v = np.asarray(x, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(np.sqrt(np.mean(v * v))) if len(v) else float("nan")
+
+
+class BuyAndHoldStrategy:
+    """Always fully long: the benchmark that costs almost nothing to run."""
+
+    def positions(self, index: pd.DatetimeIndex) -> pd.Series:
+        return pd.Series(1.0, index=index, name="position")
+
+
+@dataclass(frozen=True)
+class MomentumStrategy:
+    """Time-series momentum: hold the sign of the last ``lookback`` bars' log return (flat if short is off).
+
+    Decided at the close of t from closes up to t only.
+    """
+
+    lookback: int = 20
+    allow_short: bool = True
+
+    def positions(self, close: pd.Series, index: pd.DatetimeIndex | None = None) -> pd.Series:
+        mom = np.log(close.astype(float)).diff(self.lookback)
+        pos = np.sign(mom).fillna(0.0)
+        if not self.allow_short:
+            pos = pos.clip(lower=0.0)
+        if index is not None:
+            pos = pos.reindex(index).fillna(0.0)
+        return pos.rename("position")
+
+
+@dataclass
+class ForecastStrategy:
+    """A model without memory (or any forecaster): position = sign(forecast) x strength.
+
+    Strength is ``min(|forecast| / scale, 1)`` with ``scale`` the forecasts' typical size on the training
+    period (:meth:`calibrate`), so a forecast as large as usual gives a full position. ``sizing="sign"``
+    trades the bare sign. ``column`` names the forecast in a prediction frame.
+    """
+
+    column: str = "pred_return"
+    sizing: str = "scaled"
+    max_position: float = 1.0
+    scale: float | None = None
+
+    def calibrate(self, train_predictions: pd.DataFrame) -> ForecastStrategy:
+        self.scale = _rms(train_predictions[self.column])
+        return self
+
+    def positions(self, predictions: pd.DataFrame) -> pd.Series:
+        f = predictions[self.column].astype(float).fillna(0.0)
+        if self.sizing == "sign":
+            pos = np.sign(f)
+        else:
+            scale = self.scale if self.scale and np.isfinite(self.scale) else _rms(f)
+            pos = np.sign(f) * np.minimum(f.abs() / (scale or 1.0), 1.0)
+        return (pos * self.max_position).rename("position")
+
+
+@dataclass
+class MemoryTradingStrategy:
+    """The chapter's strategy: the model's forecast gives the direction, the memory's neighbours the conviction.
+
+    For each window: ``model_prediction`` (the transformer's forecast of the forward log return) and
+    ``memory_avg_return`` (the retrieved neighbours' outcomes, weighted by attention) are turned into a
+    signal and a confidence by :func:`course_lib.agreement_sizing`: agreeing signs add their strengths (capped
+    at 1), disagreeing ones halve the model's. ``position = signal x confidence x max_position``.
+
+    Call :meth:`calibrate` with predictions on the training period so strengths are measured against the
+    training-period sizes (otherwise a causal expanding scale is used, and the first bars get no position).
+
+    Args:
+        trainer: a fitted :class:`course_lib.MemoryTransformerTrainer` (only needed for :meth:`generate_signals`
+            from windows; a prediction frame can be passed instead).
+    """
+
+    trainer: Any = None
+    disagree_factor: float = 0.5
+    max_position: float = 1.0
+    model_scale: float | None = None
+    memory_scale: float | None = None
+
+    def calibrate(self, train_predictions: pd.DataFrame | WindowSet) -> MemoryTradingStrategy:
+        pred = self._predictions(train_predictions)
+        self.model_scale = _rms(pred["pred_return"])
+        self.memory_scale = _rms(pred["memory_return"]) if "memory_return" in pred else None
+        return self
+
+    def _predictions(self, data: pd.DataFrame | WindowSet) -> pd.DataFrame:
+        if isinstance(data, pd.DataFrame):
+            return data
+        if self.trainer is None:
+            raise ValueError(
+                "MemoryTradingStrategy needs a trainer to predict from windows; pass predictions instead."
+            )
+        return self.trainer.predict(data)
+
+    def generate_signals(self, data: pd.DataFrame | WindowSet) -> pd.DataFrame:
+        """One row per decision time: model and memory views, signal, agreement, confidence, position."""
+        pred = self._predictions(data)
+        memory = pred["memory_return"] if "memory_return" in pred else pd.Series(np.nan, index=pred.index)
+        sized = agreement_sizing(
+            pred["pred_return"],
+            memory.fillna(0.0),
+            model_scale=self.model_scale,
+            memory_scale=self.memory_scale if self.memory_scale and np.isfinite(self.memory_scale) else None,
+            disagree_factor=self.disagree_factor,
+            max_position=self.max_position,
+        )
+        out = pd.DataFrame(
+            {
+                "model_prediction": pred["pred_return"].astype(float),
+                "memory_avg_return": memory.astype(float),
+                "memory_up_share": pred["memory_up_share"] if "memory_up_share" in pred else np.nan,
+            },
+            index=pred.index,
+        )
+        return out.join(sized.set_axis(pred.index))
+
+    def positions(self, data: pd.DataFrame | WindowSet) -> pd.Series:
+        return self.generate_signals(data)["position"].rename("position")
+
+
+@dataclass(frozen=True)
+class HistoricalSimilarityStrategy:
+    """LONG when at least ``long_threshold`` of the neighbours were followed by a rise, SHORT when at most
+    ``short_threshold`` were, HOLD (flat) otherwise or with fewer than ``min_neighbors`` valid neighbours.
+
+    Reads ``memory_up_share`` (and ``n_neighbors`` if present) from a prediction frame: the transformer's
+    retrieved neighbours or :class:`KNNAnalogForecaster`'s.
+    """
+
+    long_threshold: float = 0.6
+    short_threshold: float = 0.4
+    min_neighbors: int = 5
+    allow_short: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.short_threshold <= self.long_threshold <= 1:
+            raise ValueError("need 0 <= short_threshold <= long_threshold <= 1.")
+
+    def positions(self, predictions: pd.DataFrame) -> pd.Series:
+        share = predictions["memory_up_share"].astype(float)
+        pos = pd.Series(0.0, index=predictions.index)
+        pos[share >= self.long_threshold] = 1.0
+        if self.allow_short:
+            pos[share <= self.short_threshold] = -1.0
+        if "n_neighbors" in predictions:
+            pos[predictions["n_neighbors"].to_numpy() < self.min_neighbors] = 0.0
+        pos[share.isna()] = 0.0
+        return pos.rename("position")
+
+
+class _NumpyMemory:
+    """Exact cosine search with the memory bank's causal ``as_of`` filter (used until/unless the course's
+    :class:`ExternalMemoryBank` is importable; same ``add``/``search`` subset)."""
+
+    def __init__(self, key_dim: int):
+        self.keys = np.zeros((0, key_dim), np.float32)
+        self.available_at = np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, keys, values=None, timestamp=None, available_at=None, **_: Any) -> np.ndarray:
+        k = np.asarray(keys, np.float32)
+        k = k / np.maximum(np.linalg.norm(k, axis=1, keepdims=True), 1e-12)
+        start = len(self.keys)
+        self.keys = np.concatenate([self.keys, k])
+        self.available_at = np.concatenate([self.available_at, np.asarray(available_at, np.int64)])
+        return np.arange(start, len(self.keys))
+
+    def search(self, queries, k: int = 32, as_of=None) -> SimpleNamespace:
+        q = np.asarray(queries, np.float32)
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        scores = q @ self.keys.T
+        if as_of is not None:
+            t = np.broadcast_to(np.asarray(as_of, np.int64).reshape(-1, 1), (len(q), 1))
+            scores = np.where(self.available_at[None, :] > t, -np.inf, scores)
+        if scores.shape[1] < k:
+            scores = np.pad(scores, ((0, 0), (0, k - scores.shape[1])), constant_values=-np.inf)
+        idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top = np.take_along_axis(scores, idx, axis=1)
+        order = np.argsort(-top, axis=1)
+        idx, top = np.take_along_axis(idx, order, axis=1), np.take_along_axis(top, order, axis=1)
+        mask = np.isfinite(top)
+        return SimpleNamespace(scores=np.where(mask, top, 0.0), indices=np.where(mask, idx, -1), mask=mask)
+
+
+def _make_memory(key_dim: int, capacity: int):
+    try:
+        from .memory import ExternalMemoryBank, MemoryConfig
+    except ImportError:
+        return _NumpyMemory(key_dim)
+    return ExternalMemoryBank(MemoryConfig(key_dim=key_dim, value_dim=0, capacity=capacity, backend="auto"))
+
+
+@dataclass
+class KNNAnalogForecaster:
+    """Memory alone: "what happened after the past moments that looked most like now?"
+
+    Each window's key is its last ``lookback`` bars of scaled features, flattened (cosine similarity, so
+    the shape matters, not the overall size). :meth:`fit` stores the training windows with their outcomes
+    and ``available_at`` times in a memory bank; :meth:`predict` retrieves the ``k`` most similar windows
+    *whose outcomes were known at the query's end time* (``as_of``), never the query itself or a later
+    window. With ``online=True`` the predicted windows are added too and become retrievable once their
+    own labels resolve (what a live system would do).
+
+    Output columns: ``pred_return`` = ``memory_return`` (mean outcome of the neighbours, or
+    similarity-softmax weighted with ``temperature``), ``memory_up_share``, ``n_neighbors``,
+    ``top_similarity``.
+    """
+
+    k: int = 32
+    lookback: int = 16
+    temperature: float | None = None
+    online: bool = False
+
+    def __post_init__(self) -> None:
+        self._memory = None
+        self._slot_returns = np.zeros(0)
+        self._slot_times = np.zeros(0, np.int64)
+
+    def _keys(self, windows: WindowSet) -> np.ndarray:
+        L = min(self.lookback, windows.seq_len)
+        return np.ascontiguousarray(windows.X[:, -L:, :].reshape(len(windows), -1), dtype=np.float32)
+
+    def _add(self, windows: WindowSet) -> None:
+        y = np.asarray(windows.y, dtype=float)
+        keep = np.isfinite(y)
+        if not keep.any():
+            return
+        w = windows.subset(np.flatnonzero(keep))
+        slots = np.asarray(
+            self._memory.add(
+                self._keys(w),
+                timestamp=w.end_time_ns(),
+                available_at=w.available_at_ns(),
+                future_return=np.asarray(w.y, dtype=np.float64),
+            ),
+            dtype=np.int64,
+        )
+        size = max(len(self._slot_returns), int(slots.max()) + 1)
+        if size > len(self._slot_returns):
+            self._slot_returns = np.concatenate(
+                [self._slot_returns, np.full(size - len(self._slot_returns), np.nan)]
+            )
+            self._slot_times = np.concatenate(
+                [self._slot_times, np.zeros(size - len(self._slot_times), np.int64)]
+            )
+        self._slot_returns[slots] = np.asarray(w.y, dtype=float)
+        self._slot_times[slots] = w.end_time_ns()
+
+    def fit(self, windows: WindowSet, capacity: int = 1_000_000) -> KNNAnalogForecaster:
+        """Store ``windows`` (past, labelled) as the memory."""
+        L = min(self.lookback, windows.seq_len)
+        self._memory = _make_memory(L * windows.n_features, max(capacity, len(windows)))
+        self._slot_returns = np.zeros(0)
+        self._slot_times = np.zeros(0, np.int64)
+        self._add(windows)
+        return self
+
+    def neighbours(self, windows: WindowSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(slot ids, similarities, valid mask), each ``(n, k)``, retrieved causally for each window."""
+        if self._memory is None:
+            raise ValueError("KNNAnalogForecaster is not fitted: call fit(train_windows) first.")
+        if self.online:
+            self._add(windows)
+        res = self._memory.search(self._keys(windows), k=self.k, as_of=windows.end_time_ns())
+        idx = np.asarray(res.indices, dtype=np.int64)
+        mask = np.asarray(res.mask, dtype=bool) & (idx >= 0)
+        return idx, np.asarray(res.scores, dtype=float), mask
+
+    def predict(self, windows: WindowSet) -> pd.DataFrame:
+        idx, sims, mask = self.neighbours(windows)
+        outcomes = np.where(mask, self._slot_returns[np.where(mask, idx, 0)], np.nan)
+        if self.temperature:
+            logits = np.where(mask, sims / self.temperature, -np.inf)
+            peak = np.max(logits, axis=1, keepdims=True)
+            logits = logits - np.where(np.isfinite(peak), peak, 0.0)
+            w = np.where(mask, np.exp(logits), 0.0)
+        else:
+            w = mask.astype(float)
+        n = mask.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n > 0, np.nansum(w * np.nan_to_num(outcomes), axis=1) / w.sum(axis=1), np.nan)
+            up = np.where(n > 0, np.sum(mask & (np.nan_to_num(outcomes) > 0), axis=1) / n, np.nan)
+        top = np.where(n > 0, np.max(np.where(mask, sims, -np.inf), axis=1), np.nan)
+        return pd.DataFrame(
+            {
+                "pred_return": mean,
+                "memory_return": mean,
+                "memory_up_share": up,
+                "n_neighbors": n,
+                "top_similarity": top,
+                "y": np.asarray(windows.y, dtype=float),
+            },
+            index=pd.DatetimeIndex(windows.end_time, name="time"),
+        )
+
+    def similar(self, windows: WindowSet, top: int = 5) -> pd.DataFrame:
+        """Long table of the ``top`` most similar past windows for each query and what followed them."""
+        idx, sims, mask = self.neighbours(windows)
+        rows = []
+        for i in range(len(windows)):
+            for r in range(min(top, idx.shape[1])):
+                if not mask[i, r]:
+                    continue
+                slot = idx[i, r]
+                rows.append(
+                    (
+                        windows.end_time[i],
+                        r + 1,
+                        pd.Timestamp(int(self._slot_times[slot]), unit="ns"),
+                        float(sims[i, r]),
+                        float(self._slot_returns[slot]),
+                    )
+                )
+        return pd.DataFrame(
+            rows, columns=["time", "rank", "neighbour_time", "similarity", "neighbour_return"]
+        )
