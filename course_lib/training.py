@@ -553,7 +553,7 @@ class MemoryTransformerTrainer:
                 with open(tmp, "wb") as fh:
                     np.savez(
                         fh, keys=self._mem_keys, values=self._mem_values, end_ns=mw.end_time_ns(),
-                        available_ns=mw.available_at.asi8, y=np.asarray(mw.y), end_pos=mw.end_pos,
+                        available_ns=mw.available_at_ns(), y=np.asarray(mw.y), end_pos=mw.end_pos,
                         X=mw.X, feature_names=np.asarray(mw.feature_names, dtype=str),
                         horizon=np.int64(mw.horizon), seq_len=np.int64(mw.seq_len),
                     )

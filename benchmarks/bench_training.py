@@ -1,0 +1,76 @@
+"""Training throughput of the memory transformer on the bundled S&P 500 windows, with and without memory.
+
+Prints one table: median training samples/s over a few epochs (an epoch's time includes the memory searches
+of every step and the end-of-epoch key refresh), the memory overhead against the same config without memory,
+and the CPU cost drivers worth knowing (attention dropout, batch size, threads, per-position retrieval).
+
+Usage: ``python benchmarks/bench_training.py [--epochs 3] [--quick]``. Never pass/fail: read the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from course_lib import load_sample, prepare_dataset
+from course_lib.model import MemoryTransformerConfig
+from course_lib.training import MemoryTransformerTrainer, TrainerConfig
+
+
+def run(train, mcfg: MemoryTransformerConfig, tcfg: TrainerConfig) -> tuple[float, float]:
+    """Median samples/s over the epochs after the first (warm-up), and the fitted trainer's key-refresh time."""
+    trainer = MemoryTransformerTrainer(mcfg, tcfg)
+    hist = trainer.fit(train)
+    sps = hist["samples_per_s"].to_numpy()
+    refresh = float("nan")
+    if mcfg.use_memory:
+        t0 = time.perf_counter()
+        trainer.refresh_memory_keys()
+        refresh = time.perf_counter() - t0
+    return float(np.median(sps[1:] if len(sps) > 1 else sps)), refresh
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="only the default config with/without memory")
+    args = parser.parse_args()
+    splits = prepare_dataset(load_sample("sp500"), seq_len=64)
+    train = splits.train
+    base = MemoryTransformerConfig(input_dim=train.n_features, seq_len=64)
+    tbase = TrainerConfig(epochs=args.epochs, patience=0, progress=False, device="cpu", memory_backend="auto")
+    variants: list[tuple[str, MemoryTransformerConfig, TrainerConfig]] = [("default", base, tbase)]
+    if not args.quick:
+        variants += [
+            ("attn_dropout=0.1", replace(base, attn_dropout=0.1), tbase),
+            ("dropout=0", replace(base, dropout=0.0), tbase),
+            ("batch_size=64", base, replace(tbase, batch_size=64)),
+            ("batch_size=256", base, replace(tbase, batch_size=256)),
+            ("threads=1", base, replace(tbase, num_threads=1)),
+            ("fusion=joint", replace(base, fusion="joint"), tbase),
+            ("memory_layers=(0,1)", replace(base, memory_layers=(0, 1)), tbase),
+            ("retrieval=position", replace(base, retrieval="position"), tbase),
+        ]
+    rows = []
+    for name, mcfg, tcfg in variants:
+        with_mem, refresh = run(train, mcfg, tcfg)
+        without, _ = run(train, replace(mcfg, use_memory=False), tcfg)
+        rows.append({
+            "variant": name, "samples/s memory": with_mem, "samples/s no memory": without,
+            "memory overhead %": 100 * (without / with_mem - 1), "key refresh s": refresh,
+            "epoch s (memory)": len(train) / with_mem,
+        })
+        print(f"done: {name}", flush=True)
+    table = pd.DataFrame(rows).set_index("variant")
+    print(f"\nTraining throughput, {len(train)} S&P 500 windows (seq_len 64), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, median of epochs 2..{args.epochs}")
+    print(table.round(2).to_string())
+
+
+if __name__ == "__main__":
+    main()
