@@ -1,3 +1,478 @@
-"""Work in progress: filled in by its issue."""
+"""Command line: ``python -m course_lib`` or ``course-lib`` (the chapter's quick start, offline by default).
 
-__all__: list[str] = []
+::
+
+    course-lib fetch --source yfinance --symbols SPY,QQQ --start 2015-01-01 --end 2024-01-01
+    course-lib train --epochs 20 --memory-size 100000 --out checkpoints/sp500      # bundled S&P 500
+    course-lib train --data my_prices.csv --epochs 5 --out checkpoints/mine        # any OHLCV CSV
+    course-lib backtest --model checkpoints/sp500 --start 2016-01-01 --plot backtest.png
+    course-lib similar --date 2008-10-10 --top 5
+
+Every subcommand has ``--help``. Without ``--data``/``--symbols`` the bundled S&P 500 sample is used, so
+nothing needs the network except ``fetch`` (and ``--symbols``, which reads ``fetch``'s cache first).
+Errors in the input (a bad CSV, an unknown date, a missing checkpoint) print one line saying what is
+wrong and how to fix it, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data import DataError, DataWarning, load_csv, load_sample
+
+__all__ = ["build_parser", "main"]
+
+RUN_FILE = "course_run.json"
+RUN_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------------- helpers
+class CliError(Exception):
+    """A user-facing problem: printed as ``error: ...`` with exit status 2."""
+
+
+def _date(text: str | None, what: str) -> pd.Timestamp | None:
+    if text is None:
+        return None
+    try:
+        ts = pd.Timestamp(text)
+    except (ValueError, TypeError) as exc:
+        raise CliError(
+            f"{what}: cannot read {text!r} as a date; use YYYY-MM-DD (or 'YYYY-MM-DD HH:MM')."
+        ) from exc
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo else ts
+
+
+def _load_data(args: argparse.Namespace) -> tuple[pd.DataFrame, dict]:
+    """Prices from --data (CSV), --symbols (live loader, cached) or the bundled sample; plus a description."""
+    data = getattr(args, "data", None)
+    symbols = getattr(args, "symbols", None)
+    if data and symbols:
+        raise CliError("use either --data CSV or --symbols, not both.")
+    if data:
+        df = load_csv(data)
+        source = {"kind": "csv", "path": str(Path(data).resolve())}
+    elif symbols:
+        names = [s.strip() for s in symbols.split(",") if s.strip()]
+        if len(names) != 1:
+            raise CliError(f"train/backtest/similar work on one series; got {names}. Pass a single symbol.")
+        df = _fetch_one(args.source, names[0], args.interval, args.start_data, args.end_data)
+        source = {"kind": args.source, "symbol": names[0], "interval": args.interval}
+    else:
+        df = load_sample("sp500")
+        source = {"kind": "sample", "name": "sp500"}
+    return df, source
+
+
+def _fetch_one(source: str, symbol: str, interval: str | None, start, end) -> pd.DataFrame:
+    from .live import load_bybit, load_yfinance
+
+    if source == "yfinance":
+        return load_yfinance(symbol, start=start or "2015-01-01", end=end, interval=interval or "1d")[symbol]
+    return load_bybit(symbol, interval=interval or "60", start=start, end=end)[symbol]
+
+
+def _load_source(source: dict) -> pd.DataFrame:
+    if source.get("kind") == "csv":
+        return load_csv(source["path"])
+    if source.get("kind") == "sample":
+        return load_sample(source.get("name", "sp500"))
+    return _fetch_one(source["kind"], source["symbol"], source.get("interval"), None, None)
+
+
+def _slice(df: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp | None) -> pd.DataFrame:
+    out = df.loc[start:end] if (start is not None or end is not None) else df
+    if len(out) == 0:
+        raise CliError(f"no bars between {start} and {end}; the data covers {df.index[0]} .. {df.index[-1]}.")
+    return out
+
+
+def _print_table(frame: pd.DataFrame) -> None:
+    with pd.option_context("display.width", 140, "display.max_columns", 20):
+        print(frame.to_string())
+
+
+# --------------------------------------------------------------------------------------------- fetch
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .live import cache_path, load_bybit, load_yfinance
+
+    names = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    if not names:
+        raise CliError("--symbols is empty; pass e.g. --symbols SPY or --symbols BTCUSDT,ETHUSDT.")
+    if args.source == "yfinance":
+        interval = args.interval or "1d"
+        frames = load_yfinance(names, start=args.start or "2015-01-01", end=args.end, interval=interval,
+                               refresh=args.refresh)  # fmt: skip
+    else:
+        interval = args.interval or "60"
+        frames = load_bybit(names, interval=interval, start=args.start, end=args.end, refresh=args.refresh)
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    for sym, df in frames.items():
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            target = out_dir / f"{sym}_{interval}.csv"
+            df.to_csv(target)
+        else:
+            target = cache_path(args.source, sym, interval, args.start or "2015-01-01", args.end) \
+                if args.source == "yfinance" else df.attrs.get("source", "cache")  # fmt: skip
+        print(f"{sym}: {len(df)} bars {df.index[0]} .. {df.index[-1]} -> {target}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    from .model import MemoryTransformerConfig
+    from .training import MemoryTransformerTrainer, TrainerConfig
+    from .windows import prepare_dataset
+
+    df, source = _load_data(args)
+    df = _slice(df, _date(args.start, "--start"), _date(args.end, "--end"))
+    ds = prepare_dataset(df, seq_len=args.seq_len, horizon=args.horizon, train_frac=args.train_frac,
+                         val_frac=args.val_frac)  # fmt: skip
+    mcfg = MemoryTransformerConfig(
+        input_dim=ds.train.n_features, seq_len=args.seq_len, d_model=args.d_model, n_heads=args.heads,
+        n_layers=args.layers, d_ff=2 * args.d_model, n_neighbors=args.neighbors, key_dim=args.key_dim,
+        use_memory=not args.no_memory,
+    )  # fmt: skip
+    tcfg = TrainerConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+        memory_capacity=args.memory_size, progress=not args.quiet, patience=args.patience,
+    )  # fmt: skip
+    print(f"data: {len(df)} bars {df.index[0]} .. {df.index[-1]}; windows train/val/test = "
+          f"{len(ds.train)}/{len(ds.val)}/{len(ds.test)}; memory={'on' if mcfg.use_memory else 'off'}")  # fmt: skip
+    trainer = MemoryTransformerTrainer(mcfg, tcfg, scaler=ds.scaler)
+    history = trainer.fit(ds.train, ds.val)
+    out = Path(args.out)
+    trainer.save(out)
+    from .utils import atomic_path
+
+    run = {
+        "format": "course_lib.cli.run",
+        "version": RUN_VERSION,
+        "data": source,
+        "data_start": str(df.index[0]),
+        "data_end": str(df.index[-1]),
+        "seq_len": args.seq_len,
+        "horizon": args.horizon,
+        "feature_config": asdict(ds.feature_config),
+        "feature_columns": list(ds.features.columns),
+        "train_end": str(ds.train.end_time[-1]),
+        "val_end": str(ds.val.end_time[-1]) if len(ds.val) else None,
+        "test_start": str(ds.test.end_time[0]),
+    }
+    with atomic_path(out / RUN_FILE, ".json") as tmp:
+        tmp.write_text(json.dumps(run, indent=2), encoding="utf-8")
+    cols = [c for c in ("train_loss", "val_loss", "val_direction_accuracy", "val_ic") if c in history]
+    _print_table(history[cols].round(4))
+    test_eval = trainer.evaluate(ds.test)
+    print("test: " + ", ".join(f"{k}={v:.4f}" for k, v in test_eval.items() if np.isfinite(v)))
+    print(f"saved checkpoint to {out} (backtest it with: course-lib backtest --model {out})")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ backtest
+def _read_run(model_dir: Path) -> dict:
+    path = model_dir / RUN_FILE
+    if not model_dir.exists():
+        raise CliError(
+            f"--model {model_dir}: no such folder. Train one first: course-lib train --out {model_dir}"
+        )
+    if not path.exists():
+        raise CliError(
+            f"{model_dir} has no {RUN_FILE}: it was not written by `course-lib train`. Re-train with the CLI."
+        )
+    run = json.loads(path.read_text(encoding="utf-8"))
+    if run.get("format") != "course_lib.cli.run" or run.get("version") != RUN_VERSION:
+        raise CliError(f"{path}: unknown format/version; re-train with this version of course-lib.")
+    return run
+
+
+def _model_windows(trainer, run: dict, df: pd.DataFrame):
+    from .features import FeatureConfig, compute_features, forward_log_return
+    from .windows import make_windows
+
+    if trainer.scaler is None:
+        raise CliError("the checkpoint has no feature scaler; re-train with `course-lib train`.")
+    fcfg = FeatureConfig(**run["feature_config"])
+    feats = compute_features(df, fcfg)[run["feature_columns"]]
+    target = forward_log_return(df["close"], run["horizon"]).reindex(feats.index)
+    return make_windows(trainer.scaler.transform(feats), target, run["seq_len"], run["horizon"])
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from .backtest import BacktestConfig, Backtester
+    from .strategies import ForecastStrategy, HistoricalSimilarityStrategy, MemoryTradingStrategy
+    from .training import MemoryTransformerTrainer
+
+    model_dir = Path(args.model)
+    run = _read_run(model_dir)
+    trainer = MemoryTransformerTrainer.load(model_dir, device=args.device)
+    same_data = not (args.data or args.symbols)
+    df = _load_source(run["data"]) if same_data else _load_data(args)[0]
+    windows = _model_windows(trainer, run, df)
+    start = _date(args.start, "--start")
+    if start is None:
+        start = pd.Timestamp(run["test_start"]) if same_data else windows.end_time[0]
+    end = _date(args.end, "--end")
+    times = windows.end_time
+    in_range = (times >= start) & ((times <= end) if end is not None else True)
+    if not in_range.any():
+        raise CliError(
+            f"no model windows between {start} and {end}; windows cover {times[0]} .. {times[-1]}."
+        )
+    if same_data and start <= pd.Timestamp(run["val_end"] or run["train_end"]):
+        print(f"warning: --start {start.date()} is inside the training/validation period (ends "
+              f"{run['val_end'] or run['train_end']}): in-sample results flatter the model.", file=sys.stderr)  # fmt: skip
+    test = windows.subset(np.flatnonzero(in_range))
+    before = np.flatnonzero(times < start)[-2000:]
+    pred = trainer.predict(test)
+    calib = trainer.predict(windows.subset(before)) if len(before) >= 20 else None
+    if args.strategy == "memory":
+        strat = MemoryTradingStrategy()
+        if calib is not None:
+            strat.calibrate(calib)
+        positions = strat.positions(pred)
+    elif args.strategy == "forecast":
+        fs = ForecastStrategy()
+        positions = (fs.calibrate(calib) if calib is not None else fs).positions(pred)
+    elif args.strategy == "similarity":
+        positions = HistoricalSimilarityStrategy().positions(pred)
+    else:
+        positions = pred["position"].astype(float)
+    cfg = BacktestConfig(cost_bps=args.cost_bps, slippage_bps=args.slippage_bps, stop_loss=args.stop_loss,
+                         take_profit=args.take_profit, periods_per_year=args.periods_per_year)  # fmt: skip
+    result = Backtester(cfg).run(positions, df)
+    freq = result.frequency.description if result.frequency else f"P={result.periods_per_year:g}"
+    print(f"backtest {positions.index[0]} .. {positions.index[-1]} ({len(positions)} decisions, {freq}), "
+          f"strategy={args.strategy}, costs {args.cost_bps:g}+{args.slippage_bps:g} bps")  # fmt: skip
+    _print_table(result.summary())
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig = result.plot(title=f"{model_dir.name}: {args.strategy} strategy", path=args.plot)
+        plt.close(fig)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- similar
+def cmd_similar(args: argparse.Namespace) -> int:
+    from .features import compute_features, forward_log_return
+    from .strategies import KNNAnalogForecaster
+    from .windows import FeatureScaler, make_windows
+
+    df, _ = _load_data(args)
+    when = _date(args.date, "--date")
+    idx = df.index
+    pos = int(idx.searchsorted(when, side="right")) - 1
+    if pos < 0:
+        raise CliError(f"--date {when.date()} is before the data starts ({idx[0]}).")
+    t = idx[pos]
+    close = df["close"]
+    if args.model:
+        from .training import MemoryTransformerTrainer
+
+        model_dir = Path(args.model)
+        run = _read_run(model_dir)
+        trainer = MemoryTransformerTrainer.load(model_dir, device="cpu")
+        windows = _model_windows(trainer, run, df.loc[:t])
+        if len(windows) == 0 or windows.end_time[-1] != t:
+            windows = _unlabelled_last(trainer, run, df.loc[:t])
+        table = trainer.neighbours(windows.subset(np.array([len(windows) - 1])), top=args.top + args.min_gap)
+        table = table.rename(columns={"weight": "similarity"})  # attention weight, shown as "attention"
+        method = f"the model's memory ({model_dir})"
+    else:
+        feats = compute_features(df.loc[:t])
+        if len(feats) < args.seq_len + 10:
+            raise CliError(
+                f"too little history before {t} for windows of {args.seq_len} bars; pick a later --date."
+            )
+        scaled = FeatureScaler().fit(feats).transform(feats)  # bars up to t only
+        target = forward_log_return(df["close"].loc[:t], args.horizon).reindex(feats.index)
+        windows = make_windows(scaled, target, args.seq_len, args.horizon, drop_unlabeled=False)
+        knn = KNNAnalogForecaster(k=args.top + args.min_gap, lookback=min(args.lookback, args.seq_len))
+        knn.fit(windows.subset(np.flatnonzero(np.isfinite(windows.y))))
+        query = windows.subset(np.array([len(windows) - 1]))
+        table = knn.similar(query, top=knn.k)
+        method = f"kNN on the last {knn.lookback} bars of scaled features"
+    # windows that end a few bars before the query overlap it: they are "similar" by construction
+    gap = pos - idx.get_indexer(pd.DatetimeIndex(table["neighbour_time"]))
+    table = table[gap > args.min_gap].head(args.top).copy()
+    table["rank"] = np.arange(1, len(table) + 1)
+    if table.empty:
+        raise CliError(f"no past window with a known outcome before {t}; pick a later --date.")
+    rows = []
+    horizons = (1, 5, 20)
+    for _, row in table.iterrows():
+        npos = int(idx.get_loc(row["neighbour_time"]))
+        rec = {
+            "rank": int(row["rank"]),
+            "date": row["neighbour_time"],
+            "similarity": round(float(row["similarity"]), 3),
+        }
+        for h in horizons:
+            later = npos + h
+            known = later < len(idx) and idx[later] <= t
+            rec[f"next_{h}_bars_%"] = (
+                round(100 * (close.iloc[later] / close.iloc[npos] - 1), 2) if known else np.nan
+            )
+        rows.append(rec)
+    out = pd.DataFrame(rows).set_index("rank")
+    if args.model:
+        out = out.rename(columns={"similarity": "attention"})
+    print(f"Most similar past moments to {t} ({method}); what followed each (known by {t}):")
+    _print_table(out)
+    future = {h: close.iloc[pos + h] / close.iloc[pos] - 1 for h in horizons if pos + h < len(idx)}
+    if future:
+        print("what actually followed " + str(t) + " (hindsight, not used above): "
+              + ", ".join(f"{h} bars {100 * v:+.2f}%" for h, v in future.items()))  # fmt: skip
+    return 0
+
+
+def _unlabelled_last(trainer, run: dict, df: pd.DataFrame):
+    """Windows including the most recent one, whose outcome is not known yet (for a query at the data's end)."""
+    from .features import FeatureConfig, compute_features, forward_log_return
+    from .windows import make_windows
+
+    feats = compute_features(df, FeatureConfig(**run["feature_config"]))[run["feature_columns"]]
+    target = forward_log_return(df["close"], run["horizon"]).reindex(feats.index)
+    return make_windows(
+        trainer.scaler.transform(feats), target, run["seq_len"], run["horizon"], drop_unlabeled=False
+    )
+
+
+# ------------------------------------------------------------------------------------------- parsing
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data (default: the bundled S&P 500 sample, offline)")
+    g.add_argument("--data", help="an OHLCV CSV file (Yahoo export, Bybit dump, DataFrame.to_csv, ...)")
+    g.add_argument(
+        "--symbols", help="one symbol to load with the live loader (cached; needs `fetch` or network)"
+    )
+    g.add_argument(
+        "--source", choices=("yfinance", "bybit"), default="yfinance", help="live source for --symbols"
+    )
+    g.add_argument("--interval", help="bar interval for --symbols (yfinance: 1d, 1h...; bybit: 60, D...)")
+    g.add_argument("--start-data", help="first date to download for --symbols")
+    g.add_argument("--end-data", help="last date to download for --symbols")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="course-lib",
+        description="Memory-Augmented Transformers for Trading: fetch data, train, backtest, find similar moments.",
+        epilog="Run `course-lib <command> --help` for the options of each command.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{fetch,train,backtest,similar}")
+    sub.required = True
+
+    p = sub.add_parser("fetch", help="download bars from Yahoo Finance or Bybit into the cache",
+                       description="Download bars (paginated, retried) and cache them as CSV for offline use.")  # fmt: skip
+    p.add_argument("--source", choices=("yfinance", "bybit"), default="yfinance")
+    p.add_argument("--symbols", required=True, help="comma-separated, e.g. SPY,QQQ or BTCUSDT,ETHUSDT")
+    p.add_argument("--interval", help="yfinance: 1d (default), 1h, ...; bybit: 60 (default), D, ...")
+    p.add_argument(
+        "--start", help="first date (yfinance default 2015-01-01; bybit default: latest 1000 bars)"
+    )
+    p.add_argument("--end", help="last date (default: now)")
+    p.add_argument("--out-dir", help="also write <symbol>_<interval>.csv files here")
+    p.add_argument("--refresh", action="store_true", help="download even if cached")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("train", help="train the memory-augmented transformer and save a checkpoint",
+                       description="Train on a chronological split (purged, scaler fitted on training bars only) "
+                       "and save weights, memory and scaler to --out.")  # fmt: skip
+    _add_data_args(p)
+    p.add_argument("--start", help="use bars from this date")
+    p.add_argument("--end", help="use bars up to this date")
+    p.add_argument(
+        "--out", default="checkpoints/model", help="checkpoint folder (default: checkpoints/model)"
+    )
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--memory-size", type=int, default=100_000, help="capacity of the memory bank (entries)")
+    p.add_argument("--no-memory", action="store_true", help="train the same transformer without memory")
+    p.add_argument("--seq-len", type=int, default=64, help="window length in bars")
+    p.add_argument("--horizon", type=int, default=1, help="forecast horizon in bars")
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--neighbors", type=int, default=32, help="neighbours retrieved per query")
+    p.add_argument("--key-dim", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (0: off)")
+    p.add_argument("--train-frac", type=float, default=0.7)
+    p.add_argument("--val-frac", type=float, default=0.15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, ...")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("backtest", help="backtest a trained checkpoint, print the metrics, write the plot",
+                       description="Positions decided at each close earn the next bar; costs on turnover; "
+                       "annualisation from the bar frequency. Default period: the checkpoint's test period.")  # fmt: skip
+    p.add_argument("--model", required=True, help="checkpoint folder written by `course-lib train`")
+    _add_data_args(p)
+    p.add_argument("--start", help="first decision date (default: start of the checkpoint's test period)")
+    p.add_argument("--end", help="last decision date")
+    p.add_argument("--strategy", choices=("memory", "forecast", "similarity", "position"), default="memory",
+                   help="memory: model + memory agreement (default); forecast: sign x strength of the forecast; "
+                   "similarity: share of rising neighbours; position: the model's portfolio head")  # fmt: skip
+    p.add_argument("--cost-bps", type=float, default=5.0, help="cost per unit turnover in basis points")
+    p.add_argument("--slippage-bps", type=float, default=0.0)
+    p.add_argument("--stop-loss", type=float, help="e.g. 0.05 closes a trade after a 5%% loss")
+    p.add_argument("--take-profit", type=float, help="e.g. 0.1 closes a trade after a 10%% gain")
+    p.add_argument("--periods-per-year", type=float, help="override the inferred annualisation factor")
+    p.add_argument("--plot", help="write the four-panel report to this image file (e.g. backtest.png)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("similar", help="the most similar past moments to a date and what followed them",
+                       description="Only windows whose outcome was known by --date are searched (no look-ahead).")  # fmt: skip
+    p.add_argument(
+        "--date", required=True, help="the moment to look up (the last bar at or before it is used)"
+    )
+    _add_data_args(p)
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--model", help="use this checkpoint's memory and attention instead of plain kNN")
+    p.add_argument("--seq-len", type=int, default=64, help="kNN window length (ignored with --model)")
+    p.add_argument("--lookback", type=int, default=16, help="bars of the window compared by kNN")
+    p.add_argument("--horizon", type=int, default=1, help="outcome horizon stored with each past window")
+    p.add_argument("--min-gap", type=int, default=20,
+                   help="skip neighbours ending within this many bars of --date (they overlap it)")  # fmt: skip
+    p.set_defaults(func=cmd_similar)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``course-lib`` / ``python -m course_lib``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("epochs", "top", "seq_len", "neighbors", "batch_size", "memory_size"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DataWarning)
+            return int(args.func(args) or 0)
+    except (CliError, DataError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # config validation (e.g. MemoryTransformerConfig) names the fix itself
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The command line end to end, in a temporary folder: bundled data and a small intraday CSV."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from course_lib.cli import build_parser, main
+
+TINY = ["--epochs", "1", "--seq-len", "16", "--d-model", "16", "--heads", "2", "--layers", "1",
+        "--neighbors", "8", "--key-dim", "16", "--batch-size", "64", "--quiet"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def intraday_csv(tmp_path_factory):
+    """600 hourly bars of a 24/7 market, epoch-millisecond timestamps, Bybit-like column names."""
+    rng = np.random.default_rng(0)
+    n = 600
+    t = pd.date_range("2024-03-01", periods=n, freq="h")
+    close = 50_000 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
+    open_ = np.concatenate(([close[0]], close[:-1]))
+    spread = np.abs(rng.normal(0, 0.002, n)) * close
+    frame = pd.DataFrame(
+        {
+            "startTime": t.as_unit("ms").asi8,
+            "openPrice": open_,
+            "highPrice": np.maximum(open_, close) + spread,
+            "lowPrice": np.minimum(open_, close) - spread,
+            "closePrice": close,
+            "volume": rng.uniform(10, 100, n),
+        }
+    ).rename(columns=lambda c: c.replace("Price", ""))
+    path = tmp_path_factory.mktemp("data") / "btc_1h.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_help_everywhere(capsys):
+    for cmd in ([], ["fetch"], ["train"], ["backtest"], ["similar"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*cmd, "--help"])
+        assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--memory-size" in out and "--plot" in out and "--date" in out
+
+
+def test_bad_arguments_give_clear_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["nonsense"])
+    with pytest.raises(SystemExit):
+        main(["train", "--epochs", "0"])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,open,high,low,close\n2024-01-01,1,2,0.5,1.5\n")
+    assert main(["train", "--data", str(bad), *TINY, "--out", str(tmp_path / "m")]) == 2
+    assert "volume" in capsys.readouterr().err
+    assert main(["backtest", "--model", str(tmp_path / "missing")]) == 2
+    assert "course-lib train" in capsys.readouterr().err
+    assert main(["similar", "--date", "not-a-date"]) == 2
+    assert "YYYY-MM-DD" in capsys.readouterr().err
+    assert main(["similar", "--date", "1990-01-01"]) == 2
+
+
+def test_end_to_end_on_bundled_data(tmp_path, capsys):
+    ck = tmp_path / "sp500"
+    assert main(["train", "--start", "2016-01-01", *TINY, "--out", str(ck)]) == 0
+    assert (ck / "model.pt").exists() and (ck / "course_run.json").exists()
+    png = tmp_path / "bt.png"
+    assert main(["backtest", "--model", str(ck), "--plot", str(png), "--cost-bps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "252 bars/year" in out and "sharpe" in out and "buy_and_hold" in out
+    assert png.stat().st_size > 10_000
+    assert main(["similar", "--date", "2008-10-10", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "2008-10-10" in out and "next_5_bars_%" in out
+
+
+def test_end_to_end_on_intraday_csv(intraday_csv, tmp_path, capsys):
+    ck = tmp_path / "btc"
+    assert main(["train", "--data", str(intraday_csv), *TINY, "--out", str(ck)]) == 0
+    assert (
+        main(["backtest", "--model", str(ck), "--strategy", "forecast", "--plot", str(tmp_path / "b.png")])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "8760 bars/year" in out  # hourly, weekends present: not 252
+    assert (
+        main(["backtest", "--model", str(ck), "--data", str(intraday_csv), "--strategy", "similarity"]) == 0
+    )
+    date = "2024-03-20 12:00"
+    assert (
+        main(["similar", "--data", str(intraday_csv), "--date", date, "--seq-len", "16", "--top", "3"]) == 0
+    )
+    assert (
+        main(["similar", "--data", str(intraday_csv), "--date", date, "--model", str(ck), "--top", "3"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("Most similar past moments") == 2
+    # the neighbours shown were all known before the queried time
+    body = out.split("Most similar past moments")[1]
+    dates = pd.to_datetime([line.split()[1] + " " + line.split()[2] for line in body.splitlines()[3:6]])
+    assert (dates < pd.Timestamp(date)).all()
