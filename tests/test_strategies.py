@@ -1,0 +1,117 @@
+"""Strategies: hand-checked rules, and no strategy ever uses information from after its decision time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from course_lib import (
+    ForecastStrategy,
+    HistoricalSimilarityStrategy,
+    KNNAnalogForecaster,
+    MemoryTradingStrategy,
+    MomentumStrategy,
+    make_windows,
+)
+
+
+def _windows(n=300, f=3, seq_len=8, seed=0, plant=None):
+    rng = np.random.default_rng(seed)
+    idx = pd.bdate_range("2010-01-01", periods=n)
+    feats = pd.DataFrame(rng.normal(size=(n, f)), index=idx, columns=[f"f{i}" for i in range(f)])
+    if plant is not None:
+        a, b = plant  # copy the pattern ending at bar b to end at bar a (a < b: a planted "twin" in the past)
+        feats.iloc[a - seq_len + 1 : a + 1] = feats.iloc[b - seq_len + 1 : b + 1].to_numpy()
+    target = pd.Series(rng.normal(0, 0.01, n), index=idx)
+    return make_windows(feats, target, seq_len, horizon=1)
+
+
+def test_knn_finds_a_planted_twin_and_never_looks_ahead():
+    w = _windows(plant=(50, 250))
+    train, test = w.subset(np.arange(0, 150)), w.subset(np.arange(150, len(w)))
+    knn = KNNAnalogForecaster(k=5, lookback=8).fit(train)
+    table = knn.similar(test, top=5)
+    q = test.end_time[250 - 7 - 150]
+    assert q == w.end_time[250 - 7]
+    best = table[(table.time == q) & (table["rank"] == 1)].iloc[0]
+    assert best.neighbour_time == w.end_time[50 - 7] and best.similarity == pytest.approx(1.0, abs=1e-5)
+    assert (table.neighbour_time < table.time).all()
+
+
+def test_knn_online_memory_is_causal():
+    w = _windows(seed=1)
+    train, test = w.subset(np.arange(0, 100)), w.subset(np.arange(100, len(w)))
+    knn = KNNAnalogForecaster(k=10, lookback=4, online=True).fit(train)
+    table = knn.similar(test, top=10)
+    # a test window's outcome is known one bar after its end: it may be retrieved by later queries only
+    lag = table.time - table.neighbour_time
+    assert (lag >= pd.Timedelta(days=1)).all()
+    assert (table.neighbour_time > train.end_time[-1]).any()  # online entries are used
+    pred = knn.predict(test)
+    assert pred["n_neighbors"].eq(10).all()
+    assert pred["memory_up_share"].between(0, 1).all()
+
+
+def test_knn_outcomes_by_hand():
+    w = _windows(n=60, seed=2)
+    knn = KNNAnalogForecaster(k=3, lookback=8).fit(w.subset(np.arange(0, 40)))
+    q = w.subset(np.arange(45, 46))
+    idx, sims, mask = knn.neighbours(q)
+    outcomes = knn._slot_returns[idx[0]]
+    pred = knn.predict(q)
+    assert pred["memory_return"].iloc[0] == pytest.approx(outcomes.mean())
+    assert pred["memory_up_share"].iloc[0] == pytest.approx((outcomes > 0).mean())
+    with pytest.raises(ValueError, match="fit"):
+        KNNAnalogForecaster().predict(q)
+
+
+def test_historical_similarity_rule():
+    frame = pd.DataFrame(
+        {
+            "memory_up_share": [0.8, 0.6, 0.5, 0.4, 0.1, np.nan, 0.9],
+            "n_neighbors": [10, 10, 10, 10, 10, 0, 2],
+        },
+        index=pd.bdate_range("2020-01-01", periods=7),
+    )
+    pos = HistoricalSimilarityStrategy(long_threshold=0.6, short_threshold=0.4, min_neighbors=5).positions(
+        frame
+    )
+    assert pos.tolist() == [1, 1, 0, -1, -1, 0, 0]
+    long_only = HistoricalSimilarityStrategy(allow_short=False, min_neighbors=1).positions(frame)
+    assert long_only.min() == 0
+    with pytest.raises(ValueError):
+        HistoricalSimilarityStrategy(long_threshold=0.3, short_threshold=0.6)
+
+
+def test_memory_trading_strategy_signals():
+    idx = pd.bdate_range("2020-01-01", periods=3)
+    pred = pd.DataFrame(
+        {
+            "pred_return": [0.002, 0.002, -0.001],
+            "memory_return": [0.001, -0.002, -0.004],
+            "memory_up_share": [0.6, 0.3, 0.2],
+        },
+        index=idx,
+    )
+    strat = MemoryTradingStrategy(model_scale=0.002, memory_scale=0.002)
+    sig = strat.generate_signals(pred)
+    assert sig["agree"].tolist() == [True, False, True]
+    np.testing.assert_allclose(sig["position"], [1.0, 0.5, -1.0])
+    assert {"model_prediction", "memory_avg_return", "confidence", "signal"} <= set(sig.columns)
+    calibrated = MemoryTradingStrategy().calibrate(pred)
+    assert calibrated.model_scale == pytest.approx(np.sqrt(np.mean(np.square([0.002, 0.002, -0.001]))))
+    with pytest.raises(ValueError, match="trainer"):
+        MemoryTradingStrategy().generate_signals(_windows(n=40))
+
+
+def test_forecast_and_momentum_by_hand():
+    idx = pd.bdate_range("2020-01-01", periods=4)
+    pred = pd.DataFrame({"pred_return": [0.01, -0.005, 0.0, 0.03]}, index=idx)
+    pos = ForecastStrategy(scale=0.01).positions(pred)
+    np.testing.assert_allclose(pos, [1.0, -0.5, 0.0, 1.0])
+    assert ForecastStrategy(sizing="sign").positions(pred).tolist() == [1, -1, 0, 1]
+    close = pd.Series([100, 101, 99, 98, 103], index=pd.bdate_range("2020-01-01", periods=5), dtype=float)
+    mom = MomentumStrategy(lookback=2).positions(close)
+    assert mom.tolist() == [0, 0, -1, -1, 1]  # 99 < 100, 98 < 101, 103 > 99
+    assert MomentumStrategy(lookback=2, allow_short=False).positions(close).min() == 0
