@@ -40,7 +40,20 @@ def _series(x, name: str = "value") -> pd.Series:
     return pd.Series(np.asarray(x, dtype=float), name=name)
 
 
-def _aligned(x, index: pd.Index) -> pd.Series:
+def _history(x, index: pd.Index) -> pd.Series:
+    """Asset returns as a Series: a time-indexed Series is kept whole (its earlier bars feed the trailing
+    estimates, which are reindexed to the positions afterwards); an array must align with the positions."""
+    if (
+        isinstance(x, pd.Series)
+        and isinstance(x.index, pd.DatetimeIndex)
+        and isinstance(index, pd.DatetimeIndex)
+    ):
+        missing = index.difference(x.index)
+        if len(missing):
+            raise ValueError(
+                f"asset returns have no value for {len(missing)} position time(s), first {missing[0]}."
+            )
+        return x.astype(float).loc[: index[-1]]
     if isinstance(x, pd.Series):
         return x.astype(float).reindex(index)
     return _series(x).set_axis(index)
@@ -123,16 +136,17 @@ def volatility_target(
     """Scale positions so the trailing-volatility forecast of the position is ``target_vol`` a year.
 
     ``scale_t = target_vol / (std(r_{t-window+1..t}) * sqrt(P))``, capped at ``max_leverage``; the
-    returns up to bar t are known at t's close, when the position is chosen. Bars before ``window``
-    returns exist get size 0 (no estimate, no bet).
+    returns up to bar t are known at t's close, when the position is chosen. Pass the asset's whole
+    return history as a time-indexed Series and the estimate is warm from the first position; bars
+    without ``window`` earlier returns get size 0 (no estimate, no bet).
     """
     pos = _series(positions, "position")
-    r = _aligned(asset_returns, pos.index)
+    r = _history(asset_returns, pos.index)
     if periods_per_year is None:
-        if not isinstance(pos.index, pd.DatetimeIndex):
+        if not isinstance(r.index, pd.DatetimeIndex):
             raise ValueError("periods_per_year is required without a DatetimeIndex.")
-        periods_per_year = infer_frequency(pos.index).periods_per_year
-    vol = r.rolling(window, min_periods=window).std() * math.sqrt(periods_per_year)
+        periods_per_year = infer_frequency(r.index).periods_per_year
+    vol = (r.rolling(window, min_periods=window).std() * math.sqrt(periods_per_year)).reindex(pos.index)
     scale = (target_vol / vol.where(vol > 0)).clip(upper=max_leverage).fillna(0.0)
     return (pos * scale).clip(-max_leverage, max_leverage).rename("position")
 
@@ -203,11 +217,19 @@ def cvar_limit(
     size (no estimate yet: the caller's other limits still apply).
     """
     pos = _series(positions, "position")
-    r = _aligned(asset_returns, pos.index)
+    r = _history(asset_returns, pos.index)
     values = np.nan_to_num(r.to_numpy(dtype=float))
     k = max(1, int(math.ceil(window * (1 - alpha))))
-    down = _rolling_tail_mean(values, window, k, lower=True)
-    up = _rolling_tail_mean(values, window, k, lower=False)
+    down = (
+        pd.Series(_rolling_tail_mean(values, window, k, lower=True), index=r.index)
+        .reindex(pos.index)
+        .to_numpy()
+    )
+    up = (
+        pd.Series(_rolling_tail_mean(values, window, k, lower=False), index=r.index)
+        .reindex(pos.index)
+        .to_numpy()
+    )
     p = pos.to_numpy()
     tail = np.where(p >= 0, down, up)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -93,3 +93,19 @@ def test_sizers_are_causal(sizer):
     changed = size(r2, sig2, mem2)
     np.testing.assert_array_equal(base.iloc[:T].to_numpy(), changed.iloc[:T].to_numpy())
     assert not np.array_equal(base.iloc[T:].to_numpy(), changed.iloc[T:].to_numpy())
+
+
+def test_a_longer_return_history_warms_the_estimates_causally():
+    rng = np.random.default_rng(3)
+    idx = pd.bdate_range("2019-01-01", periods=300)
+    r = pd.Series(rng.normal(0, 0.01, 300), index=idx)
+    pos = pd.Series(1.0, index=idx[-50:])
+    sized = volatility_target(pos, r, target_vol=0.1, window=20)
+    assert (sized > 0).all()  # warm from the first position: the 20 returns before it are known
+    expected = 0.1 / (r.loc[: idx[-50]].iloc[-20:].std() * np.sqrt(252))
+    assert sized.iloc[0] == pytest.approx(min(expected, 1.0))
+    later = r.copy()
+    later.iloc[-10:] *= 4
+    np.testing.assert_array_equal(sized.iloc[:40], volatility_target(pos, later, 0.1, 20).iloc[:40])
+    capped = cvar_limit(pos, r, limit=0.005, window=100)
+    assert capped.notna().all() and (capped < 1).all()

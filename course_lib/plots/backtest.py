@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..metrics import drawdown, rolling_sharpe
 
-__all__ = ["plot_backtest", "plot_equity_curves", "plot_cost_sensitivity"]
+__all__ = ["plot_backtest", "plot_cost_sensitivity", "plot_equity_curves", "plot_sharpe_intervals"]
 
 
 def plot_backtest(
@@ -100,4 +100,26 @@ def plot_cost_sensitivity(table: pd.DataFrame, metric: str = "sharpe", ax=None):
     ax.set_ylabel(metric)
     ax.set_title(f"What costs do to {metric}")
     ax.legend()
+    return ax
+
+
+def plot_sharpe_intervals(
+    table: pd.DataFrame, ax=None, title: str = "Sharpe ratio with 95% bootstrap interval"
+):
+    """Sharpe of each strategy (rows of ``table``, e.g. ``WalkForwardResult.table``) with its bootstrap
+    interval: an interval that contains 0 is an edge the data cannot confirm."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.5 * len(table) + 1.5))
+    y = np.arange(len(table))
+    sharpe = table["sharpe"].to_numpy(dtype=float)
+    lo = sharpe - table["sharpe_ci_low"].to_numpy(dtype=float)
+    hi = table["sharpe_ci_high"].to_numpy(dtype=float) - sharpe
+    ax.errorbar(sharpe, y, xerr=[lo, hi], fmt="o", capsize=4)
+    ax.axvline(0, color="k", lw=0.8, ls="--")
+    ax.set_yticks(y, list(table.index))
+    ax.invert_yaxis()
+    ax.set_xlabel("annualised Sharpe")
+    ax.set_title(title)
     return ax
