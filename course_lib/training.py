@@ -272,7 +272,9 @@ class MemoryTransformerTrainer:
         return lut
 
     # ---- losses ------------------------------------------------------------------------------
-    def _set_target_stats(self, y: np.ndarray) -> None:
+    def set_target_stats(self, y: np.ndarray) -> None:
+        """Record the training labels' scale and the down/flat/up threshold in the model (fit does this;
+        call it yourself only to build a memory before training, as lesson 03 does)."""
         scale = float(np.std(y)) or 1.0
         thr = float(np.quantile(np.abs(y), self.config.flat_quantile)) if self.config.flat_quantile > 0 else 0.0
         self.model.target_scale.fill_(scale)
@@ -328,7 +330,7 @@ class MemoryTransformerTrainer:
             seed_everything(cfg.seed)
             gen = torch.Generator().manual_seed(cfg.seed)
             y_train = np.asarray(train.y, dtype=np.float64)
-            self._set_target_stats(y_train)
+            self.set_target_stats(y_train)
             X = torch.from_numpy(np.ascontiguousarray(train.X)).to(self.device)
             Y = torch.from_numpy(np.asarray(train.y, dtype=np.float32)).to(self.device)
             end_ns = train.end_time_ns()
