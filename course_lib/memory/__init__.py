@@ -1,3 +1,22 @@
-"""Work in progress: filled in by its issue."""
+"""External kNN memory: a causal, persistent memory bank (``ExternalMemoryBank``) with exact and
+approximate search backends, FIFO/LRU/importance eviction, and a hot/warm/cold tiered store."""
 
-__all__: list[str] = []
+from .backends import CausalFilter, faiss_available, recall_at_k
+from .bank import ExternalMemoryBank, SearchResult, to_ns
+from .config import BACKENDS, EVICTIONS, MemoryConfig
+from .eviction import sample_by_priority
+from .persistence import MemoryFileError
+
+__all__ = [
+    "BACKENDS",
+    "EVICTIONS",
+    "CausalFilter",
+    "ExternalMemoryBank",
+    "MemoryConfig",
+    "MemoryFileError",
+    "SearchResult",
+    "faiss_available",
+    "recall_at_k",
+    "sample_by_priority",
+    "to_ns",
+]

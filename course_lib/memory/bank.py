@@ -1,0 +1,636 @@
+"""The external memory bank: a preallocated ring buffer of unit keys, values and metadata, searched by
+cosine similarity with a causal ``as_of`` filter.
+
+Why it looks like this (the reference chapter's bugs, fixed):
+
+* ``add`` writes a batch into preallocated arrays with one vectorised assignment: amortised O(batch), no
+  index rebuild and no Python loop per row.
+* ``search`` always returns exactly ``k`` columns plus a validity ``mask``; a small memory gives masked
+  slots, never a silently narrower array.
+* ``as_of`` (one time per query) hides every entry whose label was not yet known (``available_at >
+  as_of``) *before* the top-k, so a query never sees itself, a later window or an unresolved label.
+* ``save``/``load`` keep every metadata field, in a versioned, atomic, pickle-free file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import backends as B
+from .config import MemoryConfig
+from .eviction import fifo_victims, importance_victims, lru_victims, sample_by_priority
+from .persistence import MemoryFileError, read_npz, write_npz
+
+__all__ = ["ExternalMemoryBank", "SearchResult", "to_ns"]
+
+FORMAT = "course_lib.ExternalMemoryBank"
+FORMAT_VERSION = 1
+_ANN_MIN_ENTRIES = 2048  # below this an approximate index is pointless: search exactly
+_MAX_OVERFETCH = 1024  # faiss rows that must skip more entries than this go to a matmul kernel
+
+
+def to_ns(times: Any, n: int | None = None) -> np.ndarray | None:
+    """Times as int64 nanoseconds: accepts int64 ns, datetime64, ``DatetimeIndex``/``Series``, Timestamps.
+
+    A scalar is broadcast to ``n`` rows. ``None`` stays ``None``.
+    """
+    if times is None:
+        return None
+    if isinstance(times, torch.Tensor):
+        times = times.detach().cpu().numpy()
+    if isinstance(times, pd.DatetimeIndex):
+        out = times.as_unit("ns").asi8
+    elif isinstance(times, pd.Series) and pd.api.types.is_datetime64_any_dtype(times):
+        out = pd.DatetimeIndex(times).as_unit("ns").asi8
+    elif isinstance(times, (pd.Timestamp, np.datetime64)):
+        out = np.array([pd.Timestamp(times).as_unit("ns").value])
+    else:
+        arr = np.asarray(times)
+        if np.issubdtype(arr.dtype, np.datetime64):
+            out = arr.astype("datetime64[ns]").view(np.int64)
+        elif arr.dtype.kind in "iu":
+            out = arr.astype(np.int64)
+        else:
+            raise TypeError(f"times must be int64 nanoseconds or datetimes, got dtype {arr.dtype}")
+    out = np.asarray(out, dtype=np.int64).reshape(-1)
+    if n is not None:
+        if out.size == 1 and n != 1:
+            out = np.full(n, out[0], dtype=np.int64)
+        if out.size != n:
+            raise ValueError(f"expected {n} times (one per row), got {out.size}")
+    return out
+
+
+def _fill_value(dtype: np.dtype) -> Any:
+    if dtype.kind == "f":
+        return np.nan
+    if dtype.kind in "iu":
+        return -1
+    if dtype.kind == "U":
+        return ""
+    if dtype.kind == "b":
+        return False
+    raise TypeError(f"metadata of dtype {dtype} is not supported (use numbers, bools or strings)")
+
+
+def _as_numpy_rows(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+@dataclass
+class SearchResult:
+    """What :meth:`ExternalMemoryBank.search` returns; every array has ``k`` columns.
+
+    Attributes:
+        scores: (q, k) cosine similarities, best first (0 where invalid).
+        indices: (q, k) slot ids (-1 where invalid).
+        mask: (q, k) True where a real, eligible entry was found.
+        keys: (q, k, key_dim) the stored unit keys (zeros where invalid).
+        values: (q, k, value_dim) the stored values (zeros where invalid).
+        backend: the kernel that answered (useful when ``backend="auto"``).
+    Use :meth:`metadata` for per-neighbour fields such as ``"timestamp"`` or ``"future_return"``.
+    If the queries were a torch tensor, the arrays above are tensors on the queries' device.
+    """
+
+    scores: Any
+    indices: Any
+    mask: Any
+    keys: Any
+    values: Any
+    backend: str = ""
+    _metadata: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def metadata(self, name: str) -> np.ndarray:
+        """(q, k) numpy array of one metadata field; NaN / -1 / "" where the slot is invalid."""
+        if name not in self._metadata:
+            raise KeyError(f"no metadata field {name!r}; available: {sorted(self._metadata)}")
+        return self._metadata[name]
+
+    @property
+    def metadata_names(self) -> list[str]:
+        return sorted(self._metadata)
+
+    def neighbours(self, row: int = 0) -> pd.DataFrame:
+        """The valid neighbours of query ``row`` as a table (time columns shown as dates)."""
+        mask = np.asarray(self.mask[row].cpu() if isinstance(self.mask, torch.Tensor) else self.mask[row])
+        scores = self.scores[row].cpu().numpy() if isinstance(self.scores, torch.Tensor) else self.scores[row]
+        idx = self.indices[row].cpu().numpy() if isinstance(self.indices, torch.Tensor) else self.indices[row]
+        cols: dict[str, Any] = {"slot": idx[mask], "score": scores[mask]}
+        for name in self.metadata_names:
+            col = self._metadata[name][row][mask]
+            if name in ("timestamp", "available_at"):
+                col = pd.to_datetime(col)
+            cols[name] = list(col) if col.ndim > 1 else col
+        return pd.DataFrame(cols)
+
+
+class ExternalMemoryBank:
+    """Cosine kNN memory with FIFO/LRU/importance eviction, causal search and safe persistence.
+
+    >>> bank = ExternalMemoryBank(MemoryConfig(key_dim=4, capacity=100))
+    >>> slots = bank.add(np.eye(4), timestamp=[1, 2, 3, 4], available_at=[2, 3, 4, 5])
+    >>> res = bank.search(np.eye(4)[:1], k=3, as_of=3)       # entries available at <= 3 only
+    >>> res.mask.sum().item()
+    2
+    """
+
+    _CORE = ("timestamp", "available_at", "importance")
+
+    def __init__(self, config: MemoryConfig | None = None, **overrides: Any):
+        cfg = config or MemoryConfig(**overrides)
+        if config is not None and overrides:
+            cfg = MemoryConfig(**{**cfg.to_dict(), **overrides})
+        self.config = cfg
+        if cfg.backend == "faiss-gpu" and not B.faiss_available(gpu=True):
+            raise RuntimeError(
+                "backend='faiss-gpu' needs a faiss build with GPU support and a visible GPU. "
+                "Use backend='torch' with device='cuda' (same exact results) or install faiss-gpu."
+            )
+        cap, d = cfg.capacity, cfg.key_dim
+        self._keys = np.zeros((cap, d), dtype=np.float32)
+        self._values = np.zeros((cap, cfg.value_dim), dtype=np.float32)
+        self._meta: dict[str, np.ndarray] = {}
+        self._insert_seq = np.zeros(cap, dtype=np.int64)
+        self._last_access = np.zeros(cap, dtype=np.int64)
+        self._access_count = np.zeros(cap, dtype=np.int64)
+        self._size = 0
+        self._write_pos = 0
+        self._seq = 0
+        self._clock = 0
+        self._rng = np.random.default_rng(cfg.seed)
+        self._device = torch.device(cfg.device)
+        self._dev_keys: torch.Tensor | None = None
+        self._ann: B._FaissANN | None = None
+        if cfg.backend == "ivf":
+            self._ann = B.IVFIndex(d, cap, cfg.ivf_nlist, cfg.ivf_nprobe, cfg.seed)
+        elif cfg.backend == "hnsw":
+            self._ann = B.HNSWIndex(d, cap, cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search)
+        self._gpu_res = None
+        if cfg.backend == "faiss-gpu":  # pragma: no cover - needs faiss-gpu
+            import faiss
+
+            self._gpu_res = faiss.StandardGpuResources()
+        for name, dtype in (("timestamp", np.int64), ("available_at", np.int64), ("importance", np.float32)):
+            self._meta[name] = np.full(cap, _fill_value(np.dtype(dtype)), dtype=dtype)
+
+    # ------------------------------------------------------------------ basic properties
+    def __len__(self) -> int:
+        return self._size
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"ExternalMemoryBank(size={self._size}/{c.capacity}, key_dim={c.key_dim}, value_dim={c.value_dim}, "
+                f"backend={c.backend!r}, eviction={c.eviction!r})")
+
+    @property
+    def capacity(self) -> int:
+        return self.config.capacity
+
+    @property
+    def keys(self) -> np.ndarray:
+        """Read-only view of the stored unit keys of the filled slots (slot order)."""
+        v = self._keys[: self._size]
+        v.flags.writeable = False
+        return v
+
+    @property
+    def values(self) -> np.ndarray:
+        v = self._values[: self._size]
+        v.flags.writeable = False
+        return v
+
+    @property
+    def metadata_names(self) -> list[str]:
+        return sorted(self._meta)
+
+    def metadata(self, name: str, slots: np.ndarray | None = None) -> np.ndarray:
+        """A copy of one metadata field for ``slots`` (default: every filled slot)."""
+        if name not in self._meta:
+            raise KeyError(f"no metadata field {name!r}; available: {self.metadata_names}")
+        arr = self._meta[name][: self._size]
+        return arr.copy() if slots is None else arr[self._check_slots(slots)]
+
+    @property
+    def access_count(self) -> np.ndarray:
+        """How often each filled slot was returned by a search (drives LRU and tiering)."""
+        return self._access_count[: self._size].copy()
+
+    def to_frame(self, slots: np.ndarray | None = None) -> pd.DataFrame:
+        """Metadata of ``slots`` (default all) as a table, times as dates; handy in notebooks."""
+        slots = np.arange(self._size) if slots is None else self._check_slots(slots)
+        out: dict[str, Any] = {"slot": slots}
+        for name in self.metadata_names:
+            col = self._meta[name][slots]
+            if name in ("timestamp", "available_at"):
+                col = pd.to_datetime(col)
+            out[name] = list(col) if col.ndim > 1 else col
+        return pd.DataFrame(out)
+
+    # ------------------------------------------------------------------ writing
+    def add(self, keys: Any, values: Any = None, timestamp: Any = None, available_at: Any = None,
+            future_return: Any = None, symbol: Any = None, regime: Any = None, importance: Any = None,
+            **extra: Any) -> np.ndarray:
+        """Store a batch of entries; returns the slot id of each row.
+
+        Keys are L2-normalised on the way in. ``timestamp`` is the window's end time t and
+        ``available_at`` the time its label is known (t+h); both int64 ns or datetimes. An entry is only
+        found by queries with ``as_of >= available_at``. ``future_return`` without ``available_at`` is
+        refused (that is exactly how look-ahead sneaks in). ``importance`` defaults to ``|future_return|``
+        (first column), else 1. Any other keyword is stored as a free-form per-entry field.
+
+        When the bank is full, the eviction policy chooses which old entries are overwritten. A batch
+        longer than the capacity keeps only its last ``capacity`` rows.
+        """
+        k = self._prep_keys(keys)
+        n = len(k)
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        if future_return is not None and available_at is None:
+            raise ValueError(
+                "future_return given without available_at: pass when each label becomes known "
+                "(WindowSet.available_at_ns()), otherwise searches could see unresolved labels."
+            )
+        ts = to_ns(timestamp, n)
+        av = to_ns(available_at, n)
+        if av is None:
+            av = ts if ts is not None else np.zeros(n, np.int64)
+        cols: dict[str, np.ndarray | None] = {
+            "timestamp": ts if ts is not None else np.zeros(n, np.int64),
+            "available_at": av,
+            "future_return": None if future_return is None else _as_numpy_rows(future_return, "future_return"),
+            "symbol": None if symbol is None else np.asarray(symbol, dtype=str),
+            "regime": None if regime is None else _as_numpy_rows(regime, "regime"),
+        }
+        if importance is not None:
+            imp = np.asarray(_as_numpy_rows(importance, "importance"), dtype=np.float32)
+        elif cols["future_return"] is not None:
+            fr = np.asarray(cols["future_return"], dtype=np.float32).reshape(n, -1)[:, 0]
+            imp = np.nan_to_num(np.abs(fr), nan=0.0)
+        else:
+            imp = np.ones(n, np.float32)
+        cols["importance"] = np.broadcast_to(imp.reshape(()), (n,)) if imp.size == 1 else imp
+        for name, arr in extra.items():
+            cols[name] = None if arr is None else _as_numpy_rows(arr, name)
+        vals = self._prep_values(values, n)
+
+        start = max(0, n - self.capacity)  # a batch longer than the memory keeps its newest rows
+        if start:
+            k, vals = k[start:], None if vals is None else vals[start:]
+            cols = {c: a[start:] if a is not None and np.ndim(a) > 0 and len(a) == n else a
+                    for c, a in cols.items()}
+            n = len(k)
+        slots = self._allocate(n)
+        self._keys[slots] = k
+        if vals is not None:
+            self._values[slots] = vals
+        elif self.config.value_dim:
+            self._values[slots] = 0.0
+        for name, arr in cols.items():
+            self._write_field(name, slots, arr, n)
+        for name in self._meta.keys() - cols.keys():
+            self._meta[name][slots] = _fill_value(self._meta[name].dtype)
+        self._insert_seq[slots] = self._seq + np.arange(n)
+        self._seq += n
+        self._clock += 1
+        self._last_access[slots] = self._clock
+        self._access_count[slots] = 0
+        self._touch(slots)
+        return slots
+
+    def update_keys(self, slots: Any, new_keys: Any) -> None:
+        """Overwrite the keys of ``slots`` in place (e.g. re-encoding the memory after an epoch)."""
+        slots = self._check_slots(slots)
+        k = self._prep_keys(new_keys)
+        if len(k) != len(slots):
+            raise ValueError(f"{len(slots)} slots but {len(k)} keys")
+        self._keys[slots] = k
+        self._touch(slots)
+
+    def update_values(self, slots: Any, new_values: Any) -> None:
+        slots = self._check_slots(slots)
+        v = self._prep_values(new_values, len(slots))
+        if v is None:
+            raise ValueError("new_values is None")
+        self._values[slots] = v
+
+    def update_importance(self, slots: Any, priority: Any, accumulate: bool = False) -> None:
+        """Set (or, with ``accumulate=True``, add to) the priority p_i, e.g. summed attention weights."""
+        slots = self._check_slots(slots)
+        p = np.broadcast_to(np.asarray(_as_numpy_rows(priority, "priority"), np.float32), slots.shape)
+        if accumulate:
+            np.add.at(self._meta["importance"], slots, p)
+        else:
+            self._meta["importance"][slots] = p
+
+    def sample(self, n: int, alpha: float | None = None, replace: bool = True) -> np.ndarray:
+        """Slots drawn with probability p_i^alpha / sum p^alpha (prioritised replay over the memory)."""
+        if self._size == 0:
+            raise ValueError("the memory is empty: add entries before sampling")
+        a = self.config.importance_alpha if alpha is None else alpha
+        return sample_by_priority(self._meta["importance"][: self._size], n, a, self._rng, replace)
+
+    def reset(self) -> None:
+        """Forget every entry (the buffers are kept, so refilling allocates nothing)."""
+        self._size = self._write_pos = self._seq = self._clock = 0
+        self._access_count[:] = 0
+        self._last_access[:] = 0
+        for name in list(self._meta):
+            if name in self._CORE:
+                self._meta[name][:] = _fill_value(self._meta[name].dtype)
+            else:
+                del self._meta[name]
+        if self._ann is not None:
+            self._ann.reset()
+
+    # ------------------------------------------------------------------ searching
+    def search(self, queries: Any, k: int = 32, as_of: Any = None) -> SearchResult:
+        """The ``k`` most similar stored entries for each query row, causally filtered by ``as_of``.
+
+        Args:
+            queries: (q, key_dim) numpy array or torch tensor (normalised here; gradients are not kept).
+            k: number of result columns, always returned; ``mask`` marks which are real.
+            as_of: ``None`` (no filter), one time for all queries, or (q,) times: an entry is eligible
+                for query i only if ``available_at <= as_of[i]``.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        is_torch = isinstance(queries, torch.Tensor)
+        out_device = queries.device if is_torch else None
+        qt = (queries.detach() if is_torch else torch.from_numpy(np.asarray(queries, dtype=np.float32)))
+        if qt.ndim == 1:
+            qt = qt.unsqueeze(0)
+        if qt.ndim != 2 or qt.shape[1] != self.config.key_dim:
+            raise ValueError(f"queries must have shape (q, {self.config.key_dim}), got {tuple(qt.shape)}")
+        qt = torch.nn.functional.normalize(qt.float(), dim=1, eps=1e-12)
+        nq = qt.shape[0]
+        times = to_ns(as_of, nq)
+        n = self._size
+        filt = B.CausalFilter(self._meta["available_at"][:n], times) if times is not None and n else None
+        with self._threads():
+            scores, slots, used = self._run_kernel(qt, k, filt)
+        mask = slots >= 0
+        scores = np.where(mask, scores, 0.0).astype(np.float32)
+        hit = slots[mask]
+        self._clock += 1
+        if hit.size:
+            self._last_access[hit] = self._clock
+            self._access_count[: n] += np.bincount(hit, minlength=n)[:n]
+        safe = np.where(mask, slots, 0)
+        keys = self._keys[safe] * mask[..., None]
+        values = self._values[safe] * mask[..., None]
+        meta = {}
+        for name, arr in self._meta.items():
+            g = arr[safe]
+            fill = _fill_value(arr.dtype)
+            g[~mask] = fill
+            meta[name] = g
+        res = SearchResult(scores, slots, mask, keys, values, used, meta)
+        if is_torch:
+            res.scores, res.indices, res.mask, res.keys, res.values = (
+                torch.from_numpy(np.ascontiguousarray(a)).to(out_device)
+                for a in (scores, slots, mask, keys, values)
+            )
+        return res
+
+    def choose_kernel(self, batch: int, filt: B.CausalFilter | None = None) -> str:
+        """The exact kernel ``backend="auto"`` uses for a batch of ``batch`` queries."""
+        cfg = self.config
+        if self._device.type != "cpu":
+            return "torch"
+        if batch <= cfg.auto_numpy_max_batch:
+            return "numpy"
+        if batch >= cfg.auto_faiss_min_batch and B.faiss_available():
+            if filt is None or filt.trivial or filt.n_ineligible().max() <= _MAX_OVERFETCH:
+                return "faiss"
+        return "torch"
+
+    def _run_kernel(self, qt: torch.Tensor, k: int, filt: B.CausalFilter | None):
+        n = self._size
+        nq = qt.shape[0]
+        if n == 0:
+            return np.zeros((nq, k), np.float32), np.full((nq, k), -1, np.int64), "empty"
+        name = self.config.backend
+        if name in ("ivf", "hnsw"):
+            if n < _ANN_MIN_ENTRIES or (filt is not None and not filt.trivial
+                                        and filt.n_ineligible().max() > _MAX_OVERFETCH):
+                name = self.choose_kernel(nq, filt)
+            else:
+                s, i = self._ann.search(self._keys[:n], qt.cpu().numpy(), k, filt)
+                return s, i, name
+        if name == "auto":
+            name = self.choose_kernel(nq, filt)
+        keys = self._keys[:n]
+        cm = self.config.chunk_mb
+        if name == "numpy":
+            s, i = B.exact_numpy(keys, qt.cpu().numpy(), k, filt, cm)
+        elif name == "torch":
+            dk = self._device_keys()[:n]
+            s, i = B.exact_torch(dk, qt.to(dk.device), k, filt, cm)
+        else:  # faiss / faiss-gpu: rows that must skip many entries go to the matmul kernel
+            qn = qt.cpu().numpy()
+            if filt is not None and not filt.trivial:
+                many = filt.n_ineligible() > _MAX_OVERFETCH
+            else:
+                many = np.zeros(nq, dtype=bool)
+            s = np.empty((nq, k), np.float32)
+            i = np.empty((nq, k), np.int64)
+            ok = ~many
+            if ok.any():
+                sub = None if filt is None else B.CausalFilter(filt.available_at, filt.as_of[ok])
+                s[ok], i[ok] = B.exact_faiss(keys, np.ascontiguousarray(qn[ok]), k, sub, self._gpu_res)
+            if many.any():
+                sub = B.CausalFilter(filt.available_at, filt.as_of[many])
+                s[many], i[many] = B.exact_torch(torch.from_numpy(keys), qt[torch.from_numpy(many)], k, sub, cm)
+        return s, i, name
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the whole bank (keys, values, every metadata field, counters) to one ``.npz`` file.
+
+        Versioned and atomic: the file appears complete or not at all; a failed save leaves an older file
+        at ``path`` untouched. No pickle is involved, so loading it cannot run code.
+        """
+        n = self._size
+        header = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "size": n,
+            "write_pos": self._write_pos,
+            "seq": self._seq,
+            "clock": self._clock,
+            "fields": sorted(self._meta),
+        }
+        arrays = {
+            "keys": self._keys[:n],
+            "values": self._values[:n],
+            "insert_seq": self._insert_seq[:n],
+            "last_access": self._last_access[:n],
+            "access_count": self._access_count[:n],
+        }
+        arrays.update({f"meta__{name}": arr[:n] for name, arr in self._meta.items()})
+        return write_npz(path, header, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, expect_key_dim: int | None = None,
+             expect_value_dim: int | None = None, **overrides: Any) -> ExternalMemoryBank:
+        """Read a bank written by :meth:`save`.
+
+        Refuses (``MemoryFileError``) a truncated or corrupted file, another format or a newer version,
+        arrays whose shape disagrees with the header, and — if given — a key/value dimension different
+        from ``expect_key_dim``/``expect_value_dim`` (e.g. a memory built for another encoder).
+        ``overrides`` change run-time settings such as ``backend`` or ``device``.
+        """
+        header, arrays = read_npz(path, FORMAT, FORMAT_VERSION)
+        known = {f.name for f in fields(MemoryConfig)}
+        cfg_dict = {key: val for key, val in header["config"].items() if key in known}
+        bad_override = set(overrides) & {"key_dim", "value_dim", "capacity"}
+        if bad_override:
+            raise ValueError(f"cannot override {sorted(bad_override)} when loading; they are part of the file")
+        cfg = MemoryConfig(**{**cfg_dict, **overrides})
+        for want, have, what in ((expect_key_dim, cfg.key_dim, "key_dim"), (expect_value_dim, cfg.value_dim, "value_dim")):
+            if want is not None and want != have:
+                raise MemoryFileError(f"{path}: {what} is {have} but {want} was expected (memory built for "
+                                      "another encoder?). Rebuild the memory with the current model.")
+        n = int(header["size"])
+        need = {"keys": (n, cfg.key_dim), "values": (n, cfg.value_dim)}
+        for name, shape in need.items():
+            if name not in arrays or arrays[name].shape != shape:
+                got = arrays[name].shape if name in arrays else "missing"
+                raise MemoryFileError(f"{path}: array {name!r} has shape {got}, header says {shape}: file corrupted.")
+        bank = cls(cfg)
+        bank._keys[:n] = arrays["keys"]
+        bank._values[:n] = arrays["values"]
+        for name in ("insert_seq", "last_access", "access_count"):
+            getattr(bank, f"_{name}")[:n] = arrays[name]
+        for name in header["fields"]:
+            arr = arrays.get(f"meta__{name}")
+            if arr is None or len(arr) != n:
+                raise MemoryFileError(f"{path}: metadata field {name!r} is missing or has the wrong length.")
+            bank._meta[name] = np.full((cfg.capacity, *arr.shape[1:]), _fill_value(arr.dtype), dtype=arr.dtype)
+            bank._meta[name][:n] = arr
+        bank._size, bank._write_pos = n, int(header["write_pos"])
+        bank._seq, bank._clock = int(header["seq"]), int(header["clock"])
+        bank._touch(np.arange(n))
+        return bank
+
+    # ------------------------------------------------------------------ internals
+    def _prep_keys(self, keys: Any) -> np.ndarray:
+        k = keys.detach().float().cpu().numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys, np.float32)
+        if k.ndim == 1:
+            k = k[None, :]
+        if k.ndim != 2 or k.shape[1] != self.config.key_dim:
+            raise ValueError(f"keys must have shape (n, {self.config.key_dim}), got {k.shape}")
+        if not np.isfinite(k).all():
+            raise ValueError("keys contain NaN or inf; check the encoder or the features feeding it")
+        norm = np.linalg.norm(k, axis=1, keepdims=True)
+        return (k / np.maximum(norm, 1e-12)).astype(np.float32, copy=False)
+
+    def _prep_values(self, values: Any, n: int) -> np.ndarray | None:
+        if values is None:
+            return None
+        v = values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, np.float32)
+        v = v.reshape(n, -1) if v.size == n * self.config.value_dim else v
+        if v.shape != (n, self.config.value_dim):
+            raise ValueError(f"values must have shape ({n}, {self.config.value_dim}), got {v.shape}")
+        return v
+
+    def _check_slots(self, slots: Any) -> np.ndarray:
+        s = np.asarray(slots.cpu() if isinstance(slots, torch.Tensor) else slots, dtype=np.int64).reshape(-1)
+        if s.size and (s.min() < 0 or s.max() >= self._size):
+            raise IndexError(f"slot ids must be in [0, {self._size}); got min {s.min()}, max {s.max()}")
+        return s
+
+    def _allocate(self, n: int) -> np.ndarray:
+        """Slots for ``n`` new rows: free slots first, then victims of the eviction policy."""
+        cap, size = self.capacity, self._size
+        fresh = min(n, cap - size)
+        new = np.arange(size, size + fresh, dtype=np.int64)
+        r = n - fresh
+        if r == 0:
+            self._size += fresh
+            return new
+        policy = self.config.eviction
+        if policy == "fifo":
+            victims = fifo_victims(self._write_pos, cap, r)
+            self._write_pos = int((self._write_pos + r) % cap)
+        elif policy == "lru":
+            victims = lru_victims(self._last_access[:size], self._insert_seq[:size], r)
+        else:
+            victims = importance_victims(self._meta["importance"][:size], r, self.config.importance_alpha,
+                                         self.config.importance_sampling, self._rng)
+        self._size += fresh
+        return np.concatenate([new, victims.astype(np.int64)])
+
+    def _write_field(self, name: str, slots: np.ndarray, arr: np.ndarray | None, n: int) -> None:
+        store = self._meta.get(name)
+        if arr is None:
+            if store is not None:
+                store[slots] = _fill_value(store.dtype)
+            return
+        arr = np.asarray(arr)
+        if arr.ndim == 0 or (arr.ndim == 1 and arr.shape[0] == 1 and n != 1):
+            arr = np.broadcast_to(arr.reshape(()), (n,))
+        if arr.shape[0] != n:
+            raise ValueError(f"metadata {name!r} has {arr.shape[0]} rows for {n} keys")
+        if arr.dtype.kind == "O":
+            raise TypeError(f"metadata {name!r}: object arrays are not supported; use numbers or strings")
+        if store is None:
+            dtype = arr.dtype
+            if dtype.kind == "U":
+                dtype = np.dtype(f"<U{max(16, dtype.itemsize // 4)}")
+            elif dtype.kind in "iu":
+                dtype = np.dtype(np.int64)
+            elif dtype.kind == "f":
+                dtype = np.dtype(np.float32 if name != "timestamp" else np.float64)
+            store = np.full((self.capacity, *arr.shape[1:]), _fill_value(dtype), dtype=dtype)
+            self._meta[name] = store
+        if store.shape[1:] != arr.shape[1:]:
+            raise ValueError(f"metadata {name!r} has per-row shape {arr.shape[1:]}, the memory stores {store.shape[1:]}")
+        if store.dtype.kind == "U" and arr.dtype.kind == "U" and arr.dtype.itemsize > store.dtype.itemsize:
+            store = self._meta[name] = store.astype(arr.dtype)  # widen once; rare
+        store[slots] = arr
+
+    def _device_keys(self) -> torch.Tensor:
+        if self._dev_keys is None:
+            if self._device.type == "cpu":
+                self._dev_keys = torch.from_numpy(self._keys)  # shares memory: always in sync
+            else:
+                self._dev_keys = torch.from_numpy(self._keys).to(self._device)
+        return self._dev_keys
+
+    def _touch(self, slots: np.ndarray) -> None:
+        """Propagate changed keys to the device copy and the approximate index (O(len(slots)))."""
+        if self._dev_keys is not None and self._device.type != "cpu":
+            idx = torch.from_numpy(slots).to(self._device)
+            self._dev_keys[idx] = torch.from_numpy(self._keys[slots]).to(self._device)
+        if self._ann is not None:
+            self._ann.mark(slots)
+
+    @contextmanager
+    def _threads(self) -> Iterator[None]:
+        n = self.config.num_threads
+        if not n:
+            yield
+            return
+        import faiss
+
+        old_t, old_f = torch.get_num_threads(), faiss.omp_get_max_threads()
+        torch.set_num_threads(n)
+        faiss.omp_set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(old_t)
+            faiss.omp_set_num_threads(old_f)
