@@ -6,6 +6,7 @@ from .bank import ExternalMemoryBank, SearchResult, to_ns
 from .config import BACKENDS, EVICTIONS, MemoryConfig
 from .eviction import sample_by_priority
 from .persistence import MemoryFileError
+from .tiers import TierConfig, TieredMemory, dequantize_int8, int8_recall, quantize_int8
 
 __all__ = [
     "BACKENDS",
@@ -15,6 +16,11 @@ __all__ = [
     "MemoryConfig",
     "MemoryFileError",
     "SearchResult",
+    "TierConfig",
+    "TieredMemory",
+    "dequantize_int8",
+    "int8_recall",
+    "quantize_int8",
     "faiss_available",
     "recall_at_k",
     "sample_by_priority",
