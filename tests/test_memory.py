@@ -1,0 +1,209 @@
+"""ExternalMemoryBank: exactly-k results, causal filtering, ring buffer, eviction, backends vs brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib import ExternalMemoryBank, MemoryConfig, recall_at_k, sample_by_priority
+
+EXACT = ["numpy", "torch", "faiss", "auto"]
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _brute(keys, queries, k, avail=None, as_of=None):
+    s = _unit(queries) @ _unit(keys).T
+    if as_of is not None:
+        s = np.where(avail[None, :] > np.asarray(as_of)[:, None], -np.inf, s)
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(s, order, 1)
+    return np.where(np.isfinite(top), order, -1), top
+
+
+def _bank(n=500, d=16, backend="auto", cap=None, **kw):
+    rng = np.random.default_rng(1)
+    keys = rng.normal(size=(n, d)).astype(np.float32)
+    t = np.arange(n, dtype=np.int64) * 100
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=d, value_dim=3, capacity=cap or n, backend=backend, **kw))
+    bank.add(keys, values=rng.normal(size=(n, 3)), timestamp=t, available_at=t + 250,
+             future_return=rng.normal(size=n), symbol=np.where(np.arange(n) % 2, "SPX", "NDX"))
+    return bank, keys, t
+
+
+@pytest.mark.parametrize("backend", EXACT)
+@pytest.mark.parametrize("batch", [1, 37, 3000])
+def test_exact_backends_agree_with_brute_force(backend, batch):
+    bank, keys, t = _bank(backend=backend, auto_faiss_min_batch=1000)
+    q = np.random.default_rng(batch).normal(size=(batch, keys.shape[1]))
+    res = bank.search(q, k=10)
+    idx, top = _brute(keys, q, 10)
+    assert res.scores.shape == res.indices.shape == res.mask.shape == (batch, 10)
+    np.testing.assert_allclose(res.scores, top, atol=1e-5)
+    # index sets agree except where two scores tie to float precision
+    assert np.mean(np.sort(res.indices, 1) == np.sort(idx, 1)) > 0.995
+
+
+@pytest.mark.parametrize("backend", EXACT + ["ivf", "hnsw"])
+def test_causal_filter_mixed_time_batch(backend):
+    bank, keys, t = _bank(n=4000, backend=backend, auto_faiss_min_batch=64, auto_numpy_max_batch=0)
+    rng = np.random.default_rng(5)
+    pick = rng.integers(0, 4000, size=200)
+    q = keys[pick] + 0.01 * rng.normal(size=(200, keys.shape[1]))  # queries look like stored windows
+    as_of = t[pick]  # each query lives at its own window's end time
+    res = bank.search(q, k=8, as_of=as_of)
+    avail = res.metadata("available_at")
+    assert (avail[res.mask] <= np.repeat(as_of[:, None], 8, 1)[res.mask]).all()
+    assert not (res.indices == pick[:, None]).any(), "a query retrieved itself"
+    # the masked-out future must not change the past: exact backends equal brute force with the filter
+    if backend in EXACT:
+        idx, top = _brute(keys, q, 8, bank.metadata("available_at"), as_of)
+        np.testing.assert_allclose(res.scores, np.where(np.isfinite(top), top, 0.0), atol=1e-5)
+        np.testing.assert_array_equal(res.mask, idx >= 0)
+
+
+def test_adding_future_entries_does_not_change_past_queries():
+    bank, keys, t = _bank(n=300)
+    q = np.random.default_rng(0).normal(size=(5, 16))
+    before = bank.search(q, k=6, as_of=t[150])
+    rng = np.random.default_rng(9)
+    bank2 = ExternalMemoryBank(bank.config, capacity=400)
+    bank2.add(keys, timestamp=t, available_at=t + 250)
+    bank2.add(rng.normal(size=(50, 16)), timestamp=t[-1] + 1000, available_at=t[-1] + 2000)
+    after = bank2.search(q, k=6, as_of=t[150])
+    np.testing.assert_array_equal(before.indices, after.indices)
+
+
+def test_exactly_k_with_mask_when_memory_is_small():
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=4, value_dim=2, capacity=10))
+    res = bank.search(np.ones((3, 4)), k=5)
+    assert res.indices.shape == (3, 5) and not res.mask.any() and (res.indices == -1).all()
+    bank.add(np.eye(4)[:3], values=np.ones((3, 2)), timestamp=[1, 2, 3], available_at=[5, 6, 7])
+    res = bank.search(np.ones((2, 4)), k=5, as_of=[6, 100])
+    assert res.mask.sum(1).tolist() == [2, 3]
+    assert (res.indices[~res.mask] == -1).all() and (res.scores[~res.mask] == 0).all()
+    assert np.isnan(res.metadata("importance")[~res.mask]).all()
+    assert (res.metadata("timestamp")[~res.mask] == -1).all()
+    assert res.values.shape == (2, 5, 2) and (res.values[~res.mask] == 0).all()
+
+
+def test_torch_queries_give_torch_results():
+    bank, keys, _ = _bank(n=100)
+    q = torch.randn(4, 16, requires_grad=True)
+    res = bank.search(q, k=3)
+    assert isinstance(res.scores, torch.Tensor) and res.keys.shape == (4, 3, 16)
+    assert res.indices.dtype == torch.int64 and res.mask.dtype == torch.bool and not res.scores.requires_grad
+
+
+def test_keys_normalised_and_add_returns_slots():
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=3, capacity=8))
+    slots = bank.add(np.array([[3.0, 4.0, 0.0], [0, 0, 2.0]]))
+    assert slots.tolist() == [0, 1]
+    np.testing.assert_allclose(np.linalg.norm(bank.keys, axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        bank.add(np.ones((2, 4)))
+    with pytest.raises(ValueError, match="available_at"):
+        bank.add(np.ones((1, 3)), future_return=[0.1])
+
+
+def test_fifo_wraparound_overwrites_oldest():
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=2, capacity=5, eviction="fifo"))
+    bank.add(np.ones((3, 2)), timestamp=[0, 1, 2])
+    slots = bank.add(np.ones((4, 2)), timestamp=[3, 4, 5, 6])
+    assert slots.tolist() == [3, 4, 0, 1]
+    assert sorted(bank.metadata("timestamp").tolist()) == [2, 3, 4, 5, 6]
+    slots = bank.add(np.ones((7, 2)), timestamp=np.arange(10, 17))  # longer than the memory
+    assert len(bank) == 5 and sorted(bank.metadata("timestamp").tolist()) == [12, 13, 14, 15, 16]
+    assert len(slots) == 5
+
+
+def test_lru_evicts_least_recently_retrieved():
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=4, capacity=4, eviction="lru", backend="numpy"))
+    bank.add(np.eye(4), timestamp=[0, 1, 2, 3])
+    bank.search(np.eye(4)[[0]], k=1)  # entry 0 used recently
+    bank.add(np.ones((1, 4)), timestamp=[9])
+    assert sorted(bank.metadata("timestamp").tolist()) == [0, 2, 3, 9]  # 1 was the least recently used
+
+
+@pytest.mark.parametrize("sampling", [False, True])
+def test_importance_keeps_rare_large_moves(sampling):
+    rng = np.random.default_rng(0)
+    n, cap = 2000, 200
+    ret = rng.normal(0, 0.01, size=n)
+    crash = np.arange(100, 110)
+    ret[crash] = -0.08
+    banks = {}
+    for policy in ("fifo", "importance"):
+        bank = ExternalMemoryBank(MemoryConfig(key_dim=8, capacity=cap, eviction=policy,
+                                               importance_sampling=sampling, importance_alpha=2.0, seed=1))
+        for s in range(0, n, 50):  # a stream of batches
+            sl = slice(s, s + 50)
+            bank.add(rng.normal(size=(50, 8)), timestamp=np.arange(n)[sl], available_at=np.arange(n)[sl] + 1,
+                     future_return=ret[sl])
+        banks[policy] = np.isin(crash, bank.metadata("timestamp")).mean()
+    assert banks["fifo"] == 0.0
+    assert banks["importance"] >= 0.8
+
+
+def test_sample_by_priority_follows_p_alpha():
+    p = np.array([1.0, 1.0, 8.0])
+    draws = sample_by_priority(p, 20000, alpha=1.0, rng=np.random.default_rng(0))
+    assert abs(np.mean(draws == 2) - 0.8) < 0.02
+    draws = sample_by_priority(p, 20000, alpha=0.0, rng=np.random.default_rng(0))
+    assert abs(np.mean(draws == 2) - 1 / 3) < 0.02
+
+
+def test_update_keys_changes_search_and_ann_index():
+    for backend in ("auto", "ivf", "hnsw"):
+        bank, keys, _ = _bank(n=3000, backend=backend)
+        target = np.zeros((1, 16))
+        target[0, 3] = 1.0
+        before = bank.search(target, k=1).indices[0, 0]
+        slot = (before + 1) % 3000
+        bank.update_keys([slot], target)
+        assert bank.search(target, k=1).indices[0, 0] == slot, backend
+
+
+def test_approximate_backends_recall():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(50, 32))
+    keys = centers[rng.integers(0, 50, 8000)] + 0.3 * rng.normal(size=(8000, 32))
+    q = centers[rng.integers(0, 50, 100)] + 0.3 * rng.normal(size=(100, 32))
+    exact = ExternalMemoryBank(MemoryConfig(key_dim=32, capacity=8000, backend="torch"))
+    exact.add(keys)
+    ref = exact.search(q, k=10).indices
+    for backend in ("ivf", "hnsw"):
+        bank = ExternalMemoryBank(MemoryConfig(key_dim=32, capacity=8000, backend=backend, ivf_nprobe=32))
+        bank.add(keys)
+        assert recall_at_k(bank.search(q, k=10).indices, ref) > 0.9, backend
+
+
+def test_recall_at_k():
+    assert recall_at_k(np.array([[1, 2, 3]]), np.array([[3, 2, 1]])) == 1.0
+    assert recall_at_k(np.array([[1, 9, -1]]), np.array([[1, 2, -1]])) == 0.5
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ValueError, match="backend"):
+        MemoryConfig(backend="annoy")
+    with pytest.raises(ValueError, match="eviction"):
+        MemoryConfig(eviction="random")
+    with pytest.raises(RuntimeError, match="faiss-gpu|GPU"):
+        if not torch.cuda.is_available():
+            ExternalMemoryBank(MemoryConfig(backend="faiss-gpu"))
+        else:  # pragma: no cover
+            raise RuntimeError("GPU")
+
+
+def test_reset_and_free_form_metadata():
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=2, capacity=4))
+    bank.add(np.ones((2, 2)), vol=[0.1, 0.2], tag=["a", "bb"])
+    bank.add(np.ones((1, 2)))  # omitted fields are filled
+    assert np.isnan(bank.metadata("vol")[2]) and bank.metadata("tag")[2] == ""
+    res = bank.search(np.ones((1, 2)), k=4)
+    assert set(res.metadata("tag")[0]) == {"a", "bb", ""}
+    bank.reset()
+    assert len(bank) == 0 and "vol" not in bank.metadata_names

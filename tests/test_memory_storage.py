@@ -1,0 +1,160 @@
+"""Memory persistence (round trip, corrupted files, interrupted saves) and the tiered store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from course_lib import (
+    ExternalMemoryBank,
+    MemoryConfig,
+    MemoryFileError,
+    TierConfig,
+    TieredMemory,
+    int8_recall,
+)
+from course_lib.memory import persistence
+
+
+def _filled(tmp_path=None):
+    rng = np.random.default_rng(0)
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=8, value_dim=2, capacity=50, eviction="importance"))
+    t = np.arange(60, dtype=np.int64) * 1_000
+    bank.add(rng.normal(size=(60, 8)), values=rng.normal(size=(60, 2)), timestamp=t, available_at=t + 500,
+             future_return=rng.normal(size=(60, 3)), symbol=["BTCUSDT-PERP"] * 30 + ["SPX"] * 30,
+             regime=rng.integers(0, 4, 60), note=rng.normal(size=60))
+    bank.search(rng.normal(size=(5, 8)), k=3)
+    return bank
+
+
+def test_save_load_round_trip(tmp_path):
+    bank = _filled()
+    path = bank.save(tmp_path / "mem.npz")
+    loaded = ExternalMemoryBank.load(path)
+    assert len(loaded) == len(bank) and loaded.config == bank.config
+    np.testing.assert_array_equal(loaded.keys, bank.keys)
+    np.testing.assert_array_equal(loaded.values, bank.values)
+    for name in bank.metadata_names:
+        np.testing.assert_array_equal(loaded.metadata(name), bank.metadata(name))
+    assert loaded.metadata("symbol").dtype.kind == "U" and "BTCUSDT-PERP" in loaded.metadata("symbol")
+    assert loaded.metadata("future_return").shape == (50, 3)
+    np.testing.assert_array_equal(loaded.access_count, bank.access_count)
+    q = np.random.default_rng(3).normal(size=(4, 8))
+    a, b = bank.search(q, k=5, as_of=30_000), loaded.search(q, k=5, as_of=30_000)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    # it keeps working after loading: the ring buffer continues where it stopped
+    loaded.add(np.ones((3, 8)), timestamp=[1, 2, 3], available_at=[1, 2, 3])
+    assert len(loaded) == 50
+
+
+def test_load_overrides_backend(tmp_path):
+    path = _filled().save(tmp_path / "m.npz")
+    assert ExternalMemoryBank.load(path, backend="torch").config.backend == "torch"
+    with pytest.raises(ValueError, match="key_dim"):
+        ExternalMemoryBank.load(path, key_dim=4)
+
+
+def test_truncated_and_garbage_files_rejected(tmp_path):
+    path = _filled().save(tmp_path / "m.npz")
+    raw = path.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(MemoryFileError, match="truncated"):
+        ExternalMemoryBank.load(tmp_path / "cut.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
+    with pytest.raises(MemoryFileError):
+        ExternalMemoryBank.load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "plain.npz", keys=np.zeros((2, 8)))
+    with pytest.raises(MemoryFileError, match="header"):
+        ExternalMemoryBank.load(tmp_path / "plain.npz")
+
+
+def _rewrite(path, out, header_change=None, array_change=None):
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {n: data[n] for n in data.files}
+    header = json.loads(str(arrays.pop("__header__")))
+    if header_change:
+        header_change(header)
+    if array_change:
+        array_change(arrays)
+    arrays["__header__"] = np.array(json.dumps(header))
+    np.savez(out, **arrays)
+    return out
+
+
+def test_version_and_dimension_mismatch_rejected(tmp_path):
+    path = _filled().save(tmp_path / "m.npz")
+    newer = _rewrite(path, tmp_path / "v99.npz", header_change=lambda h: h.update(version=99))
+    with pytest.raises(MemoryFileError, match="version"):
+        ExternalMemoryBank.load(newer)
+    with pytest.raises(MemoryFileError, match="key_dim"):
+        ExternalMemoryBank.load(path, expect_key_dim=64)
+    with pytest.raises(MemoryFileError, match="value_dim"):
+        ExternalMemoryBank.load(path, expect_value_dim=5)
+    bad = _rewrite(path, tmp_path / "bad.npz", array_change=lambda a: a.update(keys=a["keys"][:, :4]))
+    with pytest.raises(MemoryFileError, match="shape"):
+        ExternalMemoryBank.load(bad)
+    other = _rewrite(path, tmp_path / "other.npz", header_change=lambda h: h.update(format="something-else"))
+    with pytest.raises(MemoryFileError, match="something-else"):
+        ExternalMemoryBank.load(other)
+
+
+def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
+    bank = _filled()
+    path = bank.save(tmp_path / "m.npz")
+    before = path.read_bytes()
+    bank.add(np.ones((5, 8)), timestamp=np.arange(5), available_at=np.arange(5))
+
+    def crashing_savez(file, **arrays):
+        with open(file, "wb") as fh:
+            fh.write(b"PK\x03\x04 half a file")
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(persistence.np, "savez", crashing_savez)
+    with pytest.raises(KeyboardInterrupt):
+        bank.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"], "temporary file left behind"
+    ExternalMemoryBank.load(path)
+
+
+def test_save_requires_npz_suffix(tmp_path):
+    with pytest.raises(ValueError, match=".npz"):
+        _filled().save(tmp_path / "memory.bin")
+
+
+def test_tiers_demote_promote_and_search(tmp_path):
+    rng = np.random.default_rng(0)
+    cfg = TierConfig(key_dim=16, hot_capacity=20, warm_capacity=50, cold_capacity=100,
+                     cold_path=str(tmp_path / "cold.f32"))
+    tm = TieredMemory(cfg)
+    keys = rng.normal(size=(150, 16))
+    ids = tm.add(keys[:100], available_at=np.arange(100))
+    tm.add(keys[100:], available_at=np.arange(100, 150))
+    assert tm.tier_sizes() == {"hot": 20, "warm": 50, "cold": 80}
+    assert tm.tier_of(ids[:3]).tolist() == ["cold"] * 3 and tm.tier_of([149]).tolist() == ["hot"]
+    # every tier is searched: a cold entry's own key finds it
+    res = tm.search(keys[:5], k=3)
+    assert res["ids"][:, 0].tolist() == [0, 1, 2, 3, 4] and (res["tier"][:, 0] == 2).all()
+    # causal filter across tiers
+    res = tm.search(keys[:5], k=3, as_of=2)
+    assert set(res["ids"][res["mask"]].tolist()) <= {0, 1, 2}
+    # repeated use promotes cold -> warm -> hot
+    for _ in range(3):
+        tm.search(keys[:5], k=1)
+    tm.manage_tiers()
+    assert (tm.tier_of(ids[:5]) == "warm").all()
+    for _ in range(3):
+        tm.search(keys[:5], k=1)
+    tm.manage_tiers()
+    assert (tm.tier_of(ids[:5]) == "hot").all()
+    assert sum(tm.tier_sizes().values()) == 150
+    assert tm.nbytes()["warm"] < tm.nbytes()["cold"]
+    tm.close()
+
+
+def test_int8_recall_bound():
+    rng = np.random.default_rng(0)
+    keys = rng.normal(size=(5000, 64))
+    assert int8_recall(keys, rng.normal(size=(200, 64)), k=32) >= 0.95
