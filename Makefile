@@ -28,7 +28,7 @@ test: install
 	rm -rf build/test-notebooks
 	$(VENV)/bin/ruff check course_lib tests benchmarks
 	$(VENV)/bin/pytest -n 2 tests
-	$(VENV)/bin/pytest --nbval-lax build/test-notebooks -n 2
+	$(VENV)/bin/pytest --nbval-lax build/test-notebooks -n 2 --dist loadfile
 
 unit: install
 	$(VENV)/bin/pytest -n 2 tests -m "not notebooks"
