@@ -490,21 +490,32 @@ def compute_metrics(
     """
     p = _resolve_p(returns, periods_per_year)
     r = _arr(returns)
-    total = total_return(r)
-    ann = annual_return(r, p)
-    mdd, duration = _drawdown_stats(r) if len(r) else (float("nan"), 0)
+    n = len(r)
+    if n < 2:
+        raise ValueError(f"need at least 2 bars of returns for metrics, got {n}.")
+    # shared passes (the single-metric functions above compute the same numbers one by one)
+    ruined = bool((r <= -1).any())
+    log_growth = -np.inf if ruined else float(np.log1p(r).sum())
+    total = -1.0 if ruined else float(np.expm1(log_growth))
+    ann = -1.0 if ruined else float(np.expm1(log_growth * p / n))
+    rf = _per_bar_rf(risk_free_rate, p)
+    mean = float(r.mean()) - rf
+    sd = float(r.std(ddof=1))
+    excess_down = np.minimum(r - rf, 0.0) if rf else np.minimum(r, 0.0)
+    downside = math.sqrt(float(np.dot(excess_down, excess_down)) / n)
+    mdd, duration = _drawdown_stats(r)
     out: dict[str, float] = {
         "total_return": total,
         "annual_return": ann,
-        "volatility": annual_volatility(r, p),
-        "sharpe": sharpe_ratio(r, p, risk_free_rate),
+        "volatility": sd * math.sqrt(p),
+        "sharpe": mean / sd * math.sqrt(p) if sd > 0 else float("nan"),
     }
     if n_boot:
         lo, hi = sharpe_confidence_interval(r, p, ci_level, n_boot, block_length, seed, risk_free_rate)
     else:
         lo = hi = float("nan")
     out["sharpe_ci_low"], out["sharpe_ci_high"] = lo, hi
-    out["sortino"] = sortino_ratio(r, p, risk_free_rate)
+    out["sortino"] = mean * math.sqrt(p) / downside if downside > 0 else float("nan")
     out["calmar"] = ann / abs(mdd) if mdd < 0 else float("nan")
     out["max_drawdown"] = mdd
     out["max_drawdown_duration"] = float(duration)
