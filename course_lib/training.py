@@ -46,6 +46,7 @@ __all__ = [
     "compare_memory_vs_local",
     "direction_accuracy",
     "information_coefficient",
+    "motif_subsets",
 ]
 
 CHECKPOINT_VERSION = 1
@@ -716,3 +717,21 @@ def _t_quantile(df: int, level: float = 0.95) -> float:
         return table[df]
     below = [k for k in table if k <= df]
     return table[max(below)] if below else 12.706
+
+
+def motif_subsets(market: Any, windows: WindowSet, onset_bars: int = 3) -> dict[str, np.ndarray]:
+    """Boolean masks over ``windows`` of a :class:`course_lib.SyntheticMarket` where the planted signal lives.
+
+    ``aftermath``: the label bar lies in a planted aftermath (recent momentum also helps here, since the
+    aftermath is a trend). ``onset``: the window ends on a motif's last bar or within ``onset_bars - 1`` bars
+    after it: the aftermath has barely started, so only recognising the motif's *shape* predicts it; this is
+    where a memory of past motifs should help most.
+    """
+    index = market.ohlcv.index
+    pos = index.get_indexer(windows.end_time)
+    label_pos = np.minimum(pos + windows.horizon, len(index) - 1)
+    aftermath = market.aftermath_bars.to_numpy()[label_pos] >= 0
+    ends = market.motifs["end_pos"].to_numpy()
+    d = pos[:, None] - ends[None, :]
+    onset = ((d >= 0) & (d < onset_bars)).any(axis=1) if len(ends) else np.zeros(len(pos), dtype=bool)
+    return {"aftermath": aftermath, "onset": onset}
