@@ -254,15 +254,16 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     print(f"backtest {positions.index[0]} .. {positions.index[-1]} ({len(positions)} decisions, {freq}), "
           f"strategy={args.strategy}, costs {args.cost_bps:g}+{args.slippage_bps:g} bps")  # fmt: skip
     _print_table(result.summary())
-    if args.plot:
+    plot_path = None if args.no_plot else Path(args.plot) if args.plot else model_dir / "backtest.png"
+    if plot_path is not None:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig = result.plot(title=f"{model_dir.name}: {args.strategy} strategy", path=args.plot)
+        fig = result.plot(title=f"{model_dir.name}: {args.strategy} strategy", path=plot_path)
         plt.close(fig)
-        print(f"plot written to {args.plot}")
+        print(f"plot written to {plot_path}")
     return 0
 
 
@@ -433,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-loss", type=float, help="e.g. 0.05 closes a trade after a 5%% loss")
     p.add_argument("--take-profit", type=float, help="e.g. 0.1 closes a trade after a 10%% gain")
     p.add_argument("--periods-per-year", type=float, help="override the inferred annualisation factor")
-    p.add_argument("--plot", help="write the four-panel report to this image file (e.g. backtest.png)")
+    p.add_argument("--plot", help="image file for the four-panel report (default: <model>/backtest.png)")
+    p.add_argument("--no-plot", action="store_true", help="do not write the plot")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_backtest)
 

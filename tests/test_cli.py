@@ -100,3 +100,23 @@ def test_end_to_end_on_intraday_csv(intraday_csv, tmp_path, capsys):
     body = out.split("Most similar past moments")[1]
     dates = pd.to_datetime([line.split()[1] + " " + line.split()[2] for line in body.splitlines()[3:6]])
     assert (dates < pd.Timestamp(date)).all()
+
+
+def test_fetch_writes_csvs_that_load_csv_reads(tmp_path, monkeypatch, capsys):
+    import course_lib.live as live
+    from course_lib import load_csv, load_sample
+
+    sample = load_sample("sp500").iloc[-50:]
+    calls = {}
+
+    def fake_yfinance(symbols, start, end, interval="1d", refresh=False, **_):
+        calls["args"] = (symbols, start, end, interval)
+        return {s: sample for s in symbols}
+
+    monkeypatch.setattr(live, "load_yfinance", fake_yfinance)
+    out = tmp_path / "csv"
+    assert main(["fetch", "--symbols", "SPY,QQQ", "--start", "2018-01-01", "--out-dir", str(out)]) == 0
+    assert calls["args"] == (["SPY", "QQQ"], "2018-01-01", None, "1d")
+    back = load_csv(out / "SPY_1d.csv")
+    assert len(back) == 50 and "SPY: 50 bars" in capsys.readouterr().out
+    assert main(["fetch", "--symbols", " , "]) == 2
