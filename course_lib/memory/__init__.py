@@ -4,6 +4,7 @@ approximate search backends, FIFO/LRU/importance eviction, and a hot/warm/cold t
 from .backends import CausalFilter, faiss_available, recall_at_k
 from .bank import ExternalMemoryBank, SearchResult, to_ns
 from .config import BACKENDS, EVICTIONS, MemoryConfig
+from .embedding import WindowEmbedder
 from .eviction import sample_by_priority
 from .persistence import MemoryFileError
 from .tiers import TierConfig, TieredMemory, dequantize_int8, int8_recall, quantize_int8
@@ -18,6 +19,7 @@ __all__ = [
     "SearchResult",
     "TierConfig",
     "TieredMemory",
+    "WindowEmbedder",
     "dequantize_int8",
     "int8_recall",
     "quantize_int8",
