@@ -92,6 +92,7 @@ def bench_add(keys: np.ndarray, m: int) -> None:
     print(f"\n## add throughput, M={m:,}, d={D} (microseconds per vector, whole fill from empty)")
     print(f"{'design':<44}{'batch':>8}{'us/vector':>12}{'total s':>10}")
     ts = np.arange(m, dtype=np.int64)
+    keys = keys[:m]
     for batch in (1, 256, 4096):
         n_rows = min(m, 20_000) if batch == 1 else m
         bank = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m))

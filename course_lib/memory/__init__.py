@@ -8,6 +8,7 @@ from .embedding import WindowEmbedder
 from .eviction import sample_by_priority
 from .persistence import MemoryFileError
 from .tiers import TierConfig, TieredMemory, dequantize_int8, int8_recall, quantize_int8
+from .timing import jittered_keys, latency_table
 
 __all__ = [
     "BACKENDS",
@@ -22,6 +23,8 @@ __all__ = [
     "WindowEmbedder",
     "dequantize_int8",
     "int8_recall",
+    "jittered_keys",
+    "latency_table",
     "quantize_int8",
     "faiss_available",
     "recall_at_k",
