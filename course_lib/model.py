@@ -67,6 +67,11 @@ class MemoryTransformerConfig:
     Memory: ``use_memory=False`` gives the same network with the memory path removed (the honest baseline).
     ``memory_layers`` lists the layers with kNN attention (negative indices count from the end; default: the
     last). ``n_neighbors`` entries are retrieved per query; ``key_dim`` is the width of stored keys.
+    ``key_bars`` adds a learned projection of the last ``key_bars`` input bars (at most ``seq_len``) of the
+    ``key_features`` columns (default column 0, ``log_return`` in the course's feature order; empty: all) to
+    the key. It starts as an isometry of that recent return path and the hidden-state part starts near zero,
+    so from the first epoch on "windows whose recent path looks like this one" are neighbours; training
+    then reshapes both (``key_bars=0``: hidden state only).
     ``temperature`` is the initial temperature of the cosine re-scoring (learned when ``learn_temperature``).
     ``gate_bias`` initialises the gates' logit: negative starts the model leaning on local context.
     ``knn_blend`` adds the head that mixes the neighbours' outcomes into the forecast.
@@ -86,6 +91,8 @@ class MemoryTransformerConfig:
     memory_layers: tuple[int, ...] = (-1,)
     n_neighbors: int = 32
     key_dim: int = 32
+    key_bars: int = 16
+    key_features: tuple[int, ...] = (0,)
     fusion: str = "gated"
     gate: str = "content"
     gate_bias: float = 0.0
@@ -98,6 +105,7 @@ class MemoryTransformerConfig:
 
     def __post_init__(self) -> None:
         self.memory_layers = tuple(int(i) for i in self.memory_layers)
+        self.key_features = tuple(int(i) for i in self.key_features)
         problems = []
         if self.d_model % self.n_heads:
             problems.append(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
@@ -116,10 +124,19 @@ class MemoryTransformerConfig:
         bad = [i for i in self.memory_layers if not -self.n_layers <= i < self.n_layers]
         if bad:
             problems.append(f"memory_layers {bad} out of range for n_layers={self.n_layers}")
+        if self.key_bars < 0:
+            problems.append(f"key_bars={self.key_bars} must be >= 0")
+        if any(not 0 <= i < self.input_dim for i in self.key_features):
+            problems.append(f"key_features {self.key_features} must index the input_dim={self.input_dim} columns")
         if self.n_neighbors < 1 or self.temperature <= 0:
             problems.append("n_neighbors must be >= 1 and temperature > 0")
         if problems:
             raise ValueError("MemoryTransformerConfig: " + "; ".join(problems) + ".")
+
+    @property
+    def recent_bars(self) -> int:
+        """Bars of the input path in the key: ``key_bars``, at most the window length."""
+        return min(self.key_bars, self.seq_len)
 
     @property
     def memory_layer_ids(self) -> tuple[int, ...]:
@@ -131,6 +148,7 @@ class MemoryTransformerConfig:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["memory_layers"] = list(self.memory_layers)
+        out["key_features"] = list(self.key_features)
         return out
 
     @classmethod
@@ -459,6 +477,13 @@ class MemoryAugmentedTransformer(nn.Module):
         if cfg.use_memory:
             self.key_norm = nn.LayerNorm(cfg.d_model)
             self.key_proj = nn.Linear(cfg.d_model, cfg.key_dim)
+            # the hidden-state part of the key starts tiny and grows as training finds it useful
+            nn.init.normal_(self.key_proj.weight, std=0.01 / math.sqrt(cfg.d_model))
+            if cfg.recent_bars:
+                n_feat = len(cfg.key_features) or cfg.input_dim
+                self.key_recent = nn.Linear(cfg.recent_bars * n_feat, cfg.key_dim)
+                nn.init.orthogonal_(self.key_recent.weight)  # preserves cosine similarity of recent paths
+                nn.init.zeros_(self.key_recent.bias)
             if cfg.knn_blend:
                 self.blend = nn.Linear(cfg.d_model, 1)
                 nn.init.zeros_(self.blend.weight)
@@ -483,11 +508,25 @@ class MemoryAugmentedTransformer(nn.Module):
             )
         return self.embed(x) + self.positions
 
-    def _key_from_hidden(self, h: torch.Tensor) -> torch.Tensor:
-        """(B, S, D) hidden states at the first memory layer's input -> (B, Q, key_dim) raw keys."""
-        if self.config.retrieval == "window":
+    def _recent_path(self, x: torch.Tensor, per_position: bool) -> torch.Tensor:
+        """The last ``key_bars`` input bars flattened: (B, 1, key_bars*F), or one such vector per position."""
+        kb = self.config.recent_bars
+        if self.config.key_features:
+            x = x[..., list(self.config.key_features)]
+        if not per_position:
+            return x[:, -kb:].reshape(x.shape[0], 1, -1)
+        padded = F.pad(x, (0, 0, kb - 1, 0))  # zeros before the window start
+        return padded.unfold(1, kb, 1).transpose(-1, -2).reshape(x.shape[0], x.shape[1], -1)
+
+    def _key(self, x: torch.Tensor, h: torch.Tensor, per_position: bool) -> torch.Tensor:
+        """THE key function: hidden state at the first memory layer's input (+ the recent input path),
+        layer-normalised and projected. Stored keys and queries both come from here."""
+        if not per_position:
             h = h[:, -1:]
-        return self.key_proj(self.key_norm(h))
+        key = self.key_proj(self.key_norm(h))
+        if self.config.recent_bars:
+            key = key + self.key_recent(self._recent_path(x, per_position))
+        return key
 
     @torch.no_grad()
     def memory_keys(self, x: torch.Tensor) -> torch.Tensor:
@@ -501,7 +540,7 @@ class MemoryAugmentedTransformer(nn.Module):
         h = self._embed(x)
         for layer in self.layers[: self.first_memory_layer]:
             h, _ = layer(h)
-        return self.key_proj(self.key_norm(h[:, -1]))
+        return self._key(x, h, per_position=False)[:, 0]
 
     # --- forward ------------------------------------------------------------------------------
     def forward(
@@ -519,7 +558,7 @@ class MemoryAugmentedTransformer(nn.Module):
         last_layer = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             if layer.with_memory and query is None and (memory is not None or retrieved is not None):
-                query = self._key_from_hidden(h)
+                query = self._key(x, h, per_position=cfg.retrieval == "position")
                 out["query_key"] = query
                 if mem is None:
                     mem = retrieve(memory, query, cfg.n_neighbors, as_of)
