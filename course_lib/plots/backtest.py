@@ -12,6 +12,15 @@ from ..metrics import drawdown, rolling_sharpe
 __all__ = ["plot_backtest", "plot_cost_sensitivity", "plot_equity_curves", "plot_sharpe_intervals"]
 
 
+def _concise_dates(ax) -> None:
+    """Short, non-overlapping date labels (2017, Jul, 2018...) on a time axis."""
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator(maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
 def plot_backtest(
     result, title: str = "Backtest", rolling_window: int | None = None, path=None, figsize=(13, 8)
 ):
@@ -40,8 +49,11 @@ def plot_backtest(
         lw=1.0,
         alpha=0.8,
     )
-    ax.set_yscale("log")
-    ax.set_title("Equity (log scale)")
+    both = np.concatenate([result.equity.to_numpy(), result.benchmark_equity.to_numpy()])
+    wide = both.max() / max(both.min(), 1e-12) > 3  # a log scale only helps when equity spans a wide range
+    if wide:
+        ax.set_yscale("log")
+    ax.set_title("Equity (log scale)" if wide else "Equity")
     ax.legend()
 
     ax = axes[0, 1]
@@ -64,6 +76,9 @@ def plot_backtest(
     ax.axhline(0, color="k", lw=0.8, ls="--")
     ax.set_title(f"Rolling Sharpe ({window} bars, annualised with P={p:g})")
     ax.legend()
+    if isinstance(net.index, pd.DatetimeIndex):
+        for a in (axes[0, 0], axes[0, 1], axes[1, 1]):
+            _concise_dates(a)
     fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
@@ -72,15 +87,22 @@ def plot_backtest(
 
 
 def plot_equity_curves(returns: Mapping[str, pd.Series], title: str = "Equity", ax=None, log: bool = True):
-    """Growth of 1 for several strategies' net bar returns on one axis (e.g. walk-forward baselines)."""
+    """Growth of 1 for several strategies' net bar returns on one axis (e.g. walk-forward baselines);
+    log scale (with ``log=True``) once the curves span more than a factor of 3."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(11, 4.5))
+    top, bottom = 1.0, 1.0
     for name, r in returns.items():
-        ax.plot(r.index, np.cumprod(1 + r.to_numpy()), label=name, lw=1.1)
-    if log:
+        curve = np.cumprod(1 + r.to_numpy())
+        top, bottom = max(top, curve.max()), min(bottom, curve.min())
+        ax.plot(r.index, curve, label=name, lw=1.1)
+    if log and top / max(bottom, 1e-12) > 3:
         ax.set_yscale("log")
+    ax.set_ylabel("growth of 1")
+    if returns and isinstance(next(iter(returns.values())).index, pd.DatetimeIndex):
+        _concise_dates(ax)
     ax.set_title(title)
     ax.legend()
     return ax
