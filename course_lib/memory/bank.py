@@ -35,7 +35,8 @@ __all__ = ["ExternalMemoryBank", "SearchResult", "to_ns"]
 FORMAT = "course_lib.ExternalMemoryBank"
 FORMAT_VERSION = 1
 _ANN_MIN_ENTRIES = 2048  # below this an approximate index is pointless: search exactly
-_MAX_OVERFETCH = 1024  # faiss rows that must skip more entries than this go to a matmul kernel
+_MAX_OVERFETCH = 1024
+_NUMPY_MAX_SCORES = 1 << 20  # auto uses numpy when batch * M is at most this (about a millisecond of work)  # faiss rows that must skip more entries than this go to a matmul kernel
 
 
 def to_ns(times: Any, n: int | None = None) -> np.ndarray | None:
@@ -408,8 +409,8 @@ class ExternalMemoryBank:
         cfg = self.config
         if self._device.type != "cpu":
             return "torch"
-        if batch <= cfg.auto_numpy_max_batch:
-            return "numpy"
+        if batch <= cfg.auto_numpy_max_batch or batch * self._size <= _NUMPY_MAX_SCORES:
+            return "numpy"  # small jobs: numpy's lower call overhead wins
         if batch >= cfg.auto_faiss_min_batch and B.faiss_available():
             if filt is None or filt.trivial or filt.n_ineligible().max() <= _MAX_OVERFETCH:
                 return "faiss"
