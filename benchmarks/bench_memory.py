@@ -205,7 +205,7 @@ def bench_ann_settings(keys, queries, m, batch, nprobes, efs) -> None:
     hnsw.add(xb)
     t0 = time.perf_counter()
     hnsw.search(xq[:1], k=K)
-    print(f"{'(hnsw M=16 build s)':<28}{'':>10}{(time.perf_counter() - t0) * 1e3:>10.0f}")
+    print(f"{'(hnsw M=16 build, s)':<28}{'':>10}{time.perf_counter() - t0:>10.1f}")
     for ef in efs:
         hnsw._ann.efs = ef
         t = timeit(lambda: hnsw.search(xq, k=K), 2)

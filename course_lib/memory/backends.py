@@ -264,7 +264,7 @@ class IVFIndex(_FaissANN):
             quantizer = faiss.IndexFlatIP(self.dim)
             index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
             rng = np.random.default_rng(self.seed)
-            sample = keys[np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))]
+            sample = keys[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))]
             index.train(np.ascontiguousarray(sample))
             index.add_with_ids(keys, np.arange(n, dtype=np.int64))
             self.index, self._quantizer = index, quantizer
