@@ -1,9 +1,12 @@
 """Plotting helpers, one module per lesson topic; all re-exported here and from ``course_lib``."""
 
+from . import backtest as _backtest
+from . import data as _data
+from . import memory as _memory
+from . import model as _model
 from .backtest import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .memory import *  # noqa: F401,F403
 from .model import *  # noqa: F401,F403
-from . import backtest as _backtest, data as _data, memory as _memory, model as _model
 
 __all__ = [*_data.__all__, *_memory.__all__, *_model.__all__, *_backtest.__all__]
