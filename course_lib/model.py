@@ -538,8 +538,9 @@ class MemoryAugmentedTransformer(nn.Module):
         if not self.config.use_memory:
             raise ValueError("this model has use_memory=False: it has no memory keys.")
         h = self._embed(x)
-        for layer in self.layers[: self.first_memory_layer]:
-            h, _ = layer(h)
+        first = self.first_memory_layer
+        for i, layer in enumerate(self.layers[:first]):
+            h, _ = layer(h, last_only=i == first - 1)  # only the last token's state is needed from the last one
         return self._key(x, h, per_position=False)[:, 0]
 
     # --- forward ------------------------------------------------------------------------------

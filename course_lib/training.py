@@ -64,7 +64,8 @@ class TrainerConfig:
     with ``flat`` the ``flat_quantile`` smallest absolute training returns. ``patience`` epochs without a
     better ``val_loss`` stop training (0: never stop early). ``num_threads`` sets torch's CPU threads during
     ``fit``/``predict`` only (None: leave as is). ``memory_backend`` is passed to the memory bank.
-    ``predict_memory="online"`` lets predictions also use windows of the predicted set whose labels resolved
+    ``refresh_keys``/``refresh_every``: recompute the stored keys every ``refresh_every`` epochs (and always
+    after restoring the best weights). ``predict_memory="online"`` lets predictions also use windows of the predicted set whose labels resolved
     before each query (causal; what a live system would do); ``"train"`` uses the training memory only.
     """
 
@@ -88,6 +89,7 @@ class TrainerConfig:
     memory_backend: str = "auto"
     memory_capacity: int = 1_000_000
     refresh_keys: bool = True
+    refresh_every: int = 1
     predict_memory: str = "train"
     checkpoint_dir: str | None = None
 
@@ -372,7 +374,7 @@ class MemoryTransformerTrainer:
                     sig = (out["probs"][:, 2] - out["probs"][:, 0]).detach()
                     hits += int(((sig > 0) == (yb > 0)).sum())
                     count += len(idx)
-                if self.uses_memory and cfg.refresh_keys:
+                if self.uses_memory and cfg.refresh_keys and epoch % max(1, cfg.refresh_every) == 0:
                     # re-key the memory with this epoch's weights: validation and the next epoch both use them
                     self.refresh_memory_keys()
                 seconds = time.perf_counter() - t0
@@ -627,8 +629,9 @@ class MemoryComparison:
     """Memory vs no-memory on the same test windows over several seeds.
 
     ``per_seed``: one row per seed with direction accuracy and IC of both models (and of any ``subsets``).
-    ``summary``: mean difference (memory - local) with a t-interval over seeds and a paired moving-block
-    bootstrap interval over test samples (accuracy difference averaged across seeds).
+    ``summary``: mean accuracy difference (memory - local) with a t-interval over seeds and a paired
+    moving-block bootstrap interval over test samples (accuracy difference averaged across seeds); for all
+    test windows also the IC of both arms and a t-interval over seeds of their difference.
     ``predictions``: seed -> (memory, local) prediction frames, for plots.
     """
 
@@ -704,6 +707,13 @@ def compare_memory_vs_local(
             "diff": diffs.mean(), "seed_ci_low": diffs.mean() - half, "seed_ci_high": diffs.mean() + half,
             "boot_ci_low": lo, "boot_ci_high": hi,
         })
+        if name == "all":  # the rank IC of the return forecast: uses confidence, not just the sign
+            ic_d = per_seed["ic_memory"] - per_seed["ic_local"]
+            ic_half = _t_quantile(n - 1) * ic_d.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+            summary_rows[-1].update({
+                "ic_memory": per_seed["ic_memory"].mean(), "ic_local": per_seed["ic_local"].mean(),
+                "ic_diff": ic_d.mean(), "ic_seed_ci_low": ic_d.mean() - ic_half, "ic_seed_ci_high": ic_d.mean() + ic_half,
+            })
     return MemoryComparison(per_seed, pd.DataFrame(summary_rows).set_index("subset"), preds)
 
 
