@@ -104,11 +104,9 @@ class Task:
             return CheckResult(self.name, "incorrect", f"your answer raised {type(exc).__name__}: {exc}")
         return CheckResult(self.name, "correct", "")
 
-    def check(self, answer: Any = ____) -> CheckResult:
-        """Check ``answer`` and print the verdict. Returns the :class:`CheckResult`."""
-        result = self.evaluate(answer)
-        print(result)
-        return result
+    def check(self, answer: Any = ____) -> None:
+        """Check ``answer`` and print the verdict (use :meth:`evaluate` to get it as a value)."""
+        print(self.evaluate(answer))
 
     def hint(self) -> None:
         print(f"Hint ({self.name}): {self._hint}")
