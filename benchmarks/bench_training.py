@@ -43,7 +43,7 @@ def main() -> None:
     splits = prepare_dataset(load_sample("sp500"), seq_len=64)
     train = splits.train
     base = MemoryTransformerConfig(input_dim=train.n_features, seq_len=64)
-    tbase = TrainerConfig(epochs=args.epochs, patience=0, progress=False, device="cpu", memory_backend="auto")
+    tbase = TrainerConfig(epochs=args.epochs, patience=0, progress=False, device="cpu")
     variants: list[tuple[str, MemoryTransformerConfig, TrainerConfig]] = [("default", base, tbase)]
     if not args.quick:
         variants += [
@@ -52,6 +52,7 @@ def main() -> None:
             ("batch_size=64", base, replace(tbase, batch_size=64)),
             ("batch_size=256", base, replace(tbase, batch_size=256)),
             ("threads=1", base, replace(tbase, num_threads=1)),
+            ("memory_backend=auto", base, replace(tbase, memory_backend="auto")),
             ("fusion=joint", replace(base, fusion="joint"), tbase),
             ("memory_layers=(0,1)", replace(base, memory_layers=(0, 1)), tbase),
             ("retrieval=position", replace(base, retrieval="position"), tbase),
