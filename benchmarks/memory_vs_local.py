@@ -7,7 +7,8 @@ Runs :func:`course_lib.compare_memory_vs_local` (the function notebook 04 uses) 
 2. the bundled S&P 500, with the same configuration fixed in advance (no tuning on the test period).
 
 Prints per-seed accuracies and a summary with a t-interval over seeds and a paired block-bootstrap interval.
-Usage: ``python benchmarks/memory_vs_local.py [--seeds 5] [--epochs 12] [--only synthetic|sp500]``.
+Usage: ``python benchmarks/memory_vs_local.py [--seeds 5] [--epochs 10] [--only synthetic|sp500]`` (about
+15 minutes per part on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ def report(title: str, cmp, seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--syn-bars", type=int, default=6000)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--syn-bars", type=int, default=8000)
     parser.add_argument("--syn-seq-len", type=int, default=32)
     parser.add_argument("--only", choices=["synthetic", "sp500"], default=None)
     parser.add_argument("--threads", type=int, default=None)
