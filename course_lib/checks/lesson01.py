@@ -11,6 +11,7 @@ Each checker runs the learner's function on its own seeded random prices, then:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -52,14 +53,22 @@ def _contains_blank(value: Any) -> bool:
     return False
 
 
+def _source_has_blank(func: Any) -> bool:
+    """True if the function's source code still contains the blank (works for notebook cells too)."""
+    try:
+        return "____" in inspect.getsource(func)
+    except (OSError, TypeError):
+        return False
+
+
 def _call(func: Any, *args: Any) -> Any:
     """Call the learner's function; a blank ``____`` left anywhere in it means 'not attempted'."""
     try:
         out = call_answer(func, *args)
     except (CheckFailed, _PlaceholderReturned, NotImplementedError):
         raise
-    except Exception as exc:  # noqa: BLE001 - an operation on ____ fails with a TypeError naming it
-        if "_Placeholder" in str(exc) or "____" in str(exc):
+    except Exception as exc:  # noqa: BLE001 - an operation on ____ fails, often with an error naming it
+        if "_Placeholder" in str(exc) or "____" in str(exc) or _source_has_blank(func):
             raise _PlaceholderReturned from exc
         raise
     if _contains_blank(out):
@@ -325,6 +334,9 @@ def _check_target(answer: Any) -> None:
             raise CheckFailed("your target starts one bar late: measure it from close_t to close_(t+horizon).")
         if _same(out, close.shift(-horizon) / close - 1.0):
             raise CheckFailed("these are simple returns; the course's targets are log returns (they add up over time).")
+        for k in range(1, 2 * horizon + 3):
+            if k != horizon and _same(out, logp.shift(-k) - logp):
+                raise CheckFailed(f"your target looks {k} bar(s) ahead; it must look `horizon` = {horizon} bar(s) ahead.")
         tail = out.iloc[-horizon:].to_numpy()
         if np.isfinite(tail).any():
             raise CheckFailed(
