@@ -1,0 +1,91 @@
+"""Lesson 01 plots return a Figure, draw what they are given and refuse inconsistent input clearly."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from course_lib import (  # noqa: E402
+    FEATURE_DESCRIPTIONS,
+    chronological_split,
+    compute_features,
+    make_synthetic_market,
+    plot_features,
+    plot_lookahead_demo,
+    plot_motif_examples,
+    plot_prices_with_regimes,
+    plot_windows_and_splits,
+)
+from course_lib.plots.data import _spells  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def market():
+    return make_synthetic_market(800, seed=3)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_spells_cover_every_bar_in_order():
+    labels = pd.Series(list("aabbbac"), index=pd.bdate_range("2020-01-01", periods=7))
+    spells = _spells(labels)
+    assert [s[2] for s in spells] == ["a", "b", "a", "c"]
+    assert spells[0][0] == labels.index[0] and spells[-1][1] == labels.index[-1]
+
+
+def test_prices_with_regimes_and_motifs(market):
+    fig = plot_prices_with_regimes(market.ohlcv, market.regimes, market.motifs)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    n_spells = len(_spells(market.regimes))
+    assert len(ax.patches) == n_spells, "one shaded span per regime spell"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "motif end" in labels and set(market.regimes.unique()) <= set(labels)
+    assert plot_prices_with_regimes(market.ohlcv["close"], log_scale=False).axes[0].get_yscale() == "linear"
+
+
+def test_features_panels(market):
+    feats = compute_features(market.ohlcv)
+    fig = plot_features(feats, columns=["volatility", "rsi"], descriptions=FEATURE_DESCRIPTIONS)
+    assert len(fig.axes) == 2
+    assert fig.axes[0].get_title(loc="left").startswith("volatility: rolling std")
+    with pytest.raises(KeyError, match="not in the features"):
+        plot_features(feats, columns=["nope"])
+
+
+def test_windows_and_splits_layout():
+    split = chronological_split(300, gap=20)
+    fig = plot_windows_and_splits(split, seq_len=16, horizon=3)
+    assert len(fig.axes) == 2
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert "purge gap: 20 samples" in legend and "train: 210" in legend
+    assert ">=" in fig.axes[1].get_title(loc="left")
+    small = plot_windows_and_splits(chronological_split(300, gap=2), seq_len=16, horizon=3)
+    assert "too small" in small.axes[1].get_title(loc="left")
+    with pytest.raises(ValueError, match="end_time"):
+        plot_windows_and_splits(split, 16, 3, end_time=pd.bdate_range("2020-01-01", periods=10))
+
+
+def test_motif_examples(market):
+    fig = plot_motif_examples(market, n_examples=3)
+    assert len(fig.axes) == len(market.motif_names)
+    counts = market.motifs["motif_id"].value_counts()
+    for k, ax in enumerate(fig.axes):  # examples + average + the motif-end marker
+        assert len(ax.lines) == min(3, counts.get(k, 0)) + 2
+
+
+def test_lookahead_demo():
+    idx = pd.bdate_range("2020-01-01", periods=50)
+    fig = plot_lookahead_demo({"a": pd.Series(0.01, index=idx), "b": pd.Series(-0.01, index=idx)})
+    lines = [ln for ln in fig.axes[0].lines if ln.get_label() in ("a", "b")]
+    assert lines[0].get_ydata()[-1] == pytest.approx(0.5)
