@@ -60,6 +60,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        with open(tmp_path, "rb+") as fh:  # the bytes reach the disk before the rename makes them the file
+            os.fsync(fh.fileno())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -100,6 +100,22 @@ def test_version_and_dimension_mismatch_rejected(tmp_path):
         ExternalMemoryBank.load(other)
 
 
+def test_structurally_broken_files_rejected(tmp_path):
+    """A well-formed zip whose arrays or header counters do not add up is refused, never half-loaded."""
+    path = _filled().save(tmp_path / "m.npz")
+    cases = {
+        "no_seq": dict(array_change=lambda a: a.pop("insert_seq")),
+        "short_seq": dict(array_change=lambda a: a.update(insert_seq=a["insert_seq"][:3])),
+        "no_size": dict(header_change=lambda h: h.pop("size")),
+        "huge_pos": dict(header_change=lambda h: h.update(write_pos=10**6)),
+        "size_over_capacity": dict(header_change=lambda h: h.update(size=10**6)),
+    }
+    for name, change in cases.items():
+        broken = _rewrite(path, tmp_path / f"{name}.npz", **change)
+        with pytest.raises(MemoryFileError):
+            ExternalMemoryBank.load(broken)
+
+
 def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
     bank = _filled()
     path = bank.save(tmp_path / "m.npz")

@@ -17,6 +17,8 @@ exact top-k over those ``k*B`` candidates is exact overall, at a fraction of the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +29,27 @@ __all__ = ["CausalFilter", "HNSWIndex", "IVFIndex", "faiss_available", "recall_a
 _NEG = float("-inf")
 _BLOCK = 32
 _TWO_STAGE_MIN = 32_768  # below this many entries a single top-k is as fast (measured)
+_FAISS_BLAS_MIN_BATCH = 16  # faiss's own default switches to BLAS only at 20 (faiss < 1.8) or 128,000 queries
+
+
+@contextmanager
+def faiss_blas_threshold(batch: int = _FAISS_BLAS_MIN_BATCH) -> Iterator[None]:
+    """Make faiss's brute-force search use its blocked BLAS (matrix-multiply) path from ``batch`` queries.
+
+    faiss decides per call: fewer queries than ``faiss.cvar.distance_compute_blas_threshold`` take a
+    one-query-at-a-time SIMD loop, which is several times slower for mid-size batches (at M=1e5, batch 256
+    on 2 cores: ~70 ms against ~20 ms; ``benchmarks/bench_memory.py``). faiss 1.15 sets it to 128,000, so
+    without this every realistic batch takes the slow path. The setting is process-wide in faiss, so it is
+    changed only for the duration of a call and restored afterwards.
+    """
+    import faiss
+
+    old = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = batch
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = old
 
 
 def faiss_available(gpu: bool = False) -> bool:
@@ -198,7 +221,7 @@ def filter_overfetched(scores: np.ndarray, slots: np.ndarray, k: int, filt: Caus
 
 def exact_faiss(keys: np.ndarray, queries: np.ndarray, k: int, filt: CausalFilter | None,
                 gpu_resources=None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k with faiss's brute-force kernel (BLAS for big batches), over-fetching past the filter.
+    """Exact top-k with faiss's brute-force kernel (BLAS from 16 queries on), over-fetching past the filter.
 
     Over-fetching by the largest number of entries a query may not see makes the filtered answer exact.
     Callers send rows with a large number of forbidden entries to a matmul kernel instead.
@@ -213,7 +236,8 @@ def exact_faiss(keys: np.ndarray, queries: np.ndarray, k: int, filt: CausalFilte
     if gpu_resources is not None:  # pragma: no cover - needs faiss-gpu
         d, i = faiss.knn_gpu(gpu_resources, queries, keys, kk, metric=faiss.METRIC_INNER_PRODUCT)
     else:
-        d, i = faiss.knn(queries, keys, kk, metric=faiss.METRIC_INNER_PRODUCT)
+        with faiss_blas_threshold():
+            d, i = faiss.knn(queries, keys, kk, metric=faiss.METRIC_INNER_PRODUCT)
     return filter_overfetched(d, i, k, filt if extra else None, slice(None))
 
 
@@ -232,17 +256,59 @@ class _FaissANN:
         self.dirty[:] = False
         self.index = None
 
-    def search(self, keys: np.ndarray, queries: np.ndarray, k: int, filt: CausalFilter | None):
+    def search(self, keys: np.ndarray, queries: np.ndarray, k: int, filt: CausalFilter | None,
+               max_overfetch: int = 1024):
+        """Approximate top-k that respects the causal filter for any mix of query times.
+
+        Queries that may not see only a few entries (the usual "memory of the past, query now") are answered
+        in one call, over-fetching past the forbidden entries. Queries far back in time (walk-forward,
+        training) are sorted by ``as_of`` and cut into groups whose times span at most ``max_overfetch``
+        entries; each group searches with a faiss ID selector that admits only entries available by the
+        group's latest time, then over-fetches past the few that some of its queries still may not see.
+        """
         self.sync(keys)
-        extra = int(filt.n_ineligible().max()) if filt is not None and not filt.trivial else 0
-        kk = min(k + extra, keys.shape[0])
-        d, i = self._search(queries, kk)
-        return filter_overfetched(d, i.astype(np.int64), k, filt if extra else None, slice(None))
+        n = keys.shape[0]
+        if filt is None or filt.trivial:
+            d, i = self._search(queries, min(k, n))
+            return filter_overfetched(d, i.astype(np.int64), k, None, slice(None))
+        scores = np.empty((len(queries), k), np.float32)
+        slots = np.empty((len(queries), k), np.int64)
+        n_bad = filt.n_ineligible()
+        few = np.flatnonzero(n_bad <= max_overfetch)
+        if few.size:
+            kk = min(k + int(n_bad[few].max()), n)
+            d, i = self._search(np.ascontiguousarray(queries[few]), kk)
+            scores[few], slots[few] = filter_overfetched(d, i.astype(np.int64), k, filt, few)
+        many = np.flatnonzero(n_bad > max_overfetch)
+        if many.size:
+            avail_sorted = np.sort(filt.available_at)
+            many = many[np.argsort(filt.as_of[many], kind="stable")]
+            rank = np.searchsorted(avail_sorted, filt.as_of[many], side="right")  # entries visible per query
+            start = 0
+            while start < many.size:
+                stop = int(np.searchsorted(rank, rank[start] + max_overfetch, side="right"))
+                rows = many[start:stop]
+                latest = filt.as_of[rows].max()
+                allowed = np.packbits(filt.available_at <= latest, bitorder="little")
+                kk = min(k + int(rank[stop - 1] - rank[start]), n)
+                d, i = self._search(np.ascontiguousarray(queries[rows]), kk, allowed)
+                scores[rows], slots[rows] = filter_overfetched(d, i.astype(np.int64), k, filt, rows)
+                start = stop
+        return scores, slots
+
+    @staticmethod
+    def _selector(allowed: np.ndarray | None):
+        """A faiss ID selector over a packed little-endian bitmap (the caller keeps ``allowed`` alive)."""
+        if allowed is None:
+            return None
+        import faiss
+
+        return faiss.IDSelectorBitmap(len(allowed) * 8, faiss.swig_ptr(allowed))
 
     def sync(self, keys: np.ndarray) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _search(self, queries: np.ndarray, kk: int):  # pragma: no cover - abstract
+    def _search(self, queries: np.ndarray, kk: int, allowed: np.ndarray | None = None):  # pragma: no cover
         raise NotImplementedError
 
 
@@ -276,9 +342,13 @@ class IVFIndex(_FaissANN):
             self.index.add_with_ids(np.ascontiguousarray(keys[slots]), slots.astype(np.int64))
             self.dirty[slots] = False
 
-    def _search(self, queries: np.ndarray, kk: int):
-        self.index.nprobe = self.nprobe
-        return self.index.search(queries, kk)
+    def _search(self, queries: np.ndarray, kk: int, allowed: np.ndarray | None = None):
+        import faiss
+
+        sel = self._selector(allowed)  # held here: faiss keeps only a pointer to it
+        params = faiss.SearchParametersIVF(nprobe=self.nprobe, sel=sel)
+        with faiss_blas_threshold():  # the coarse quantizer is a flat index: same slow default as exact
+            return self.index.search(queries, kk, params=params)
 
 
 class HNSWIndex(_FaissANN):
@@ -309,6 +379,9 @@ class HNSWIndex(_FaissANN):
             self.index.add(np.ascontiguousarray(keys[have:n]))
         self.dirty[:n] = False
 
-    def _search(self, queries: np.ndarray, kk: int):
-        self.index.hnsw.efSearch = max(self.efs, kk)
-        return self.index.search(queries, kk)
+    def _search(self, queries: np.ndarray, kk: int, allowed: np.ndarray | None = None):
+        import faiss
+
+        sel = self._selector(allowed)  # held here: faiss keeps only a pointer to it
+        params = faiss.SearchParametersHNSW(efSearch=max(self.efs, kk), sel=sel)
+        return self.index.search(queries, kk, params=params)

@@ -35,8 +35,8 @@ __all__ = ["ExternalMemoryBank", "SearchResult", "to_ns"]
 FORMAT = "course_lib.ExternalMemoryBank"
 FORMAT_VERSION = 1
 _ANN_MIN_ENTRIES = 2048  # below this an approximate index is pointless: search exactly
-_MAX_OVERFETCH = 1024
-_NUMPY_MAX_SCORES = 1 << 20  # auto uses numpy when batch * M is at most this (about a millisecond of work)  # faiss rows that must skip more entries than this go to a matmul kernel
+_MAX_OVERFETCH = 1024  # faiss/ANN rows that must skip more entries than this go to a matmul kernel
+_NUMPY_MAX_SCORES = 1 << 20  # auto uses numpy when batch * M is at most this (about a millisecond of work)
 
 
 def to_ns(times: Any, n: int | None = None) -> np.ndarray | None:
@@ -246,8 +246,8 @@ class ExternalMemoryBank:
 
         Keys are L2-normalised on the way in. ``timestamp`` is the window's end time t and
         ``available_at`` the time its label is known (t+h); both int64 ns or datetimes. An entry is only
-        found by queries with ``as_of >= available_at``. ``future_return`` without ``available_at`` is
-        refused (that is exactly how look-ahead sneaks in). ``importance`` defaults to ``|future_return|``
+        found by queries with ``as_of >= available_at``. ``future_return`` or ``values`` without
+        ``available_at`` is refused (that is exactly how look-ahead sneaks in). ``importance`` defaults to ``|future_return|``
         (first column), else 1. Any other keyword is stored as a free-form per-entry field.
 
         When the bank is full, the eviction policy chooses which old entries are overwritten. A batch
@@ -257,10 +257,12 @@ class ExternalMemoryBank:
         n = len(k)
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        if future_return is not None and available_at is None:
+        if available_at is None and (future_return is not None or values is not None):
+            given = "future_return" if future_return is not None else "values"
             raise ValueError(
-                "future_return given without available_at: pass when each label becomes known "
-                "(WindowSet.available_at_ns()), otherwise searches could see unresolved labels."
+                f"{given} given without available_at: pass when each label becomes known "
+                "(WindowSet.available_at_ns()), otherwise searches could see unresolved labels "
+                "(values usually carry what happened next)."
             )
         ts = to_ns(timestamp, n)
         av = to_ns(available_at, n)
@@ -411,7 +413,7 @@ class ExternalMemoryBank:
             return "torch"
         if batch <= cfg.auto_numpy_max_batch or batch * self._size <= _NUMPY_MAX_SCORES:
             return "numpy"  # small jobs: numpy's lower call overhead wins
-        if batch >= cfg.auto_faiss_min_batch and B.faiss_available():
+        if batch >= cfg.auto_faiss_min_batch and B.faiss_available():  # faiss's BLAS path (see backends)
             if filt is None or filt.trivial or filt.n_ineligible().max() <= _MAX_OVERFETCH:
                 return "faiss"
         return "torch"
@@ -423,12 +425,10 @@ class ExternalMemoryBank:
             return np.zeros((nq, k), np.float32), np.full((nq, k), -1, np.int64), "empty"
         name = self.config.backend
         if name in ("ivf", "hnsw"):
-            if n < _ANN_MIN_ENTRIES or (filt is not None and not filt.trivial
-                                        and filt.n_ineligible().max() > _MAX_OVERFETCH):
+            if n < _ANN_MIN_ENTRIES:
                 name = self.choose_kernel(nq, filt)
             else:
-                s, i = self._ann.search(self._keys[:n], qt.cpu().numpy(), k, filt)
-                return s, i, name
+                return (*self._ann_search(qt, k, filt), name)
         if name == "auto":
             name = self.choose_kernel(nq, filt)
         keys = self._keys[:n]
@@ -454,6 +454,29 @@ class ExternalMemoryBank:
                 sub = B.CausalFilter(filt.available_at, filt.as_of[many])
                 s[many], i[many] = B.exact_torch(torch.from_numpy(keys), qt[torch.from_numpy(many)], k, sub, cm)
         return s, i, name
+
+    def _ann_search(self, qt: torch.Tensor, k: int, filt: B.CausalFilter | None):
+        """IVF/HNSW search; queries that may see fewer than ``_ANN_MIN_ENTRIES`` entries (early in time)
+        are answered exactly instead: an approximate index restricted to a handful of entries would miss
+        most of them, and an exact pass over so few is cheap."""
+        n = self._size
+        keys, qn = self._keys[:n], qt.cpu().numpy()
+        if filt is None or filt.trivial:
+            return self._ann.search(keys, qn, k, filt, _MAX_OVERFETCH)
+        few_visible = (n - filt.n_ineligible()) < _ANN_MIN_ENTRIES
+        if not few_visible.any():
+            return self._ann.search(keys, qn, k, filt, _MAX_OVERFETCH)
+        s = np.empty((len(qn), k), np.float32)
+        i = np.empty((len(qn), k), np.int64)
+        for rows, exact in ((~few_visible, False), (few_visible, True)):
+            if not rows.any():
+                continue
+            sub = B.CausalFilter(filt.available_at, filt.as_of[rows])
+            if exact:
+                s[rows], i[rows] = B.exact_numpy(keys, np.ascontiguousarray(qn[rows]), k, sub, self.config.chunk_mb)
+            else:
+                s[rows], i[rows] = self._ann.search(keys, np.ascontiguousarray(qn[rows]), k, sub, _MAX_OVERFETCH)
+        return s, i
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
@@ -504,8 +527,17 @@ class ExternalMemoryBank:
             if want is not None and want != have:
                 raise MemoryFileError(f"{path}: {what} is {have} but {want} was expected (memory built for "
                                       "another encoder?). Rebuild the memory with the current model.")
-        n = int(header["size"])
-        need = {"keys": (n, cfg.key_dim), "values": (n, cfg.value_dim)}
+        try:
+            n, write_pos = int(header["size"]), int(header["write_pos"])
+            seq, clock, meta_fields = int(header["seq"]), int(header["clock"]), list(header["fields"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MemoryFileError(f"{path}: header lacks or garbles {exc}: file corrupted or not written by "
+                                  "ExternalMemoryBank.save(). Re-create it.") from exc
+        if not (0 <= n <= cfg.capacity and 0 <= write_pos < max(cfg.capacity, 1)):
+            raise MemoryFileError(f"{path}: size {n} / write position {write_pos} do not fit the capacity "
+                                  f"{cfg.capacity}: file corrupted. Re-create it.")
+        need = {"keys": (n, cfg.key_dim), "values": (n, cfg.value_dim), "insert_seq": (n,),
+                "last_access": (n,), "access_count": (n,)}
         for name, shape in need.items():
             if name not in arrays or arrays[name].shape != shape:
                 got = arrays[name].shape if name in arrays else "missing"
@@ -515,14 +547,14 @@ class ExternalMemoryBank:
         bank._values[:n] = arrays["values"]
         for name in ("insert_seq", "last_access", "access_count"):
             getattr(bank, f"_{name}")[:n] = arrays[name]
-        for name in header["fields"]:
+        for name in meta_fields:
             arr = arrays.get(f"meta__{name}")
             if arr is None or len(arr) != n:
                 raise MemoryFileError(f"{path}: metadata field {name!r} is missing or has the wrong length.")
             bank._meta[name] = np.full((cfg.capacity, *arr.shape[1:]), _fill_value(arr.dtype), dtype=arr.dtype)
             bank._meta[name][:n] = arr
-        bank._size, bank._write_pos = n, int(header["write_pos"])
-        bank._seq, bank._clock = int(header["seq"]), int(header["clock"])
+        bank._size, bank._write_pos = n, write_pos
+        bank._seq, bank._clock = seq, clock
         bank._touch(np.arange(n))
         return bank
 

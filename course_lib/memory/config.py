@@ -18,8 +18,9 @@ class MemoryConfig:
         key_dim: length of a key (the embedding the memory is searched by).
         value_dim: length of the value stored next to each key (0 = keys and metadata only).
         capacity: number of slots; the buffer is allocated once, so ``add`` never reallocates.
-        backend: search kernel. ``"auto"`` picks the fastest *exact* kernel for each batch size (numpy for
-            a handful of queries, torch two-stage top-k for mid-size batches, faiss BLAS for large ones);
+        backend: search kernel. ``"auto"`` picks the fastest *exact* kernel for each job on a CPU (numpy
+            for a handful of queries or small memories, faiss's BLAS path from 16 queries on, torch when
+            faiss is missing or the causal filter hides too many entries; torch on a GPU);
             ``"numpy"``, ``"torch"`` and ``"faiss"`` force one exact kernel; ``"ivf"`` and ``"hnsw"`` are
             approximate faiss indexes (faster on big memories, recall < 1); ``"faiss-gpu"`` needs faiss-gpu.
         eviction: which entry makes room when the buffer is full: ``"fifo"`` (oldest insert), ``"lru"``
@@ -56,7 +57,7 @@ class MemoryConfig:
     num_threads: int | None = None
     seed: int = 0
     auto_numpy_max_batch: int = 8
-    auto_faiss_min_batch: int = 2048
+    auto_faiss_min_batch: int = 16
     chunk_mb: int = 256
 
     def __post_init__(self) -> None:
