@@ -24,6 +24,7 @@ import torch
 
 import course_lib as cl
 from course_lib.memory import ExternalMemoryBank, MemoryConfig, WindowEmbedder, recall_at_k
+from course_lib.memory.backends import faiss_blas_threshold
 
 K, D = 32, 64
 
@@ -67,6 +68,12 @@ def raw_torch(tb, tq, k, chunk_mb=256):
     step = max(1, (chunk_mb << 20) // (4 * len(tb)))
     for s in range(0, len(tq), step):
         torch.topk(tq[s:s + step] @ tb.T, k, dim=1)
+
+
+def raw_faiss(xb, xq, k):
+    """faiss's brute-force kernel on its BLAS path (the setting the bank uses)."""
+    with faiss_blas_threshold():
+        faiss.knn(xq, xb, k, metric=faiss.METRIC_INNER_PRODUCT)
 
 
 class ReferenceRebuildMemory:
@@ -120,7 +127,7 @@ def bench_add(keys: np.ndarray, m: int) -> None:
 def bench_search(keys, queries, sizes, batches, ann_params, with_hnsw: bool = True) -> dict:
     print(f"\n## search latency, k={K}, d={D}, ms per batch (median); threads torch={torch.get_num_threads()} "
           f"faiss={faiss.omp_get_max_threads()}")
-    cols = ["raw np", "raw torch", "faiss IP", "bank np", "bank torch", "bank faiss", "bank auto", "ivf", "hnsw"]
+    cols = ["raw np", "raw torch", "raw faiss", "faiss IP", "bank np", "bank torch", "bank faiss", "bank auto", "ivf", "hnsw"]
     print(f"{'M':>9}{'batch':>7}" + "".join(f"{c:>12}" for c in cols) + f"{'auto/raw':>10}{'IP/auto':>9}")
     recalls = {}
     for m in sizes:
@@ -158,6 +165,7 @@ def bench_search(keys, queries, sizes, batches, ann_params, with_hnsw: bool = Tr
             row = {
                 "raw np": timeit(lambda: raw_numpy(xb_unit, xq_unit[:sub], K), reps) * scale,
                 "raw torch": timeit(lambda: raw_torch(tb, tq[:sub], K), reps) * scale,
+                "raw faiss": timeit(lambda: raw_faiss(xb_unit, xq_unit, K), reps),
                 "faiss IP": timeit(lambda: flat.search(xq_unit, K), reps),
                 "bank np": timeit(lambda: banks["numpy"].search(xq[:sub], k=K), reps) * scale,
             }
@@ -167,7 +175,7 @@ def bench_search(keys, queries, sizes, batches, ann_params, with_hnsw: bool = Tr
                     continue
                 row[f"bank {name}" if name in ("torch", "faiss", "auto") else name] = timeit(
                     lambda name=name: banks[name].search(xq, k=K), reps)
-            best_raw = min(row["raw np"], row["raw torch"])
+            best_raw = min(row["raw np"], row["raw torch"], row["raw faiss"])
             mark = "*" if big else " "
             cells = "".join(f"{row[c] * 1e3:>11.1f}{mark if c in ('raw np', 'raw torch', 'bank np') else ' '}"
                             for c in cols)
@@ -185,24 +193,37 @@ def bench_ann_settings(keys, queries, m, batch, nprobes, efs) -> None:
     print(f"\n## approximate search at M={m:,}, batch {batch}: recall@{K} vs exact, speed-up vs bank auto")
     xb = keys[:m]
     xq = queries[:batch]
+    ts = np.arange(m, dtype=np.int64)  # entry i is resolved at time i + 1 (for the causal rows below)
+    as_of = np.random.default_rng(1).integers(m // 10, m, batch)  # a walk-forward-like mix of query times
     exact_bank = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m, backend="auto"))
-    exact_bank.add(xb)
+    exact_bank.add(xb, timestamp=ts, available_at=ts + 1)
     t_exact = timeit(lambda: exact_bank.search(xq, k=K), 1)
     exact = exact_bank.search(xq, k=K).indices
     print(f"{'setting':<28}{'recall@32':>10}{'ms':>10}{'speed-up':>10}")
     print(f"{'exact (auto)':<28}{1.0:>10.3f}{t_exact * 1e3:>10.1f}{1.0:>10.1f}")
+    t_exact_causal = timeit(lambda: exact_bank.search(xq, k=K, as_of=as_of), 1)
+    exact_causal = exact_bank.search(xq, k=K, as_of=as_of).indices
+    exact_bank = None
+
+    def causal_row(bank, label):
+        t = timeit(lambda: bank.search(xq, k=K, as_of=as_of), 1)
+        r = recall_at_k(bank.search(xq, k=K, as_of=as_of).indices, exact_causal)
+        print(f"{label:<28}{r:>10.3f}{t * 1e3:>10.1f}{t_exact_causal / t:>10.1f}   (as_of mixed, exact "
+              f"{t_exact_causal * 1e3:.0f} ms)")
+
     ivf = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m, backend="ivf"))
-    ivf.add(xb)
+    ivf.add(xb, timestamp=ts, available_at=ts + 1)
     for npb in nprobes:
         ivf.config.ivf_nprobe = npb
         ivf._ann.nprobe = npb
         t = timeit(lambda: ivf.search(xq, k=K), 2)
         r = recall_at_k(ivf.search(xq, k=K).indices, exact)
         print(f"{f'ivf nlist={ivf._ann.index.nlist} nprobe={npb}':<28}{r:>10.3f}{t * 1e3:>10.1f}{t_exact / t:>10.1f}")
+    causal_row(ivf, f"ivf nprobe={nprobes[-1]}, causal")
     ivf = None
     hnsw = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m, backend="hnsw", hnsw_m=16,
                                            hnsw_ef_construction=40))
-    hnsw.add(xb)
+    hnsw.add(xb, timestamp=ts, available_at=ts + 1)
     t0 = time.perf_counter()
     hnsw.search(xq[:1], k=K)
     print(f"{'(hnsw M=16 build, s)':<28}{'':>10}{time.perf_counter() - t0:>10.1f}")
@@ -211,6 +232,7 @@ def bench_ann_settings(keys, queries, m, batch, nprobes, efs) -> None:
         t = timeit(lambda: hnsw.search(xq, k=K), 2)
         r = recall_at_k(hnsw.search(xq, k=K).indices, exact)
         print(f"{f'hnsw M=16 efSearch={ef}':<28}{r:>10.3f}{t * 1e3:>10.1f}{t_exact / t:>10.1f}")
+    causal_row(hnsw, f"hnsw efSearch={efs[-1]}, causal")
 
 
 def bench_int8(keys, queries) -> None:
