@@ -39,6 +39,13 @@ _MAX_OVERFETCH = 1024  # faiss/ANN rows that must skip more entries than this go
 _NUMPY_MAX_SCORES = 1 << 20  # auto uses numpy when batch * M is at most this (about a millisecond of work)
 
 
+def _ann_overfetch(k: int) -> int:
+    """How many forbidden entries an approximate search may step over per call. Small on purpose: HNSW's
+    beam (efSearch) must grow with the over-fetch, so a wide one makes every query slow; queries further
+    back are grouped by time and searched with an ID selector instead (``backends._FaissANN.search``)."""
+    return 4 * k
+
+
 def to_ns(times: Any, n: int | None = None) -> np.ndarray | None:
     """Times as int64 nanoseconds: accepts int64 ns, datetime64, ``DatetimeIndex``/``Series``, Timestamps.
 
@@ -462,10 +469,10 @@ class ExternalMemoryBank:
         n = self._size
         keys, qn = self._keys[:n], qt.cpu().numpy()
         if filt is None or filt.trivial:
-            return self._ann.search(keys, qn, k, filt, _MAX_OVERFETCH)
+            return self._ann.search(keys, qn, k, filt, _ann_overfetch(k))
         few_visible = (n - filt.n_ineligible()) < _ANN_MIN_ENTRIES
         if not few_visible.any():
-            return self._ann.search(keys, qn, k, filt, _MAX_OVERFETCH)
+            return self._ann.search(keys, qn, k, filt, _ann_overfetch(k))
         s = np.empty((len(qn), k), np.float32)
         i = np.empty((len(qn), k), np.int64)
         for rows, exact in ((~few_visible, False), (few_visible, True)):
@@ -475,7 +482,7 @@ class ExternalMemoryBank:
             if exact:
                 s[rows], i[rows] = B.exact_numpy(keys, np.ascontiguousarray(qn[rows]), k, sub, self.config.chunk_mb)
             else:
-                s[rows], i[rows] = self._ann.search(keys, np.ascontiguousarray(qn[rows]), k, sub, _MAX_OVERFETCH)
+                s[rows], i[rows] = self._ann.search(keys, np.ascontiguousarray(qn[rows]), k, sub, _ann_overfetch(k))
         return s, i
 
     # ------------------------------------------------------------------ persistence
