@@ -11,10 +11,14 @@ in ``df.attrs["load_report"]``:
 * a file stored newest-first (Bybit's order) is reversed to oldest-first;
 * rows whose price fields are *all* empty (Yahoo writes ``null`` rows for some holidays) are dropped;
 * an ``adj_close`` column, when ``adjust=True``, rescales open/high/low/close by ``adj_close / close``.
+
+One advisory is reported the same way: an ``adj_close`` column loaded with ``adjust=False`` whose ratio to
+``close`` moves by more than 1% over the file (splits or dividends: unadjusted returns jump at those dates).
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import warnings
@@ -40,7 +44,16 @@ OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 #: Bundled offline datasets: name -> file name inside ``data/``.
 SAMPLES: dict[str, str] = {"sp500": "sp500.csv.gz"}
 
-_TIME_ALIASES = ("time", "date", "datetime", "timestamp", "starttime", "start_time", "open_time", "opentime", "ts")
+_TIME_ALIASES = (
+    "time", "date", "datetime", "timestamp", "starttime", "start_time", "start", "open_time", "opentime", "ts",
+)  # fmt: skip
+#: An open or close may exceed high/low by this fraction of the price (float rounding) before it is an error.
+_RANGE_TOLERANCE = 1e-6
+#: adj_close / close moving by more than this over a file (with adjust=False) is reported.
+_ADJ_SPREAD_WARN = 0.01
+_NA_VALUES = ["null", "NaN", "nan", ""]
+# d/m/Y or m/d/Y with "/", "." or "-", optionally followed by a time of day H:M[:S[.fraction]].
+_DMY = re.compile(r"(\d{1,2})([/.-])(\d{1,2})\2(\d{4})(?:([ T])(\d{1,2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?)?")
 _COLUMN_ALIASES = {
     "o": "open",
     "h": "high",
@@ -97,8 +110,76 @@ def _normalise_name(name: object) -> str:
     return _COLUMN_ALIASES.get(text, text)
 
 
-def _parse_time(raw: pd.Series, where: str) -> pd.DatetimeIndex:
-    """Parse epoch numbers (s, ms, us, ns: chosen by magnitude) or date strings (ISO or US m/d/Y)."""
+def _epoch_index(numeric: pd.Series, unit: str) -> pd.DatetimeIndex:
+    """Epoch numbers in ``unit``; fractional values are kept (to the microsecond), not truncated."""
+    if pd.api.types.is_integer_dtype(numeric):
+        return pd.DatetimeIndex(pd.to_datetime(numeric.astype("int64"), unit=unit))
+    values = numeric.to_numpy(dtype=float)
+    if np.all(values == np.round(values)):
+        return pd.DatetimeIndex(pd.to_datetime(values.astype("int64"), unit=unit))
+    if unit == "ns":
+        return pd.DatetimeIndex(pd.to_datetime(np.round(values).astype("int64"), unit="ns"))
+    to_us = {"s": 1e6, "ms": 1e3, "us": 1.0}[unit]
+    return pd.DatetimeIndex(pd.to_datetime(np.round(values * to_us).astype("int64"), unit="us"))
+
+
+def _day_month_format(text: pd.Series, where: str, dayfirst: bool | None) -> tuple[str, bool, str | None] | None:
+    """Choose one explicit format for a column of d/m/Y or m/d/Y dates (``/``, ``.`` or ``-``, optional time).
+
+    Returns ``(format, dayfirst, hint)`` or None when the column is not of that shape. The format is
+    ``"mixed"`` only when rows differ in time-of-day precision. ``hint`` is set when the order was a guess.
+    """
+    if len(text) == 0 or not _DMY.fullmatch(text.iloc[0]):
+        return None
+    parts = text.str.extract("^" + _DMY.pattern + "$")
+    if parts[0].isna().any():
+        return None
+    seps = parts[1].to_numpy()
+    if (seps != seps[0]).any():
+        row = int(np.flatnonzero(seps != seps[0])[0])
+        raise DataError(
+            f"{where}: data row {row + 1} ({text.iloc[row]!r}) separates the date with {seps[row]!r} but data row 1 "
+            f"({text.iloc[0]!r}) uses {seps[0]!r}. Write every date the same way (ISO 2024-01-31 is safest)."
+        )
+    sep = str(seps[0])
+    first, second = parts[0].astype(int).to_numpy(), parts[2].astype(int).to_numpy()
+    hint = None
+    if dayfirst is None:
+        day_rows, month_rows = np.flatnonzero(first > 12), np.flatnonzero(second > 12)
+        if len(day_rows) and len(month_rows):
+            i, j = int(day_rows[0]), int(month_rows[0])
+            raise DataError(
+                f"{where}: the dates fit neither day-first nor month-first: data row {i + 1} ({text.iloc[i]!r}) has a "
+                f"first field above 12 but data row {j + 1} ({text.iloc[j]!r}) has a second field above 12. "
+                "Write every date the same way (ISO 2024-01-31 is safest)."
+            )
+        if len(day_rows):
+            dayfirst = True
+        elif len(month_rows):
+            dayfirst = False
+        else:  # ambiguous: US m/d/Y for "/" and "-" (Yahoo's export), European d.m.Y for "."
+            dayfirst = sep == "."
+            read_as, other = ("day/month/year", "month-first") if dayfirst else ("month/day/year", "day-first")
+            hint = (
+                f"The dates are ambiguous (no day or month field above 12) and were read as {read_as}; "
+                f"they may be {other}: if so, pass dayfirst={not dayfirst}."
+            )
+    date_fmt = sep.join(["%d", "%m", "%Y"] if dayfirst else ["%m", "%d", "%Y"])
+    shapes = parts[4].fillna("") + parts[7].notna().astype(str) + parts[8].notna().astype(str)
+    if shapes.nunique() > 1:
+        return "mixed", dayfirst, hint
+    fmt = date_fmt
+    if parts[4].notna().iloc[0]:
+        fmt += parts[4].iloc[0] + "%H:%M" + (":%S" if parts[7].notna().iloc[0] else "")
+        fmt += ".%f" if parts[8].notna().iloc[0] else ""
+    return fmt, dayfirst, hint
+
+
+def _parse_time(raw: pd.Series, where: str, dayfirst: bool | None = None) -> tuple[pd.DatetimeIndex, str | None]:
+    """Parse epoch numbers (s, ms, us, ns: chosen by magnitude) or date strings (ISO, m/d/Y or d/m/Y).
+
+    Returns the index and, when the day/month order of the dates was a guess, a hint for error messages.
+    """
     if raw.isna().any():
         row = int(np.flatnonzero(raw.isna().to_numpy())[0])
         raise DataError(f"{where}: empty timestamp in data row {row + 1}. Remove the row or fill in its time.")
@@ -116,26 +197,32 @@ def _parse_time(raw: pd.Series, where: str) -> pd.DatetimeIndex:
         else:
             unit = None
         if unit is not None:
-            return pd.DatetimeIndex(pd.to_datetime(numeric.astype("int64"), unit=unit))
+            return _epoch_index(numeric, unit), None
     text = raw.astype(str).str.strip()
-    fmt = None
-    if text.str.fullmatch(r"\d{1,2}/\d{1,2}/\d{4}").all():
-        # US m/d/Y (Yahoo's export) unless a first field above 12 proves the file is day-first (d/m/Y).
-        first = text.str.split("/").str[0].astype(int)
-        fmt = "%d/%m/%Y" if (first > 12).any() else "%m/%d/%Y"
+    fmt, hint, how = "mixed", None, ""
+    chosen = _day_month_format(text, where, dayfirst)
+    if chosen is not None:
+        fmt, first, hint = chosen
+        how = f" as {'day/month/year' if first else 'month/day/year'}" + (f" ({fmt!r})" if fmt != "mixed" else "")
+        kwargs = {"format": fmt, "dayfirst": first} if fmt == "mixed" else {"format": fmt}
+    else:
+        kwargs = {"format": "mixed"}
     try:
-        parsed = pd.to_datetime(text, format=fmt, utc=True) if fmt else pd.to_datetime(text, utc=True, format="mixed")
+        parsed = pd.to_datetime(text, utc=True, **kwargs)
     except (ValueError, TypeError) as exc:
         bad = None
         for i, value in enumerate(text):
             try:
-                pd.to_datetime(value, utc=True)
+                pd.to_datetime(value, utc=True, **({} if kwargs["format"] == "mixed" else kwargs))
             except (ValueError, TypeError):
                 bad = (i, value)
                 break
         loc = f" (data row {bad[0] + 1}: {bad[1]!r})" if bad else ""
-        raise DataError(f"{where}: could not parse timestamps{loc}. Use ISO dates like 2024-01-31 or epoch milliseconds.") from exc
-    return pd.DatetimeIndex(parsed).tz_convert("UTC").tz_localize(None)
+        order = " Pass dayfirst=True or dayfirst=False if the day/month order is wrong." if how else ""
+        raise DataError(
+            f"{where}: could not parse timestamps{loc}{how}. Use ISO dates like 2024-01-31 or epoch milliseconds.{order}"
+        ) from exc
+    return pd.DatetimeIndex(parsed).tz_convert("UTC").tz_localize(None), hint
 
 
 def validate_ohlcv(df: pd.DataFrame, where: str = "data", min_rows: int = 2) -> pd.DataFrame:
@@ -200,48 +287,183 @@ def validate_ohlcv(df: pd.DataFrame, where: str = "data", min_rows: int = 2) -> 
     return df
 
 
+def _peek_rows(path: Path, n: int = 3) -> list[list[str]]:
+    """The first ``n`` non-blank lines split into fields, names exactly as written (pandas renames duplicates)."""
+    head = pd.read_csv(
+        path, header=None, nrows=n, sep="\x01", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE
+    )
+    return [next(csv.reader([line]), []) for line in head[0]]
+
+
+def _multi_header(rows: list[list[str]]) -> tuple[int, int, int] | None:
+    """``(price_row, ticker_row, header_lines)`` for a CSV saved from two-level columns (yfinance >= 0.2.48).
+
+    That layout is ``Price,Close,...`` / ``Ticker,SPY,...`` (either order) and, when the index had a name,
+    a third line ``Date,,,...``. Returns None for an ordinary one-line header.
+    """
+    if len(rows) < 3 or len(rows[0]) < 2 or len(rows[1]) != len(rows[0]):
+        return None
+    labels = {rows[0][0].strip().lower(), rows[1][0].strip().lower()}
+    index_line = len(rows[2]) == len(rows[0]) and rows[2][0].strip() != "" and not any(c.strip() for c in rows[2][1:])
+    if labels != {"price", "ticker"} and not (labels == {""} and index_line):
+        return None
+    price_row = next((r for r in (0, 1) if "close" in {_normalise_name(c) for c in rows[r][1:]}), None)
+    if price_row is None:
+        return None
+    return price_row, 1 - price_row, 3 if index_line else 2
+
+
+def _read_raw(path: Path, where: str, symbol: str | None) -> tuple[pd.DataFrame, list[str], str | None]:
+    """The CSV's data, its column names as written, and the ticker when the file names one."""
+    try:
+        rows = _peek_rows(path)
+        layout = _multi_header(rows)
+        if layout is None:
+            raw = pd.read_csv(path, na_values=_NA_VALUES, keep_default_na=True)
+            names = rows[0] if rows and len(rows[0]) == raw.shape[1] else [str(c) for c in raw.columns]
+            return raw, names, None
+        price_row, ticker_row, n_header = layout
+        try:
+            raw = pd.read_csv(path, header=None, skiprows=n_header, na_values=_NA_VALUES, keep_default_na=True)
+        except pd.errors.EmptyDataError:
+            raw = pd.DataFrame(columns=range(len(rows[0])))
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{where}: the file is empty. Download it again or choose another file.") from exc
+    except (UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise DataError(f"{where}: not a readable CSV ({exc}). Export the data as comma-separated text.") from exc
+    if raw.shape[1] != len(rows[0]):
+        raise DataError(
+            f"{where}: the header has {len(rows[0])} fields but the data rows have {raw.shape[1]}. "
+            "Save the file again with DataFrame.to_csv."
+        )
+    time_name = rows[2][0] if n_header == 3 else ""
+    names = [time_name, *rows[price_row][1:]]
+    tickers = [t.strip() for t in rows[ticker_row][1:]]
+    found = list(dict.fromkeys(t for t in tickers if t))
+    if symbol is None:
+        if len(found) > 1:
+            raise DataError(
+                f"{where}: a yfinance file with {len(found)} tickers {found}; load_csv reads one series. Pass "
+                f"symbol={found[0]!r} (or another of them), or save one ticker per file "
+                f"(yf.download({found[0]!r}).to_csv(...))."
+            )
+        return raw.set_axis(range(raw.shape[1]), axis=1), names, found[0] if found else None
+    match = [t for t in found if t.upper() == symbol.strip().upper()]
+    if not match:
+        raise DataError(f"{where}: symbol {symbol!r} is not in this file; its tickers are {found}.")
+    keep = [0] + [i + 1 for i, t in enumerate(tickers) if t == match[0]]
+    raw = raw.iloc[:, keep]
+    return raw.set_axis(range(raw.shape[1]), axis=1), [names[i] for i in keep], match[0]
+
+
+def _column_names(written: list[str], where: str, time_column: str | None) -> tuple[list[str], bool]:
+    """Normalised names, and whether the unnamed first column (a saved index) is to be dropped.
+
+    The unnamed first column is the time only when no other column can be: ``df.reset_index().to_csv()``
+    writes the integer index first and the real ``Date`` after it.
+    """
+    names = [_normalise_name(c) for c in written]
+    drop_first = False
+    if names and (names[0] == "" or names[0].startswith("unnamed")):
+        others = names[1:]
+        if time_column is not None:
+            has_time = _normalise_name(time_column) in others
+        else:
+            has_time = any(a in others for a in _TIME_ALIASES)
+        drop_first = has_time
+        names[0] = "" if has_time else "time"
+    seen: dict[str, list[str]] = {}
+    for i, (name, original) in enumerate(zip(names, written)):
+        if name and not (drop_first and i == 0):
+            seen.setdefault(name, []).append(original)
+    clashes = {name: originals for name, originals in seen.items() if len(originals) > 1}
+    if clashes:
+        name, originals = next(iter(clashes.items()))
+        raise DataError(
+            f"{where}: columns {originals} all mean {name!r} (names are matched ignoring case, spaces and "
+            "punctuation), so it is not clear which one to use. Delete or rename all but one of them."
+        )
+    return names, drop_first
+
+
+def _check_ohlc_range(frame: pd.DataFrame, rows: np.ndarray, where: str) -> None:
+    """Raise if an open or close lies outside [low, high] by more than a relative ``_RANGE_TOLERANCE``."""
+    o, h, lo, c = (frame[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close"))
+    tol = _RANGE_TOLERANCE * h
+    bad_open = (o > h + tol) | (o < lo - tol)
+    bad_close = (c > h + tol) | (c < lo - tol)
+    bad = bad_open | bad_close
+    if not bad.any():
+        return
+    pos = int(np.flatnonzero(bad)[0])
+    which = " and ".join(k for k, flag in (("open", bad_open[pos]), ("close", bad_close[pos])) if flag)
+    raise DataError(
+        f"{where}: {which} outside the low..high range at {frame.index[pos]} (data row {int(rows[pos])}: "
+        f"open={o[pos]}, high={h[pos]}, low={lo[pos]}, close={c[pos]}; {int(bad.sum())} such row(s)). "
+        "The columns may be mislabelled (check the header order) or the row is corrupt; fix or remove it."
+    )
+
+
 def load_csv(
     path: str | os.PathLike,
     *,
     min_rows: int = 2,
     adjust: bool = False,
     time_column: str | None = None,
+    dayfirst: bool | None = None,
+    symbol: str | None = None,
 ) -> pd.DataFrame:
-    """Load an OHLCV CSV (Yahoo export, ``DataFrame.to_csv``, Bybit kline dump; daily or intraday).
+    """Load an OHLCV CSV (Yahoo export, yfinance ``download().to_csv()``, ``DataFrame.to_csv``, Bybit kline dump).
 
     Column names are matched case-insensitively (``Adj Close`` -> ``adj_close``); the time column is the
-    first of ``time/date/datetime/timestamp/startTime/...`` or, failing that, an unnamed first column (a
-    saved index). Epoch numbers are read in s/ms/us/ns by magnitude; timezone-aware times become naive UTC.
+    first of ``time/date/datetime/timestamp/startTime/start/...`` or, failing that, an unnamed first column
+    (a saved index). An unnamed first column next to a real time column (``df.reset_index().to_csv()``) is
+    a saved integer index and is ignored. The three-line header yfinance >= 0.2.48 writes
+    (``Price,...`` / ``Ticker,...`` / ``Date,,,``) is recognised; ``symbol`` picks one ticker from a file
+    holding several. Epoch numbers are read in s/ms/us/ns by magnitude (fractions kept); timezone-aware
+    times become naive UTC.
+
+    Dates written d/m/Y or m/d/Y (separated by ``/``, ``.`` or ``-``, optionally with a time such as
+    ``13/01/2024 09:30``) are parsed with one format for the whole column: day-first if some first field
+    is above 12, month-first if some second field is. When neither is (an ambiguous column) the default
+    is month-first (US, Yahoo's export) for ``/`` and ``-`` and day-first for ``.`` (``02.01.2024``); if
+    the times then come out of order the error suggests passing ``dayfirst``.
 
     Args:
         path: CSV file (``.gz``/``.zip`` compression is inferred from the name).
         min_rows: Raise if fewer rows remain (pass ``seq_len + horizon + 1`` to check a window fits).
         adjust: If the file has ``adj_close``, rescale open/high/low/close by ``adj_close / close`` so that
-            returns include dividends and splits (reported).
+            returns include dividends and splits (reported). With ``adjust=False`` a ratio that moves by
+            more than 1% over the file is reported, since unadjusted returns jump at splits and dividends.
         time_column: Name of the time column when it cannot be guessed.
+        dayfirst: Force day-first (True) or month-first (False) d/m/Y-style dates; None detects. Ignored
+            for ISO dates and epoch numbers.
+        symbol: The ticker to load from a multi-ticker yfinance file (required there); ignored for files
+            without a ``Ticker`` header line.
 
     Raises:
-        DataError: missing file or column, unparseable time, non-numeric value, duplicate or unsorted
-            timestamps, non-positive prices, ``high < low``, empty file or too few rows.
+        DataError: missing file or column, a directory, unparseable or inconsistent dates, duplicate column
+            names, several tickers without ``symbol``, non-numeric value, duplicate or unsorted timestamps,
+            non-positive prices, ``high < low``, an open or close outside ``[low, high]``, empty file or too
+            few rows.
     """
     path = Path(path)
     where = path.name
     if not path.exists():
         raise DataError(f"{path}: file not found. Check the path (relative paths start at {Path.cwd()}).")
-    try:
-        raw = pd.read_csv(path, na_values=["null", "NaN", "nan", ""], keep_default_na=True)
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{where}: the file is empty. Download it again or choose another file.") from exc
-    except (UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DataError(f"{where}: not a readable CSV ({exc}). Export the data as comma-separated text.") from exc
+    if path.is_dir():
+        csvs = sorted(p.name for p in path.iterdir() if ".csv" in p.name.lower())
+        inside = f"e.g. {path / csvs[0]}" if csvs else "it holds no .csv files"
+        raise DataError(f"{path}: is a directory, not a CSV file. Pass the path of one file inside it ({inside}).")
+    raw, written, ticker = _read_raw(path, where, symbol)
     if raw.shape[1] == 0:
         raise DataError(f"{where}: the file is empty. Download it again or choose another file.")
 
     report: list[str] = []
-    names = [_normalise_name(c) for c in raw.columns]
-    if names and (names[0] == "" or names[0].startswith("unnamed")):
-        names[0] = "time"
+    names, drop_first = _column_names(written, where, time_column)
     raw.columns = names
+    if drop_first:
+        raw = raw.iloc[:, 1:]
     if time_column is not None:
         tcol = _normalise_name(time_column)
         if tcol not in raw.columns:
@@ -274,7 +496,8 @@ def load_csv(
                 f"(time {raw[tcol].iloc[row]}). Fix or remove that row."
             )
         numeric[col] = converted.astype(float)
-    frame = pd.DataFrame(numeric)
+    frame = pd.DataFrame(numeric).reset_index(drop=True)
+    raw = raw.reset_index(drop=True)
 
     empty_rows = frame[["open", "high", "low", "close"]].isna().all(axis=1).to_numpy()
     if empty_rows.any():
@@ -284,21 +507,43 @@ def load_csv(
     if len(frame) == 0:
         raise DataError(f"{where}: every row is empty.")
 
-    frame.index = _parse_time(raw[tcol].reset_index(drop=True), where)
+    data_rows = frame.index.to_numpy() + 1  # 1-based data row numbers in the file, for messages
+    frame.index, date_hint = _parse_time(raw[tcol].reset_index(drop=True), where, dayfirst)
     frame.index.name = "time"
     idx = frame.index
     if len(idx) > 1 and idx.is_monotonic_decreasing and not idx.has_duplicates:
         frame = frame.iloc[::-1]
-        report.append("file was newest-first; reversed to oldest-first")
+        data_rows = data_rows[::-1]
+        report.append("file was newest-first; reversed to oldest-first" + (f". {date_hint}" if date_hint else ""))
+    idx = frame.index
+    if date_hint and not idx.is_monotonic_increasing:
+        pos = int(np.flatnonzero(np.diff(idx.asi8) < 0)[0])
+        raise DataError(
+            f"{where}: timestamps out of order at row {pos + 2}: {idx[pos + 1]} comes after {idx[pos]}. "
+            f"{date_hint} Otherwise sort the file by time before loading."
+        )
 
-    if adjust and "adj_close" in frame.columns:
+    if "adj_close" in frame.columns:
         factor = frame["adj_close"] / frame["close"]
-        for col in ("open", "high", "low", "close"):
-            frame[col] = frame[col] * factor
-        report.append("rescaled open/high/low/close by adj_close/close")
+        if adjust:
+            for col in ("open", "high", "low", "close"):
+                frame[col] = frame[col] * factor
+            report.append("rescaled open/high/low/close by adj_close/close")
+        else:
+            ratio = factor.to_numpy(dtype=float)
+            ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+            if len(ratio) and ratio.max() / ratio.min() - 1 > _ADJ_SPREAD_WARN:
+                report.append(
+                    f"adj_close/close moves from {ratio.min():.4g} to {ratio.max():.4g} over the file (splits or "
+                    "dividends), so returns of the unadjusted close jump at those dates; pass adjust=True to use "
+                    "adjusted prices"
+                )
     frame = frame[list(OHLCV_COLUMNS)].astype("float64")
     validate_ohlcv(frame, where=where, min_rows=min_rows)
+    _check_ohlc_range(frame, data_rows, where)
     frame.attrs["source"] = str(path)
+    if ticker:
+        frame.attrs["symbol"] = ticker
     frame.attrs["load_report"] = report
     for line in report:
         warnings.warn(f"{where}: {line}", DataWarning, stacklevel=2)

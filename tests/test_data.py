@@ -294,3 +294,229 @@ def test_validate_ohlcv_rejects_non_datetime_index():
         validate_ohlcv(df)
     with pytest.raises(DataError, match="no data rows"):
         validate_ohlcv(df.iloc[:0])
+
+
+# ------------------------------------------------------------- yfinance >= 0.2.48 three-line header
+
+YF_SPY = """Price,Adj Close,Close,High,Low,Open,Volume
+Ticker,SPY,SPY,SPY,SPY,SPY,SPY
+Date,,,,,,
+2024-01-02,470.1,472.6,473.6,470.4,472.1,123456
+2024-01-03,466.0,468.4,471.2,468.1,470.4,103585
+2024-01-04,464.8,467.3,470.9,467.0,468.3,84232
+"""
+
+
+def _yf_frame(tickers: list[str], fields=("Close", "High", "Low", "Open", "Volume")) -> pd.DataFrame:
+    idx = pd.DatetimeIndex(pd.bdate_range("2024-01-02", periods=4), name="Date")
+    cols = pd.MultiIndex.from_product([list(fields), tickers], names=["Price", "Ticker"])
+    base = {"Close": 101.0, "High": 102.0, "Low": 99.0, "Open": 100.0, "Volume": 1000.0}
+    data = {
+        (f, t): base[f] * (k + 1) + np.arange(4) * (0 if f == "Volume" else 0.1)
+        for f in fields for k, t in enumerate(tickers)
+    }  # fmt: skip
+    out = pd.DataFrame(data, index=idx)[cols]
+    out.columns.names = ["Price", "Ticker"]
+    return out
+
+
+def test_yfinance_three_line_header_with_adj_close(tmp_path):
+    df = load_csv(write(tmp_path, YF_SPY))
+    assert_course_shape(df)
+    assert df.index[0] == pd.Timestamp("2024-01-02") and len(df) == 3
+    assert df.iloc[0].tolist() == [472.1, 473.6, 470.4, 472.6, 123456.0]
+    assert df.attrs["symbol"] == "SPY" and df.attrs["load_report"] == []
+
+
+@pytest.mark.parametrize("layout", ["price_first", "ticker_first", "no_index_name"])
+def test_yfinance_to_csv_without_adj_close(tmp_path, layout):
+    src = _yf_frame(["QQQ"])
+    if layout == "ticker_first":  # yf.download(..., group_by="ticker")
+        src = src.swaplevel(0, 1, axis=1)
+    if layout == "no_index_name":
+        src.index.name = None
+    path = tmp_path / "qqq.csv"
+    src.to_csv(path)
+    assert path.read_text().splitlines()[1].startswith("Ticker,QQQ" if layout != "ticker_first" else "Price,")
+    df = load_csv(path)
+    assert_course_shape(df)
+    assert df.index.equals(pd.DatetimeIndex(pd.bdate_range("2024-01-02", periods=4), name="time"))
+    np.testing.assert_allclose(df["close"].to_numpy(), 101.0 + 0.1 * np.arange(4))
+    assert df.attrs["symbol"] == "QQQ"
+
+
+def test_yfinance_several_tickers_needs_symbol(tmp_path):
+    path = tmp_path / "two.csv"
+    _yf_frame(["AAPL", "MSFT"]).to_csv(path)
+    with pytest.raises(DataError) as info:
+        load_csv(path)
+    msg = str(info.value)
+    assert "['AAPL', 'MSFT']" in msg and "symbol='AAPL'" in msg and "one ticker per file" in msg
+    msft = load_csv(path, symbol="msft")
+    np.testing.assert_allclose(msft["close"].to_numpy(), 202.0 + 0.1 * np.arange(4))
+    np.testing.assert_allclose(msft["volume"].to_numpy(), 2000.0)
+    assert msft.attrs["symbol"] == "MSFT"
+    with pytest.raises(DataError, match=r"symbol 'TSLA' is not in this file; its tickers are \['AAPL', 'MSFT'\]"):
+        load_csv(path, symbol="TSLA")
+
+
+# ------------------------------------------------------------------ saved RangeIndex, column names
+
+
+def test_saved_range_index_uses_the_real_date_column(tmp_path):
+    src = pd.DataFrame(
+        {"Date": pd.bdate_range("2024-01-02", periods=5), "Open": 1.0, "High": 2.0, "Low": 0.5,
+         "Close": 1.5 + 0.1 * np.arange(5), "Volume": 7.0},
+    )  # fmt: skip
+    path = tmp_path / "reset.csv"
+    src.to_csv(path)  # RangeIndex 0..4 written as an unnamed first column
+    assert path.read_text().startswith(",Date,Open")
+    df = load_csv(path)
+    assert_course_shape(df)
+    assert df.index.equals(pd.DatetimeIndex(pd.bdate_range("2024-01-02", periods=5), name="time"))
+    np.testing.assert_allclose(df["close"].to_numpy(), src["Close"].to_numpy())
+
+
+def test_saved_range_index_with_time_column_and_epoch_ms(tmp_path):
+    text = ",time,open,high,low,close,volume\n0,1700000000000,1,2,0.5,1.5,3\n1,1700000060000,1,2,0.5,1.5,3\n"
+    df = load_csv(write(tmp_path, text))
+    assert list(df.index) == [pd.Timestamp(1_700_000_000_000, unit="ms"), pd.Timestamp(1_700_000_060_000, unit="ms")]
+
+
+@pytest.mark.parametrize("header", ["Date,Open,High,Low,Close,close,Volume", "Date,Open,High,Low,Close,Close,Volume"])
+def test_duplicate_columns_after_normalisation(tmp_path, header):
+    text = header + "\n2024-01-02,1,2,0.5,1.5,1.5,3\n2024-01-03,1,2,0.5,1.5,1.5,3\n"
+    with pytest.raises(DataError) as info:
+        load_csv(write(tmp_path, text))
+    msg = str(info.value)
+    assert "all mean 'close'" in msg and "'Close'" in msg and "rename all but one" in msg
+
+
+def test_bybit_start_column_is_the_time(tmp_path):
+    text = "start,open,high,low,close,volume,turnover\n1700000000000,1,2,0.5,1.5,3,4\n1700000060000,1,2,0.5,1.5,3,4\n"
+    df = load_csv(write(tmp_path, text))
+    assert df.index[0] == pd.Timestamp(1_700_000_000_000, unit="ms")
+
+
+# ------------------------------------------------------------------------------ day-first dates
+
+
+@pytest.mark.parametrize(
+    ("stamps", "expected"),
+    [
+        (["12/01/2024 09:30", "13/01/2024 09:30"], ["2024-01-12 09:30", "2024-01-13 09:30"]),
+        (["02.01.2024", "15.01.2024"], ["2024-01-02", "2024-01-15"]),
+        (["02-01-2024", "15-01-2024"], ["2024-01-02", "2024-01-15"]),
+        (["02/01/2024 09:30:05.25", "15/01/2024 16:00:00.5"], ["2024-01-02 09:30:05.25", "2024-01-15 16:00:00.5"]),
+        (["01/12/2024 09:30", "01/13/2024 09:30"], ["2024-01-12 09:30", "2024-01-13 09:30"]),  # US with times
+    ],
+)
+def test_day_first_with_times_and_separators(tmp_path, stamps, expected):
+    text = HEADER + "".join(f"{s},1,2,0.5,1.5,3\n" for s in stamps)
+    df = load_csv(write(tmp_path, text))
+    assert list(df.index) == [pd.Timestamp(e) for e in expected]
+
+
+def test_dayfirst_argument_forces_the_order(tmp_path):
+    text = HEADER + "01/02/2024,1,2,0.5,1.5,3\n03/02/2024,1,2,0.5,1.5,3\n"
+    path = write(tmp_path, text)
+    assert list(load_csv(path).index) == [pd.Timestamp("2024-01-02"), pd.Timestamp("2024-03-02")]  # US default
+    assert list(load_csv(path, dayfirst=True).index) == [pd.Timestamp("2024-02-01"), pd.Timestamp("2024-02-03")]
+    us = write(tmp_path, HEADER + "01/13/2024,1,2,0.5,1.5,3\n", name="us.csv")
+    with pytest.raises(DataError, match=r"data row 1: '01/13/2024'.*day/month/year"):
+        load_csv(us, dayfirst=True, min_rows=1)
+
+
+def test_ambiguous_dot_dates_default_to_day_first(tmp_path):
+    df = load_csv(write(tmp_path, HEADER + "02.01.2024,1,2,0.5,1.5,3\n03.01.2024,1,2,0.5,1.5,3\n"))
+    assert list(df.index) == [pd.Timestamp("2024-01-02"), pd.Timestamp("2024-01-03")]
+
+
+def test_ambiguous_dates_out_of_order_suggest_dayfirst(tmp_path):
+    # day-first Jan 10, 11, 12, Feb 1: read month-first they become Oct 1, Nov 1, Dec 1, Jan 2 (out of order)
+    days = ["10/01/2024", "11/01/2024", "12/01/2024", "01/02/2024"]
+    path = write(tmp_path, HEADER + "".join(f"{d},1,2,0.5,1.5,3\n" for d in days))
+    with pytest.raises(DataError) as info:
+        load_csv(path)
+    msg = str(info.value)
+    assert "out of order" in msg and "ambiguous" in msg and "day-first" in msg and "dayfirst=True" in msg
+    assert load_csv(path, dayfirst=True).index[-1] == pd.Timestamp("2024-02-01")
+
+
+def test_ambiguous_dates_reversed_newest_first_say_so(tmp_path):
+    days = ["03/01/2024", "02/01/2024", "01/01/2024"]
+    with pytest.warns(DataWarning, match=r"newest-first.*ambiguous.*dayfirst=True"):
+        load_csv(write(tmp_path, HEADER + "".join(f"{d},1,2,0.5,1.5,3\n" for d in days)))
+
+
+def test_dates_fitting_neither_order(tmp_path):
+    text = HEADER + "13/01/2024,1,2,0.5,1.5,3\n01/14/2024,1,2,0.5,1.5,3\n"
+    with pytest.raises(DataError, match=r"neither day-first nor month-first.*'13/01/2024'.*'01/14/2024'"):
+        load_csv(write(tmp_path, text))
+
+
+def test_mixed_date_separators(tmp_path):
+    text = HEADER + "13/01/2024,1,2,0.5,1.5,3\n14.01.2024,1,2,0.5,1.5,3\n"
+    with pytest.raises(DataError, match=r"data row 2 \('14.01.2024'\).*same way"):
+        load_csv(write(tmp_path, text))
+
+
+# --------------------------------------------------------------------- adj_close, epoch, checks
+
+
+def test_unadjusted_yahoo_prices_with_a_split_warn(tmp_path):
+    text = (
+        "Date,Open,High,Low,Close,Adj Close,Volume\n"
+        "2024-01-02,100,101,99,100,50,10\n2024-01-03,100,101,99,100,50,10\n"
+        "2024-01-04,50,51,49,50,50,20\n2024-01-05,50,51,49,50,50,20\n"
+    )
+    path = write(tmp_path, text)
+    with pytest.warns(DataWarning, match=r"adj_close/close moves from 0.5 to 1.*pass adjust=True"):
+        df = load_csv(path)
+    assert any("adjust=True" in line for line in df.attrs["load_report"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        adj = load_csv(path, adjust=True)
+    assert not any("adjust=True" in str(w.message) for w in caught)
+    np.testing.assert_allclose(adj["close"].to_numpy(), 50.0)
+
+
+def test_constant_adj_ratio_does_not_warn(tmp_path):
+    text = "Date,Open,High,Low,Close,Adj Close,Volume\n2024-01-02,1,2,0.5,1.5,1.5,3\n2024-01-03,1,2,0.5,1.6,1.6,3\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_csv(write(tmp_path, text)).attrs["load_report"] == []
+
+
+def test_fractional_epoch_seconds_are_kept(tmp_path):
+    text = "timestamp,open,high,low,close,volume\n1700000000.25,1,2,0.5,1.5,3\n1700000000.75,1,2,0.5,1.5,3\n"
+    df = load_csv(write(tmp_path, text))
+    assert df.index[0] == pd.Timestamp(1_700_000_000, unit="s") + pd.Timedelta(milliseconds=250)
+    assert df.index[1] - df.index[0] == pd.Timedelta(milliseconds=500)
+
+
+def test_directory_path(tmp_path):
+    write(tmp_path, HEADER, name="inside.csv")
+    with pytest.raises(DataError, match=r"is a directory, not a CSV file.*inside\.csv"):
+        load_csv(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "which"), [("2024-01-03,2.5,2,0.5,1.5,3", "open"), ("2024-01-03,1,2,0.5,0.4,3", "close")]
+)
+def test_open_or_close_outside_low_high(tmp_path, bad_row, which):
+    text = HEADER + "2024-01-02,1,2,0.5,1.5,3\n" + bad_row + "\n2024-01-04,1,2,0.5,1.5,3\n"
+    with pytest.raises(DataError) as info:
+        load_csv(write(tmp_path, text))
+    msg = str(info.value)
+    assert f"{which} outside the low..high range at 2024-01-03" in msg and "data row 2" in msg
+    assert "mislabelled" in msg
+
+
+def test_open_or_close_range_check_tolerates_rounding_and_names_file_row(tmp_path):
+    ok = HEADER + "2024-01-02,2.0000000001,2,0.5,0.4999999999,3\n2024-01-03,1,2,0.5,1.5,3\n"
+    assert len(load_csv(write(tmp_path, ok))) == 2
+    # newest-first with a dropped empty row: the message still names the row as numbered in the file
+    bad = HEADER + "2024-01-04,1,2,0.5,1.5,3\n2024-01-03,,,,,\n2024-01-02,1,2,0.5,3,3\n"
+    with pytest.raises(DataError, match=r"close outside .* 2024-01-02 .*data row 3"):
+        load_csv(write(tmp_path, bad, name="bad.csv"))
