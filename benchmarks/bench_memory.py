@@ -11,18 +11,18 @@ embeddings plus small Gaussian jitter (10% of the typical nearest-neighbour dist
 test-period windows. Latencies of exact kernels do not depend on the data; recall of IVF/HNSW does.
 """
 
-# ruff: noqa: B023  (timing lambdas are called at once, inside the loop that defines them)
+# ruff: noqa: B023, I001  (timing lambdas are called at once, in the loop that defines them; faiss after course_lib)
 from __future__ import annotations
 
 import argparse
 import platform
 import time
 
-import faiss
 import numpy as np
 import torch
 
-import course_lib as cl
+import course_lib as cl  # first: it sets faiss's OpenMP wait policy before faiss loads (see memory/backends)
+import faiss
 from course_lib.memory import ExternalMemoryBank, MemoryConfig, WindowEmbedder, recall_at_k
 from course_lib.memory.backends import faiss_blas_threshold
 

@@ -1,4 +1,5 @@
-"""Committed notebooks are clean: no outputs, no absolute paths, one `parameters` cell, a Colab setup cell;
+"""Committed notebooks are clean: no outputs, no absolute paths, one `parameters` cell, a title with a Colab
+badge, a Colab setup cell and a GPU check;
 every exercise has its solution and every lesson its exercise."""
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ def test_notebook_is_clean(path):
     text = json.dumps(nb)
     assert not ABSOLUTE.search(text), f"{path.name}: contains an absolute path"
     assert "IS_COLAB" in "".join("".join(c["source"]) for c in code[:2]), f"{path.name}: Colab setup cell first"
+    assert "cuda.is_available" in "".join("".join(c["source"]) for c in code[:3]), f"{path.name}: GPU check cell"
+    first = "".join(nb["cells"][0]["source"])
+    assert nb["cells"][0]["cell_type"] == "markdown" and first.startswith("# "), f"{path.name}: title cell first"
+    assert "colab-badge" in first and path.name in first, f"{path.name}: 'Open in Colab' badge to this notebook"
     params = small_parameters(path)
     assigned = set(re.findall(r"^(\w+)\s*=", "".join(tagged[0]["source"]), flags=re.M))
     assert set(params) <= assigned, f"{path.name}: test parameters {set(params) - assigned} not in the parameters cell"
