@@ -241,6 +241,19 @@ def bench_int8(keys, queries) -> None:
         if m <= len(keys):
             r = cl.int8_recall(keys[:m], queries[:256], K)
             print(f"M={m:>7,}  recall@{K} int8 = {r:.4f}   (RAM per key: float32 {D * 4} B, int8 {D + 4} B)")
+    m = min(100_000, len(keys))
+    tiers = cl.TieredMemory(cl.TierConfig(key_dim=D, hot_capacity=m // 10, warm_capacity=m // 2, cold_capacity=m))
+    ids = tiers.add(keys[:m])
+    exact = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m, backend="numpy"))
+    exact.add(keys[:m])
+    truth = ids[exact.search(queries[:256], k=K).indices]
+    t = timeit(lambda: tiers.search(queries[:256], k=K), 3)
+    r = recall_at_k(tiers.search(queries[:256], k=K)["ids"], truth)
+    sizes, nbytes = tiers.tier_sizes(), tiers.nbytes()
+    print(f"TieredMemory M={m:,} (hot {sizes['hot']:,} / warm int8 {sizes['warm']:,} / cold mmap {sizes['cold']:,}): "
+          f"recall@{K} = {r:.4f}, {t * 1e3:.1f} ms per batch of 256; RAM {(nbytes['hot'] + nbytes['warm']) / 2**20:.1f} "
+          f"MiB + {nbytes['cold'] / 2**20:.1f} MiB on disk (all float32 in RAM: {m * D * 4 / 2**20:.1f} MiB)")
+    tiers.close()
 
 
 def main(argv=None) -> None:
