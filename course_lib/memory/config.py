@@ -23,6 +23,9 @@ class MemoryConfig:
             faiss is missing or the causal filter hides too many entries; torch on a GPU);
             ``"numpy"``, ``"torch"`` and ``"faiss"`` force one exact kernel; ``"ivf"`` and ``"hnsw"`` are
             approximate faiss indexes (faster on big memories, recall < 1); ``"faiss-gpu"`` needs faiss-gpu.
+            IVF updates changed slots in place (O(batch) per add); an HNSW graph cannot forget a node, so
+            overwriting slots (a full FIFO buffer, a key refresh) rebuilds it at the next search: use
+            ``"hnsw"`` for big, read-mostly memories and ``"ivf"`` for one that streams.
         eviction: which entry makes room when the buffer is full: ``"fifo"`` (oldest insert), ``"lru"``
             (least recently retrieved) or ``"importance"`` (low priority p_i evicted first, see
             ``importance_alpha``).
