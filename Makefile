@@ -5,13 +5,16 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 LOCK   := requirements-lock.txt
 STAMP  := $(VENV)/.installed
+# Where torch comes from. Empty: the default index (on Linux PyPI serves the CUDA build, GBs of nvidia-*
+# wheels). For a small CPU-only install: make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: install course test unit notebooks lab lint bench lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c $(LOCK) torch==2.13.0
+	$(PIP) install --quiet -c $(LOCK) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
 	$(PIP) install --quiet -c $(LOCK) -e ".[dev,lab]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
