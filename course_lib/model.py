@@ -17,11 +17,13 @@ Design decisions the reference chapter gets wrong and this module gets right:
   "windows like this one were followed by ...". A kNN-blend head mixes those outcomes into the forecast.
 * **Re-scored, not trusted.** The search engine's cosine scores only pick the ``k`` candidates; each memory
   layer re-scores them with learned per-head projections of query and keys, both L2-normalised, times a
-  learned temperature (Memorizing Transformers, sec. 3).
+  learned temperature (Memorizing Transformers, sec. 3). With several memory layers the search runs once,
+  but every layer after the first re-scores the neighbours with a query from its *own* hidden state (the
+  chapter feeds one retrieved tensor, scored once, to every layer, so deeper layers ignore what they computed).
 * **One retrieval per window** by default (the chapter searches once per position: ``S`` times the work);
   ``retrieval="position"`` is available for comparison.
-* Gates: ``"content"`` (per-dimension sigmoid of both paths, the chapter's) or ``"head"`` (one learned scalar
-  per head, the paper's). Fusions: ``"gated"``, ``"concat"``, ``"cross_attention"`` and ``"joint"`` (one softmax
+* Gates (``fusion="gated"`` only): ``"content"`` (per-dimension sigmoid of both paths, the chapter's) or
+  ``"head"`` (one learned scalar per head, the paper's). Fusions: ``"gated"``, ``"concat"``, ``"cross_attention"`` and ``"joint"`` (one softmax
   over ``[context; memory]``).
 
 The memory itself is *not* a parameter: retrieved keys and values arrive as constants (no gradient), which
@@ -66,13 +68,16 @@ class MemoryTransformerConfig:
 
     Memory: ``use_memory=False`` gives the same network with the memory path removed (the honest baseline).
     ``memory_layers`` lists the layers with kNN attention (negative indices count from the end; default: the
-    last). ``n_neighbors`` entries are retrieved per query; ``key_dim`` is the width of stored keys.
+    last). The kNN search runs once per window with the key made at the first memory layer's input; each later
+    memory layer re-scores those same neighbours with a query projected from its own hidden state. ``n_neighbors`` entries are retrieved per query; ``key_dim`` is the width of stored keys.
     ``key_bars`` adds a learned projection of the last ``key_bars`` input bars (at most ``seq_len``) of the
     ``key_features`` columns (default column 0, ``log_return`` in the course's feature order; empty: all) to
     the key. It starts as an isometry of that recent return path and the hidden-state part starts near zero,
     so from the first epoch on "windows whose recent path looks like this one" are neighbours; training
     then reshapes both (``key_bars=0``: hidden state only).
     ``temperature`` is the initial temperature of the cosine re-scoring (learned when ``learn_temperature``).
+    ``gate`` picks the gate of ``fusion="gated"`` (the other fusions have no gate to choose, so ``gate="head"``
+    with them is refused rather than silently ignored).
     ``gate_bias`` initialises the gates' logit: negative starts the model leaning on local context.
     ``knn_blend`` adds the head that mixes the neighbours' outcomes into the forecast.
     """
@@ -115,6 +120,11 @@ class MemoryTransformerConfig:
             problems.append(f"fusion={self.fusion!r} is not one of {FUSIONS}")
         if self.gate not in GATES:
             problems.append(f"gate={self.gate!r} is not one of {GATES}")
+        elif self.gate == "head" and self.fusion != "gated":
+            problems.append(
+                f"gate='head' only applies to fusion='gated' (fusion={self.fusion!r} mixes the paths without a "
+                "gate and would ignore it); use fusion='gated' with gate='head', or keep gate='content'"
+            )
         if self.retrieval not in ("window", "position"):
             problems.append(f"retrieval={self.retrieval!r} must be 'window' or 'position'")
         if self.n_layers < 1 or self.seq_len < 1 or self.input_dim < 1:
@@ -273,13 +283,15 @@ class KNNMemoryAttention(nn.Module):
 
     Scores: ``exp(log_scale) * cos(W_q query, W_k key)`` per head, masked where the bank had nothing valid.
     Values: a learned embedding of [stored key; outcome]. Returns per-head outputs and the weights.
+    ``query_dim`` is the width of what ``W_q`` reads: the retrieval key (``key_dim``) in the first memory
+    layer, the layer's own hidden state (``d_model``) in deeper ones (see :class:`MemoryEncoderLayer`).
     """
 
-    def __init__(self, cfg: MemoryTransformerConfig):
+    def __init__(self, cfg: MemoryTransformerConfig, query_dim: int | None = None):
         super().__init__()
         self.h = cfg.n_heads
         self.dh = cfg.d_model // cfg.n_heads
-        self.q_proj = nn.Linear(cfg.key_dim, cfg.d_model)
+        self.q_proj = nn.Linear(cfg.key_dim if query_dim is None else query_dim, cfg.d_model)
         self.k_proj = nn.Linear(cfg.key_dim, cfg.d_model)
         self.outcome_embed = nn.Sequential(nn.Linear(cfg.outcome_dim, cfg.d_model), nn.GELU())
         self.v_proj = nn.Linear(cfg.key_dim + cfg.d_model, cfg.d_model)
@@ -298,7 +310,7 @@ class KNNMemoryAttention(nn.Module):
         return keys.permute(0, 3, 1, 2, 4), vals.permute(0, 3, 1, 2, 4)
 
     def forward(self, query: torch.Tensor, mem: RetrievedMemory) -> tuple[torch.Tensor, torch.Tensor]:
-        """``query`` (B, Q, key_dim) -> output (B, H, Q, dh), weights (B, H, Q, k)."""
+        """``query`` (B, Q, query_dim) -> output (B, H, Q, dh), weights (B, H, Q, k)."""
         b, q, _ = query.shape
         qh = F.normalize(self.q_proj(query).view(b, q, self.h, self.dh), dim=-1).transpose(1, 2)  # B,H,Q,dh
         keys, vals = self.project(mem)
@@ -309,25 +321,39 @@ class KNNMemoryAttention(nn.Module):
 
 
 def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last axis where ``mask`` is True; all-masked rows give all-zero weights, not NaN."""
-    logits = logits.masked_fill(~mask, float("-inf"))
-    top = logits.amax(dim=-1, keepdim=True).clamp(min=-1e30)
+    """Softmax over the last axis where ``mask`` is True; all-masked rows give all-zero weights, not NaN.
+
+    Computed in float32 and cast back to the logits' dtype: under mixed precision the logits arrive in
+    float16 or bfloat16, where the guards below do not fit (float16 overflows at 65504 and underflows
+    below 6e-8, so ``clamp(min=-1e30)`` raises and a ``1e-30`` floor becomes 0, i.e. 0/0 = NaN for a
+    window with no valid neighbour). The ``k`` logits per query are few, so the upcast costs nothing.
+    """
+    dtype = logits.dtype
+    logits = logits.float().masked_fill(~mask, float("-inf"))
+    top = logits.amax(dim=-1, keepdim=True).clamp(min=torch.finfo(torch.float32).min)
     e = torch.exp(logits - top) * mask
-    return e / e.sum(dim=-1, keepdim=True).clamp(min=1e-30)
+    return (e / e.sum(dim=-1, keepdim=True).clamp(min=1e-30)).to(dtype)
 
 
 class MemoryEncoderLayer(nn.Module):
     """Pre-norm encoder layer; with memory, the local attention and kNN attention are fused.
 
     ``forward`` returns the new hidden states and a dict of diagnostics (gate, memory weights).
+
+    ``own_query``: this memory layer is not the first one, so the shared retrieval key (a function of the
+    *first* memory layer's input) says nothing about what this layer has computed since. It therefore
+    re-scores the shared neighbours with a learned projection of its own pre-norm hidden state at the query
+    positions (the last token, or every position with ``retrieval="position"``). The kNN search stays
+    shared: it must use the one key definition the stored keys were made with.
     """
 
-    def __init__(self, cfg: MemoryTransformerConfig, with_memory: bool):
+    def __init__(self, cfg: MemoryTransformerConfig, with_memory: bool, own_query: bool = False):
         super().__init__()
         self.cfg = cfg
         d, self.h = cfg.d_model, cfg.n_heads
         self.dh = d // self.h
         self.with_memory = with_memory
+        self.own_query = with_memory and own_query
         self.norm1 = nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
@@ -336,7 +362,7 @@ class MemoryEncoderLayer(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d, cfg.d_ff), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.d_ff, d))
         if not with_memory:
             return
-        self.memory = KNNMemoryAttention(cfg)
+        self.memory = KNNMemoryAttention(cfg, query_dim=d if self.own_query else None)
         if cfg.fusion == "gated" and cfg.gate == "content":
             self.gate = nn.Linear(2 * d, d)
             nn.init.zeros_(self.gate.weight)
@@ -369,10 +395,13 @@ class MemoryEncoderLayer(nn.Module):
 
         ``last_only`` computes the output for the last position only (keys/values still use every position):
         the prediction heads read only that token, so the last layer can skip the other S-1 outputs.
+        With ``own_query`` the given ``query`` is replaced by this layer's own normalised hidden state.
         """
         info: dict[str, torch.Tensor] = {}
         hn = self.norm1(x)
         q, k, v = self.qkv(hn).chunk(3, dim=-1)
+        if self.own_query and mem is not None:
+            query = hn[:, -1:] if mem.keys.shape[1] == 1 else hn  # B,Q,D at the retrieval's query positions
         if last_only:
             q = q[:, -1:]
             x = x[:, -1:]
@@ -431,7 +460,7 @@ class MemoryEncoderLayer(nn.Module):
         mk, mv = self.memory.project(mem)  # B,H,Q,k,dh
         local_logits = q @ k.transpose(-1, -2) / math.sqrt(self.dh)  # B,H,S,S'
         # a position's memory query = its attention query plus the window's retrieval query (same key space
-        # as the search, so the key projection learns too)
+        # as the search, so the key projection learns too); a later memory layer uses its own hidden state
         b, qn_ = query.shape[:2]
         qm = self.memory.q_proj(query).view(b, qn_, self.h, self.dh).transpose(1, 2)  # B,H,Q,dh
         qn = F.normalize(q + qm, dim=-1).unsqueeze(-2)  # B,H,S,1,dh
@@ -448,7 +477,8 @@ class MemoryEncoderLayer(nn.Module):
         out = a[..., :n_loc] @ v + (a[..., n_loc:].unsqueeze(-2) @ mv).squeeze(-2)
         am = a[..., n_loc:]
         info["gate"] = am.sum(-1).mean(dim=1)  # B,S: attention mass on memory
-        info["memory_weights"] = (am / am.sum(-1, keepdim=True).clamp(min=1e-30)).mean(dim=1)  # B,S,k
+        am32 = am.float()  # float32: a 1e-30 floor is 0 in float16, and 0/0 would be NaN for an empty memory
+        info["memory_weights"] = (am32 / am32.sum(-1, keepdim=True).clamp(min=1e-30)).mean(dim=1).to(am.dtype)  # B,S,k
         return out, info
 
 
@@ -471,8 +501,12 @@ class MemoryAugmentedTransformer(nn.Module):
         self.config = cfg = config
         self.embed = TokenEmbedding(cfg)
         self.register_buffer("positions", sinusoidal_positions(cfg.seq_len, cfg.d_model), persistent=False)
-        mem_ids = set(cfg.memory_layer_ids)
-        self.layers = nn.ModuleList(MemoryEncoderLayer(cfg, i in mem_ids) for i in range(cfg.n_layers))
+        mem_ids = cfg.memory_layer_ids
+        # memory layers after the first re-score the shared neighbours with their own hidden state
+        self.layers = nn.ModuleList(
+            MemoryEncoderLayer(cfg, i in mem_ids, own_query=bool(mem_ids) and i > mem_ids[0])
+            for i in range(cfg.n_layers)
+        )
         self.final_norm = nn.LayerNorm(cfg.d_model)
         if cfg.use_memory:
             self.key_norm = nn.LayerNorm(cfg.d_model)

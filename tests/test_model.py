@@ -14,6 +14,7 @@ from course_lib.model import (
     MemoryAugmentedTransformer,
     MemoryTransformerConfig,
     RetrievedMemory,
+    _masked_softmax,
     encode_outcomes,
 )
 from course_lib.training import _ExactMemory
@@ -38,7 +39,8 @@ def make_bank(n: int = 40, key_dim: int = 8, seed: int = 0) -> tuple[_ExactMemor
 
 @pytest.mark.parametrize(
     "fusion,gate,retrieval,layers",
-    list(itertools.product(FUSIONS, GATES, ("window", "position"), [(-1,), (0, 1)])),
+    [c for c in itertools.product(FUSIONS, GATES, ("window", "position"), [(-1,), (0, 1)])
+     if c[1] == "content" or c[0] == "gated"],  # gate="head" exists only for fusion="gated"
 )
 def test_shapes_and_gradients_every_variant(fusion, gate, retrieval, layers):
     torch.manual_seed(0)
@@ -121,6 +123,10 @@ def test_bad_configs_and_inputs_are_explained():
         tiny(fusion="sum")
     with pytest.raises(ValueError, match="memory_layers"):
         tiny(memory_layers=(5,))
+    for fusion in FUSIONS:
+        if fusion != "gated":
+            with pytest.raises(ValueError, match=f"gate='head' only applies to fusion='gated'.*{fusion}"):
+                tiny(fusion=fusion, gate="head")
     with pytest.raises(ValueError, match="unknown field"):
         MemoryTransformerConfig.from_dict({**tiny().to_dict(), "bogus": 1})
     model = MemoryAugmentedTransformer(tiny())
@@ -131,3 +137,72 @@ def test_bad_configs_and_inputs_are_explained():
 def test_config_round_trips_through_dict():
     cfg = tiny(memory_layers=(0, -1), fusion="cross_attention")
     assert MemoryTransformerConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_masked_softmax_is_finite_and_matches_float32_in_half_precision(dtype):
+    torch.manual_seed(0)
+    logits = torch.randn(3, 2, 4, 6) * 30  # scale * cosine: up to +-100 in the model
+    mask = torch.rand(3, 2, 4, 6) > 0.3
+    mask[0, 0, 0] = False  # a query with no valid neighbour: zeros, not NaN
+    mask[1, 1, 2] = True
+    ref = _masked_softmax(logits, mask)
+    out = _masked_softmax(logits.to(dtype), mask)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), ref, atol=1e-2, rtol=0)
+    assert torch.all(out[0, 0, 0] == 0) and torch.all(out[~mask] == 0)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_forward_under_cpu_autocast_is_finite(fusion, dtype):
+    torch.manual_seed(0)
+    model = MemoryAugmentedTransformer(tiny(fusion=fusion, memory_layers=(0, 1))).eval()
+    bank, _ = make_bank()
+    x = torch.randn(B, S, F_IN)
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
+        out = model(x, memory=bank, as_of=np.array([-1, 50, 200, 10_000]))  # the first window: empty memory
+    for name, val in out.items():
+        if name != "memory_up_share" and val.is_floating_point():
+            assert torch.isfinite(val).all(), f"{name} is not finite under {dtype} autocast"
+    assert not out["memory_mask"][0].any() and out["memory_mask"][1:].any(dim=-1).all()
+
+
+def _layer_memory_weights(model, x, bank, as_of) -> dict[int, torch.Tensor]:
+    """Each memory layer's own memory attention weights (B, Q, k), captured with forward hooks."""
+    seen: dict[int, torch.Tensor] = {}
+    hooks = [layer.register_forward_hook(lambda _m, _i, out, i=i: seen.__setitem__(i, out[1]["memory_weights"]))
+             for i, layer in enumerate(model.layers) if layer.with_memory]
+    try:
+        with torch.no_grad():
+            model(x, memory=bank, as_of=as_of)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_each_memory_layer_scores_the_neighbours_with_its_own_hidden_state(fusion):
+    torch.manual_seed(0)
+    model = MemoryAugmentedTransformer(tiny(fusion=fusion, memory_layers=(0, 1), dropout=0.0)).eval()
+    bank, _ = make_bank()
+    x, as_of = torch.randn(B, S, F_IN), np.full(B, 10_000)
+    before = _layer_memory_weights(model, x, bank, as_of)
+    assert set(before) == {0, 1}
+    assert not torch.allclose(before[0][:, -1], before[1][:, -1], atol=1e-4), "both layers weigh alike"
+    # change only what layer 0 computes: the retrieval query (made at layer 0's input) and so the neighbours
+    # stay the same, but layer 1 sees a new hidden state and must weigh the same neighbours differently
+    with torch.no_grad():
+        model.layers[0].ff[-1].weight.add_(0.5 * torch.randn_like(model.layers[0].ff[-1].weight))
+    after = _layer_memory_weights(model, x, bank, as_of)
+    torch.testing.assert_close(after[0], before[0])
+    assert not torch.allclose(after[1], before[1], atol=1e-4), "layer 1 ignored its own hidden state"
+
+
+def test_single_memory_layer_has_no_extra_query_projection():
+    """The default (last layer only) keeps the key-space query: same parameters as before the per-layer fix."""
+    model = MemoryAugmentedTransformer(tiny())
+    assert model.layers[-1].memory.q_proj.in_features == 8 and not model.layers[-1].own_query
+    deep = MemoryAugmentedTransformer(tiny(memory_layers=(0, 1)))
+    assert deep.layers[0].memory.q_proj.in_features == 8 and deep.layers[1].memory.q_proj.in_features == 16
