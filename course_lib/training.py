@@ -13,13 +13,15 @@ memory it then retrieves from, so its model learns to copy labels). The rules th
 * validation and test windows search the same memory with their own end times.
 
 The rest is a careful but ordinary loop: AdamW, linear warm-up + cosine decay, gradient clipping, early
-stopping on validation loss, the best weights kept and optionally written atomically, mixed precision on
-CUDA, seeded and repeatable on CPU.
+stopping on validation loss, the best weights kept and optionally written as a checkpoint folder whose files
+are checked against each other on load, mixed precision on CUDA (bfloat16 where the GPU has it natively, else
+float16 with loss scaling), seeded and repeatable on CPU.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import time
@@ -49,11 +51,13 @@ __all__ = [
     "motif_subsets",
 ]
 
-CHECKPOINT_VERSION = 1
+#: 2: config.json records the SHA-256 and size of model.pt and memory.npz (version 1 did not).
+CHECKPOINT_VERSION = 2
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded safely: wrong version, missing file or a config that does not match."""
+    """A checkpoint that cannot be loaded safely: wrong version, missing file, files from different saves
+    (an interrupted save) or a config that does not match."""
 
 
 @dataclass
@@ -117,7 +121,11 @@ class TrainerConfig:
 
 # --- metrics --------------------------------------------------------------------------------------
 def direction_accuracy(signal: np.ndarray, y: np.ndarray) -> float:
-    """Share of samples where ``sign(signal) == sign(y)``, ignoring zero labels and zero signals."""
+    """Share of samples where ``sign(signal) == sign(y)``, ignoring zero (or missing) labels.
+
+    A zero label has no direction to get right; a zero (flat) signal on a moving market counts as a miss.
+    :func:`compare_memory_vs_local` scores its bootstrap samples with the same rule.
+    """
     signal, y = np.asarray(signal, dtype=float), np.asarray(y, dtype=float)
     ok = (y != 0) & np.isfinite(y) & np.isfinite(signal)
     if not ok.any():
@@ -132,6 +140,21 @@ def information_coefficient(pred: np.ndarray, y: np.ndarray) -> float:
     if ok.sum() < 3 or pred[ok].nunique() < 2:
         return float("nan")
     return float(pred[ok].rank().corr(y[ok].rank()))
+
+
+def _native_bf16() -> bool:
+    """True when the current CUDA GPU computes bfloat16 in hardware (Ampere and newer).
+
+    ``torch.cuda.is_bf16_supported()`` says True by default on older GPUs too (Colab's T4, V100), where
+    bfloat16 is emulated and slower than float32; those get float16 with a GradScaler instead. Torch
+    versions without the ``including_emulation`` argument fall back to the plain check.
+    """
+    if not torch.cuda.is_available():
+        return False
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:
+        return bool(torch.cuda.is_bf16_supported())
 
 
 # --- a private exact memory, used only if the course memory bank is unavailable ------------------------
@@ -309,9 +332,16 @@ class MemoryTransformerTrainer:
         floor = self.config.min_lr_frac
         return self.config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of mixed precision on CUDA (None: full float32, e.g. on CPU or ``amp=False``)."""
+        if self.device.type != "cuda" or not self.config.amp:
+            return None
+        return torch.bfloat16 if _native_bf16() else torch.float16
+
     def _autocast(self):
-        if self.device.type == "cuda" and self.config.amp:
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        dtype = self.amp_dtype
+        if dtype is not None:
             return torch.autocast("cuda", dtype=dtype)
         return torch.autocast("cpu", enabled=False)
 
@@ -340,7 +370,8 @@ class MemoryTransformerTrainer:
             Y = torch.from_numpy(np.asarray(train.y, dtype=np.float32)).to(self.device)
             end_ns = train.end_time_ns()
             opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-            use_scaler = self.device.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
+            # float16 underflows small gradients to zero unless the loss is scaled; bfloat16 has float32's range
+            use_scaler = self.amp_dtype == torch.float16
             grad_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
             n = len(train)
             steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -549,11 +580,19 @@ class MemoryTransformerTrainer:
         }
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``config.json``, ``model.pt`` (a plain state dict) and ``memory.npz`` atomically."""
+        """Write ``model.pt`` (a plain state dict), ``memory.npz`` and, last, ``config.json``.
+
+        Each file is replaced atomically (temp file + rename), but three renames are not one: a crash between
+        them would leave new weights next to an old memory, whose keys were made by other weights. So the
+        data files go first and ``config.json``, written last, records their SHA-256 and size; :meth:`load`
+        refuses a folder whose files do not match the config that describes them.
+        """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        files: dict[str, dict[str, Any]] = {}
         with atomic_path(d / "model.pt", ".pt") as tmp:
             torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, tmp)
+            files["model.pt"] = _file_digest(tmp)
         if self._mem_windows is not None:
             mw = self._mem_windows
             with atomic_path(d / "memory.npz", ".npz") as tmp:
@@ -564,8 +603,10 @@ class MemoryTransformerTrainer:
                         X=mw.X, feature_names=np.asarray(mw.feature_names, dtype=str),
                         horizon=np.int64(mw.horizon), seq_len=np.int64(mw.seq_len),
                     )
+                files["memory.npz"] = _file_digest(tmp)
+        meta = {**self._meta(), "files": files}
         with atomic_path(d / "config.json", ".json") as tmp:
-            tmp.write_text(json.dumps(self._meta(), indent=2), encoding="utf-8")
+            tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
         return d
 
     @classmethod
@@ -593,6 +634,7 @@ class MemoryTransformerTrainer:
             detail = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs model {mine.get(k)!r}" for k in diff)
             raise CheckpointError(f"checkpoint in {d} was trained with a different model config ({detail}). "
                                   "Build the trainer from the checkpoint with MemoryTransformerTrainer.load().")
+        _verify_files(d, meta)
         state = torch.load(d / "model.pt", map_location=self.device, weights_only=True)
         try:
             self.model.load_state_dict(state, strict=True)
@@ -610,6 +652,34 @@ class MemoryTransformerTrainer:
                     horizon=int(z["horizon"]), seq_len=int(z["seq_len"]),
                 )
                 self._load_memory(windows, z["keys"], z["values"])
+
+
+def _file_digest(path: Path) -> dict[str, Any]:
+    """SHA-256 and size of a file, read in 1 MiB chunks (a memory with its windows can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return {"sha256": h.hexdigest(), "bytes": path.stat().st_size}
+
+
+def _verify_files(d: Path, meta: dict[str, Any]) -> None:
+    """Refuse a folder whose data files are not the ones ``config.json`` was written for."""
+    files = meta.get("files")
+    if not isinstance(files, dict) or "model.pt" not in files or (meta.get("has_memory") and "memory.npz" not in files):
+        raise CheckpointError(f"{d / 'config.json'} does not record the hashes of its files; re-save the checkpoint "
+                              "with this course_lib (trainer.save).")
+    for name, want in files.items():
+        path = d / name
+        if not path.exists():
+            raise CheckpointError(f"{path} is missing: the checkpoint was saved with it. Re-save the checkpoint.")
+        got = _file_digest(path)
+        if got != {"sha256": want.get("sha256"), "bytes": want.get("bytes")}:
+            raise CheckpointError(
+                f"{path} does not match the SHA-256/size recorded in {d / 'config.json'}: the files come from "
+                "different saves (a save was interrupted, or the file was replaced). Re-save the checkpoint "
+                "(trainer.save) or re-train; loading it could pair weights with a memory made by other weights."
+            )
 
 
 def _read_meta(d: Path) -> dict[str, Any]:
@@ -632,7 +702,8 @@ class MemoryComparison:
 
     ``per_seed``: one row per seed with direction accuracy and IC of both models (and of any ``subsets``).
     ``summary``: mean accuracy difference (memory - local) with a t-interval over seeds and a paired
-    moving-block bootstrap interval over test samples (accuracy difference averaged across seeds); for all
+    moving-block bootstrap interval over test samples (accuracy difference averaged across seeds), both over
+    the ``n_scored`` windows with a non-zero label that :func:`direction_accuracy` scores; for all
     test windows also the IC of both arms and a t-interval over seeds of their difference.
     ``predictions``: seed -> (memory, local) prediction frames, for plots.
     """
@@ -663,24 +734,34 @@ def compare_memory_vs_local(
     subsets: dict[str, np.ndarray] | None = None,
     n_boot: int = 2000,
     block: int = 20,
+    progress: bool = True,
 ) -> MemoryComparison:
     """Train the model with and without memory (everything else equal) for each seed; compare out of sample.
 
     The only difference between the two arms is ``use_memory``; both see the same windows, seeds, epochs and
     early-stopping rule, and the test set is touched only once per trained model. ``subsets`` maps a name to
     a boolean mask over ``test`` (e.g. the windows right after a planted motif) to report accuracy there too.
+    ``progress`` shows one bar over the ``2 * len(seeds)`` trainings (each training's own epoch bar follows
+    ``trainer_config.progress``).
     """
     from dataclasses import replace
+
+    from tqdm.auto import tqdm
 
     tcfg = trainer_config or TrainerConfig()
     subsets = subsets or {}
     rows, preds = [], {}
     y = np.asarray(test.y, dtype=np.float64)
+    # the windows direction_accuracy scores: the bootstrap must resample these, not all windows, or its
+    # interval describes another sample than the point estimate it brackets
+    scored = (y != 0) & np.isfinite(y)
     correct = {"memory": [], "local": []}
+    bar = tqdm(total=2 * len(seeds), desc="seeds x arms", disable=not progress)
     for seed in seeds:
         row: dict[str, Any] = {"seed": seed}
         pair = []
         for arm, use in (("memory", True), ("local", False)):
+            bar.set_postfix(seed=seed, arm=arm)
             trainer = MemoryTransformerTrainer(replace(model_config, use_memory=use), replace(tcfg, seed=seed))
             trainer.fit(train, val)
             p = trainer.predict(test)
@@ -691,8 +772,10 @@ def compare_memory_vs_local(
             for name, mask in subsets.items():
                 row[f"acc_{arm}_{name}"] = direction_accuracy(sig[mask], y[mask])
             correct[arm].append((np.sign(sig) == np.sign(y)).astype(float))
+            bar.update()
         preds[seed] = (pair[0], pair[1])
         rows.append(row)
+    bar.close()
     per_seed = pd.DataFrame(rows).set_index("seed")
     rng = np.random.default_rng(12345)
     d_all = np.mean(correct["memory"], axis=0) - np.mean(correct["local"], axis=0)
@@ -702,9 +785,10 @@ def compare_memory_vs_local(
         diffs = per_seed[f"acc_memory{suffix}"] - per_seed[f"acc_local{suffix}"]
         n = len(diffs)
         half = _t_quantile(n - 1) * diffs.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
-        lo, hi = _block_bootstrap_ci(d_all[mask], n_boot, block, rng)
+        use = mask & scored
+        lo, hi = _block_bootstrap_ci(d_all[use], n_boot, block, rng) if use.any() else (float("nan"),) * 2
         summary_rows.append({
-            "subset": name, "n_test": int(mask.sum()),
+            "subset": name, "n_test": int(mask.sum()), "n_scored": int(use.sum()),
             "acc_memory": per_seed[f"acc_memory{suffix}"].mean(), "acc_local": per_seed[f"acc_local{suffix}"].mean(),
             "diff": diffs.mean(), "seed_ci_low": diffs.mean() - half, "seed_ci_high": diffs.mean() + half,
             "boot_ci_low": lo, "boot_ci_high": hi,

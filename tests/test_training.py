@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+import course_lib.training as training
 from course_lib import make_synthetic_market, prepare_dataset
 from course_lib.model import MemoryTransformerConfig
 from course_lib.training import (
@@ -117,9 +120,8 @@ def test_predict_frame_follows_the_contract(splits):
     for col in ["train_loss", "val_loss", "val_mse", "val_mae", "val_direction_accuracy", "val_ic", "lr"]:
         assert col in hist.columns
     pred = trainer.predict(splits.test)
-    assert list(pred.columns[: len(CONTRACT_COLUMNS)]) == CONTRACT_COLUMNS[:5] + ["direction_signal"][:0] or True
-    for col in CONTRACT_COLUMNS:
-        assert col in pred.columns
+    # every contract column is there, in the documented order (other columns may sit in between)
+    assert [c for c in pred.columns if c in CONTRACT_COLUMNS] == CONTRACT_COLUMNS
     assert pred.index.equals(pd.DatetimeIndex(splits.test.end_time, name="time"))
     probs = pred[["p_down", "p_flat", "p_up"]].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
@@ -214,10 +216,133 @@ def test_compare_memory_vs_local_structure(splits):
     mask = np.zeros(len(splits.test), dtype=bool)
     mask[::2] = True
     cmp = compare_memory_vs_local(splits.train, splits.val, splits.test, mcfg(), tcfg(epochs=1), seeds=(0, 1),
-                                  subsets={"even": mask}, n_boot=200)
+                                  subsets={"even": mask}, n_boot=200, progress=False)
     assert list(cmp.per_seed.index) == [0, 1]
     assert {"acc_memory", "acc_local", "acc_memory_even"} <= set(cmp.per_seed.columns)
     s = cmp.summary
     assert list(s.index) == ["all", "even"]
     assert (s["boot_ci_low"] <= s["boot_ci_high"]).all() and (s["seed_ci_low"] <= s["diff"]).all()
     assert s.loc["even", "n_test"] == mask.sum()
+
+
+def test_memory_keys_are_refreshed_with_the_final_weights(splits):
+    trainer = MemoryTransformerTrainer(mcfg(), tcfg(epochs=2))
+    trainer.set_target_stats(np.asarray(splits.train.y))
+    initial = trainer._compute_keys(splits.train.X)
+    trainer.fit(splits.train, splits.val)
+    current = trainer._compute_keys(splits.train.X)  # the model's key function on the stored windows, now
+    assert not np.allclose(current, initial, atol=1e-4), "training did not change the keys: test is vacuous"
+    np.testing.assert_allclose(trainer._mem_keys, current, rtol=1e-5, atol=1e-6)
+    unit = current / np.linalg.norm(current, axis=1, keepdims=True)  # the bank stores unit keys
+    np.testing.assert_allclose(trainer.memory.keys[trainer._mem_slots], unit, rtol=1e-4, atol=1e-5)
+
+
+def test_entry_is_eligible_exactly_when_its_label_is_available(splits):
+    """available_at == as_of: retrievable (the label is known at that instant); one nanosecond later: not."""
+    trainer = MemoryTransformerTrainer(mcfg(), tcfg())
+    trainer.set_target_stats(np.asarray(splits.train.y))
+    trainer.build_memory(splits.train)
+    query = splits.val.subset(np.arange(1))
+    t = int(query.end_time_ns()[0])
+    key = trainer._compute_keys(query.X)  # the query's own key: a planted copy is its best possible match
+    planted = np.asarray(trainer.memory.add(
+        np.repeat(key, 2, axis=0), values=np.array([[5.0, 0, 0, 1]] * 2, np.float32),
+        timestamp=np.array([t - 1, t - 1]), available_at=np.array([t, t + 1]),
+    ))
+    model = trainer.model.eval()
+    x = torch.from_numpy(query.X)
+    with torch.no_grad():
+        at_t = model(x, memory=trainer.memory, as_of=np.array([t]))
+        later = model(x, memory=trainer.memory, as_of=np.array([t + 1]))
+    got = set(at_t["memory_indices"][at_t["memory_mask"]].tolist())
+    assert int(planted[0]) in got and int(planted[1]) not in got
+    assert {int(planted[0]), int(planted[1])} <= set(later["memory_indices"][later["memory_mask"]].tolist())
+
+
+def test_amp_dtype_prefers_native_bfloat16_else_float16(monkeypatch):
+    trainer = MemoryTransformerTrainer(mcfg(), tcfg())
+    assert trainer.amp_dtype is None  # CPU: full precision
+    trainer.device = torch.device("cuda")  # only the dtype choice is exercised, no CUDA op runs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation)
+    assert trainer.amp_dtype == torch.bfloat16
+    # a GPU that only emulates bfloat16 (T4, V100) gets float16 (and the GradScaler in fit)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert trainer.amp_dtype == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)  # an older torch without the argument
+    assert trainer.amp_dtype == torch.float16
+    trainer.config.amp = False
+    assert trainer.amp_dtype is None
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(splits, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpts")
+    for seed in (0, 1):
+        trainer = MemoryTransformerTrainer(mcfg(), tcfg(epochs=1, seed=seed))
+        trainer.fit(splits.train, splits.val)
+        trainer.save(root / f"seed{seed}")
+    return root
+
+
+@pytest.mark.parametrize("name", ["memory.npz", "model.pt"])
+def test_checkpoint_with_a_file_from_another_save_is_refused(two_checkpoints, tmp_path, name):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(two_checkpoints / "seed0", ckpt)
+    MemoryTransformerTrainer.load(ckpt)  # intact: loads
+    shutil.copy(two_checkpoints / "seed1" / name, ckpt / name)  # valid file, but from another save
+    with pytest.raises(CheckpointError, match=rf"{name}.*different saves.*interrupted.*Re-save"):
+        MemoryTransformerTrainer.load(ckpt)
+    (ckpt / name).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=name):
+        MemoryTransformerTrainer.load(ckpt)
+
+
+def test_interrupted_save_leaves_a_refused_checkpoint(splits, two_checkpoints, tmp_path, monkeypatch):
+    """A crash after the data files were replaced but before config.json: new weights + old config."""
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(two_checkpoints / "seed0", ckpt)
+    other = MemoryTransformerTrainer.load(two_checkpoints / "seed1")
+
+    def crash() -> dict:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(other, "_meta", crash)
+    with pytest.raises(KeyboardInterrupt):
+        other.save(ckpt)
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match="model.pt.*interrupted"):
+        MemoryTransformerTrainer.load(ckpt)
+    other.save(ckpt)  # re-saving repairs it
+    MemoryTransformerTrainer.load(ckpt)
+
+
+def test_bootstrap_scores_the_same_windows_as_the_headline_accuracy(splits, monkeypatch):
+    """Zero-label windows are dropped by direction_accuracy; the bootstrap must drop them too."""
+    test = splits.train.subset(np.arange(40))  # any 40 windows: the stub never looks at X
+    y = np.where(np.arange(40) % 2 == 0, 0.0, np.where(np.arange(40) % 4 == 1, 0.01, -0.01))  # half are zero
+    test = replace(test, y=y)
+
+    class FixedTrainer:
+        """Predicts the label's sign on moving windows in both arms; on zero labels memory says 0, local +1."""
+
+        def __init__(self, model_config, trainer_config):
+            self.use_memory = model_config.use_memory
+
+        def fit(self, train, val):
+            return None
+
+        def predict(self, windows):
+            sig = np.sign(windows.y)
+            if not self.use_memory:
+                sig = np.where(windows.y == 0, 1.0, sig)
+            return pd.DataFrame({"direction_signal": sig, "pred_return": sig * 0.01})
+
+    monkeypatch.setattr(training, "MemoryTransformerTrainer", FixedTrainer)
+    cmp = compare_memory_vs_local(splits.train, splits.val, test, mcfg(), tcfg(), seeds=(0, 1), n_boot=200,
+                                  progress=False)
+    row = cmp.summary.loc["all"]
+    assert row["acc_memory"] == row["acc_local"] == 1.0 and row["diff"] == 0.0
+    assert row["n_test"] == 40 and row["n_scored"] == 20
+    # before the fix the zero-label windows (memory "right" by sign(0) == sign(0)) centred this near +0.5
+    assert row["boot_ci_low"] == row["boot_ci_high"] == 0.0
