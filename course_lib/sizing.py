@@ -7,7 +7,8 @@ did not move.
 * :func:`agreement_sizing` - the chapter's rule: direction from the model, confidence up when the
   neighbours' outcomes in memory agree with it, halved when they disagree.
 * :func:`volatility_target` - scale to a target annual volatility with a trailing volatility estimate.
-* :func:`kelly_fraction` / :func:`continuous_kelly` - (fractional) Kelly bets.
+* :func:`kelly_fraction` / :func:`continuous_kelly` - (fractional) Kelly bets; :func:`kelly_sizing` - the
+  causal sizing stage built on them (trailing mean/variance up to t).
 * :func:`cvar_limit` - shrink positions whose trailing expected shortfall exceeds a loss budget.
 """
 
@@ -29,6 +30,7 @@ __all__ = [
     "cvar",
     "cvar_limit",
     "kelly_fraction",
+    "kelly_sizing",
     "trailing_scale",
     "volatility_target",
 ]
@@ -40,23 +42,55 @@ def _series(x, name: str = "value") -> pd.Series:
     return pd.Series(np.asarray(x, dtype=float), name=name)
 
 
-def _history(x, index: pd.Index) -> pd.Series:
-    """Asset returns as a Series: a time-indexed Series is kept whole (its earlier bars feed the trailing
-    estimates, which are reindexed to the positions afterwards); an array must align with the positions."""
-    if (
-        isinstance(x, pd.Series)
-        and isinstance(x.index, pd.DatetimeIndex)
-        and isinstance(index, pd.DatetimeIndex)
-    ):
-        missing = index.difference(x.index)
+def _kind(index: pd.Index) -> str:
+    """A short name for an index in error messages ("DatetimeIndex", "RangeIndex", ...)."""
+    return type(index).__name__
+
+
+def _align(positions, asset_returns, what: str = "asset_returns") -> tuple[pd.Series, pd.Series]:
+    """Positions and the asset returns that feed their trailing estimates, on one index.
+
+    Why this is strict: a silent mismatch (array positions next to time-indexed returns) used to reindex the
+    returns onto ``0..n-1``, turn them all NaN, and make the sizers return zeros or never cap. Rules:
+
+    * both indexed by time: aligned by time; the returns may be a *longer* history (their earlier bars warm
+      the trailing estimates), cut at the last position, and must cover every position time;
+    * same index: used as is;
+    * otherwise (an array, a RangeIndex next to a DatetimeIndex, ...): aligned bar by bar *by position*,
+      which needs equal lengths; the result takes whichever index is a DatetimeIndex (so the frequency can
+      be inferred and the output can go straight into :class:`course_lib.Backtester`);
+    * different lengths without two time indexes: ``ValueError`` naming both lengths and index kinds.
+
+    Returns:
+        ``(positions, returns)``; ``returns`` ends at the last position and has the positions' index
+        type, so ``estimate.reindex(positions.index)`` is exact.
+    """
+    pos = _series(positions, "position")
+    if isinstance(asset_returns, pd.Series):
+        r = asset_returns.astype(float)
+    else:
+        values = np.asarray(asset_returns, dtype=float)
+        if values.ndim != 1:
+            raise ValueError(f"{what} must be one-dimensional, got shape {values.shape}.")
+        r = pd.Series(values, index=pos.index if len(values) == len(pos) else None, name=what)
+    if isinstance(r.index, pd.DatetimeIndex) and isinstance(pos.index, pd.DatetimeIndex):
+        missing = pos.index.difference(r.index)
         if len(missing):
             raise ValueError(
-                f"asset returns have no value for {len(missing)} position time(s), first {missing[0]}."
+                f"{what} have no value for {len(missing)} position time(s), first {missing[0]}: pass "
+                "returns indexed by the same bars as the positions (a longer history is fine)."
             )
-        return x.astype(float).loc[: index[-1]]
-    if isinstance(x, pd.Series):
-        return x.astype(float).reindex(index)
-    return _series(x).set_axis(index)
+        return pos, r.loc[: pos.index[-1]]
+    if r.index.equals(pos.index):
+        return pos, r
+    if len(r) != len(pos):
+        raise ValueError(
+            f"cannot align positions ({len(pos)} values, {_kind(pos.index)}) with {what} ({len(r)} values, "
+            f"{_kind(r.index)}): pass both as Series indexed by time (the returns may be a longer "
+            "history), or arrays of the same length, one value per bar."
+        )
+    index = r.index if isinstance(r.index, pd.DatetimeIndex) else pos.index
+    return pos.set_axis(index), r.set_axis(index)
 
 
 def trailing_scale(x, min_periods: int = 20) -> pd.Series:
@@ -140,8 +174,7 @@ def volatility_target(
     return history as a time-indexed Series and the estimate is warm from the first position; bars
     without ``window`` earlier returns get size 0 (no estimate, no bet).
     """
-    pos = _series(positions, "position")
-    r = _history(asset_returns, pos.index)
+    pos, r = _align(positions, asset_returns)
     if periods_per_year is None:
         if not isinstance(r.index, pd.DatetimeIndex):
             raise ValueError("periods_per_year is required without a DatetimeIndex.")
@@ -174,6 +207,65 @@ def continuous_kelly(expected_return, variance, fraction: float = 0.25, cap: flo
         f = np.where(var > 0, fraction * mu / var, 0.0)
     out = np.clip(np.nan_to_num(f), -cap, cap)
     return float(out) if out.ndim == 0 else out
+
+
+def kelly_sizing(
+    positions,
+    asset_returns,
+    fraction: float = 0.5,
+    window: int = 250,
+    min_periods: int = 60,
+    cap: float = 1.0,
+    basis: str = "strategy",
+) -> pd.Series:
+    """Fractional Kelly as a causal sizing stage: scale each position by a trailing Kelly leverage.
+
+    The Kelly leverage of a return stream is ``mu / sigma^2`` (:func:`continuous_kelly`); we estimate
+    ``mu`` and ``sigma^2`` (sample variance) over the last ``window`` bars *up to and including t* - all
+    known at t's close - and bet ``fraction`` of it (half Kelly by default: estimated edges are noisy and
+    full Kelly over-bets them), capped at ``cap``.
+
+    * ``basis="strategy"`` (default): the stream is the strategy's own gross return, ``pos[t-1] * r[t]``
+      (the input positions, held as the :class:`course_lib.Backtester` holds them, forward-filled between
+      decisions). ``size_t = pos_t * max(kelly_t, 0)``: a strategy whose trailing edge is negative gets 0,
+      it is not turned around (that would be another strategy).
+    * ``basis="asset"``: the stream is the asset's return taken in the signal's direction,
+      ``sign(pos_t) * r``; its trailing history may start before the first position (pass a longer
+      time-indexed Series and the estimate is warm from the first bar).
+
+    Warm-up: bars with fewer than ``min_periods`` returns in the window get size 0 (no estimate, no bet),
+    as in :func:`volatility_target`.
+
+    Returns:
+        The sized positions, in ``[-cap, cap]``.
+    """
+    if not fraction > 0:
+        raise ValueError(f"fraction must be > 0 (0.5 = half Kelly), got {fraction}.")
+    if not cap > 0:
+        raise ValueError(f"cap must be > 0 (the largest |position|), got {cap}.")
+    if window < 2 or not 2 <= min_periods <= window:
+        raise ValueError(
+            f"need window >= 2 and 2 <= min_periods <= window (a variance needs two returns), "
+            f"got window={window}, min_periods={min_periods}."
+        )
+    if basis not in ("strategy", "asset"):
+        raise ValueError(f"basis must be 'strategy' or 'asset', got {basis!r}.")
+    pos, r = _align(positions, asset_returns)
+    if basis == "strategy":
+        grid = r.loc[pos.index[0] :]
+        held = pos.reindex(grid.index).ffill().shift(1)  # the position that earned each bar
+        stream = held * grid
+    else:
+        stream = r
+    mean = stream.rolling(window, min_periods=min_periods).mean().reindex(pos.index)
+    var = stream.rolling(window, min_periods=min_periods).var().reindex(pos.index)
+    direction = np.sign(pos)
+    if basis == "asset":
+        mean = mean * direction
+    ok = (mean.notna() & var.notna()).to_numpy()
+    lev = continuous_kelly(mean.fillna(0.0).to_numpy(), var.fillna(0.0).to_numpy(), fraction, cap)
+    lev = np.where(ok, np.maximum(np.atleast_1d(lev), 0.0), 0.0)
+    return (pos * lev).clip(-cap, cap).rename("position")
 
 
 def cvar(returns, alpha: float = 0.95) -> float:
@@ -216,8 +308,7 @@ def cvar_limit(
     exceed ``limit``, else the position is shrunk to meet it. Bars without a full window keep their
     size (no estimate yet: the caller's other limits still apply).
     """
-    pos = _series(positions, "position")
-    r = _history(asset_returns, pos.index)
+    pos, r = _align(positions, asset_returns)
     values = np.nan_to_num(r.to_numpy(dtype=float))
     k = max(1, int(math.ceil(window * (1 - alpha))))
     down = (
@@ -240,11 +331,17 @@ def cvar_limit(
 
 @dataclass(frozen=True)
 class SizingConfig:
-    """A sizing pipeline applied after the signal: volatility targeting, then a CVaR cap, then a clip.
+    """A sizing pipeline applied after the signal: fractional Kelly, volatility targeting, a CVaR cap, a clip.
 
-    ``target_vol=None`` / ``cvar_limit=None`` switch a stage off.
+    ``kelly_fraction=None`` / ``target_vol=None`` / ``cvar_limit=None`` switch a stage off (all are off by
+    default, so the pipeline is then just the clip to ``max_position``). Kelly comes first because its
+    ``basis="strategy"`` estimate must see the raw signal's track record, not an already-resized one.
     """
 
+    kelly_fraction: float | None = None
+    kelly_window: int = 250
+    kelly_min_periods: int = 60
+    kelly_basis: str = "strategy"
     target_vol: float | None = None
     vol_window: int = 20
     cvar_limit: float | None = None
@@ -261,7 +358,12 @@ def apply_sizing(
 ) -> pd.Series:
     """Run :class:`SizingConfig`'s stages on raw positions (each causal, so the chain is causal)."""
     cfg = config or SizingConfig()
-    out = _series(positions, "position")
+    out, _ = _align(positions, asset_returns)
+    if cfg.kelly_fraction is not None:
+        out = kelly_sizing(
+            out, asset_returns, cfg.kelly_fraction, cfg.kelly_window, cfg.kelly_min_periods,
+            cfg.max_position, cfg.kelly_basis,
+        )  # fmt: skip
     if cfg.target_vol is not None:
         out = volatility_target(
             out, asset_returns, cfg.target_vol, cfg.vol_window, periods_per_year, cfg.max_position

@@ -14,6 +14,7 @@ from course_lib import (
     cvar,
     cvar_limit,
     kelly_fraction,
+    kelly_sizing,
     volatility_target,
 )
 
@@ -67,7 +68,7 @@ def test_volatility_target():
     assert (out.iloc[:9] == 0).all()
 
 
-@pytest.mark.parametrize("sizer", ["agreement", "vol", "cvar", "chain"])
+@pytest.mark.parametrize("sizer", ["agreement", "vol", "cvar", "kelly", "kelly_asset", "chain"])
 def test_sizers_are_causal(sizer):
     rng = np.random.default_rng(0)
     n, T = 400, 300
@@ -83,7 +84,13 @@ def test_sizers_are_causal(sizer):
             return volatility_target(np.sign(sig), r, 0.1, 20)
         if sizer == "cvar":
             return cvar_limit(np.sign(sig), r, 0.01, 0.95, 100)
-        return apply_sizing(np.sign(sig), r, SizingConfig(target_vol=0.1, cvar_limit=0.01, cvar_window=100))
+        if sizer == "kelly":
+            return kelly_sizing(np.sign(sig), r, 0.5, window=100, min_periods=20, cap=1e6)
+        if sizer == "kelly_asset":
+            return kelly_sizing(np.sign(sig), r, 0.5, window=100, min_periods=20, cap=1e6, basis="asset")
+        cfg = SizingConfig(kelly_fraction=0.5, kelly_window=100, kelly_min_periods=20, target_vol=0.1,
+                           cvar_limit=0.01, cvar_window=100, max_position=2.0)  # fmt: skip
+        return apply_sizing(np.sign(sig), r, cfg)
 
     base = size(r, sig, mem)
     r2, sig2, mem2 = r.copy(), sig.copy(), mem.copy()
@@ -109,3 +116,50 @@ def test_a_longer_return_history_warms_the_estimates_causally():
     np.testing.assert_array_equal(sized.iloc[:40], volatility_target(pos, later, 0.1, 20).iloc[:40])
     capped = cvar_limit(pos, r, limit=0.005, window=100)
     assert capped.notna().all() and (capped < 1).all()
+
+
+def test_kelly_sizing_by_hand():
+    idx = pd.bdate_range("2021-01-01", periods=6)
+    r = pd.Series([0.0, 0.02, -0.01, 0.01, -0.018, 0.05], index=idx)
+    pos = pd.Series(1.0, index=idx)
+    out = kelly_sizing(pos, r, fraction=0.5, window=4, min_periods=4)
+    # the strategy (always long) earned r[1..4] by bar 4's close: mean 0.0005, sample variance 3.0767e-4
+    earned = r.iloc[1:5].to_numpy()
+    expected = 0.5 * earned.mean() / earned.var(ddof=1)
+    assert expected == pytest.approx(0.8126, abs=1e-4)
+    assert out.iloc[4] == pytest.approx(expected)
+    assert (out.iloc[:4] == 0).all()  # warm-up: fewer than 4 earned returns, no bet
+    # a short signal earns -r: its trailing edge is negative, so it is sized 0 (not turned long)
+    assert kelly_sizing(-pos, r, fraction=0.5, window=4, min_periods=4).iloc[4] == 0.0
+    # asset basis: the history before the first position warms the estimate
+    asset = kelly_sizing(pos.iloc[4:], r, fraction=0.5, window=4, min_periods=4, basis="asset")
+    assert asset.iloc[0] == pytest.approx(expected)
+    # the pipeline applies it as its first stage, capped at max_position
+    piped = apply_sizing(pos, r, SizingConfig(kelly_fraction=0.5, kelly_window=4, kelly_min_periods=4))
+    assert piped.iloc[4] == pytest.approx(expected)
+    assert piped.iloc[5] == 1.0  # bars 2..5 have a large edge: half Kelly > 1, capped
+    with pytest.raises(ValueError, match="basis"):
+        kelly_sizing(pos, r, basis="price")
+    with pytest.raises(ValueError, match="min_periods"):
+        kelly_sizing(pos, r, window=4, min_periods=10)
+
+
+def test_array_positions_align_with_time_indexed_returns_by_position():
+    rng = np.random.default_rng(5)
+    idx = pd.bdate_range("2020-01-01", periods=120)
+    r = pd.Series(rng.normal(0, 0.01, 120), index=idx)
+    ones = np.ones(120)
+    vol = volatility_target(ones, r, target_vol=0.05, window=20)
+    assert isinstance(vol.index, pd.DatetimeIndex) and vol.index.equals(idx)  # took the returns' times
+    np.testing.assert_allclose(vol, volatility_target(pd.Series(ones, index=idx), r, 0.05, 20))
+    assert (vol.iloc[20:] > 0).all()  # was all zeros: the returns had become NaN
+    capped = cvar_limit(ones, r, limit=0.005, window=50)
+    assert (capped.iloc[49:] < 1).all()  # was never capped
+    # time-indexed positions with a plain array of returns of the same length: aligned bar by bar
+    np.testing.assert_allclose(volatility_target(pd.Series(ones, index=idx), r.to_numpy(), 0.05, 20), vol)
+    with pytest.raises(
+        ValueError, match=r"positions \(100 values, RangeIndex\).*\(120 values, DatetimeIndex\)"
+    ):
+        volatility_target(np.ones(100), r, target_vol=0.05)
+    with pytest.raises(ValueError, match="same length"):
+        cvar_limit(pd.Series(1.0, index=idx), np.zeros(50))
