@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .sizing import agreement_sizing
+from .sizing import agreement_sizing, trailing_scale
 from .windows import WindowSet
 
 __all__ = [
@@ -74,27 +74,44 @@ class MomentumStrategy:
 class ForecastStrategy:
     """A model without memory (or any forecaster): position = sign(forecast) x strength.
 
-    Strength is ``min(|forecast| / scale, 1)`` with ``scale`` the forecasts' typical size on the training
-    period (:meth:`calibrate`), so a forecast as large as usual gives a full position. ``sizing="sign"``
-    trades the bare sign. ``column`` names the forecast in a prediction frame.
+    Strength is ``min(|forecast| / scale, 1)``, so a forecast as large as usual gives a full position.
+    ``scale`` should be the forecasts' typical size (root-mean-square) on the *training* period:
+    :meth:`calibrate` measures it there. Uncalibrated (``scale=None``), the scale is causal instead:
+    :func:`course_lib.trailing_scale`, the RMS of the forecasts up to and including bar t. The RMS of the
+    whole test period would be simpler, but it is look-ahead: the last forecast would move the first
+    position. Warm-up: the first ``min_periods - 1`` bars (fewer forecasts than ``min_periods``) get
+    position 0. ``sizing="sign"`` trades the bare sign. ``column`` names the forecast in a prediction frame.
     """
 
     column: str = "pred_return"
     sizing: str = "scaled"
     max_position: float = 1.0
     scale: float | None = None
+    min_periods: int = 20
+
+    def __post_init__(self) -> None:
+        if self.sizing not in ("scaled", "sign"):
+            raise ValueError(f"sizing must be 'scaled' or 'sign', got {self.sizing!r}.")
+        if self.min_periods < 1:
+            raise ValueError(f"min_periods must be >= 1, got {self.min_periods}.")
 
     def calibrate(self, train_predictions: pd.DataFrame) -> ForecastStrategy:
+        """Set ``scale`` to the RMS of the training-period forecasts (known before the test starts)."""
         self.scale = _rms(train_predictions[self.column])
         return self
 
     def positions(self, predictions: pd.DataFrame) -> pd.Series:
-        f = predictions[self.column].astype(float).fillna(0.0)
+        raw = predictions[self.column].astype(float)
+        f = raw.fillna(0.0)
         if self.sizing == "sign":
             pos = np.sign(f)
         else:
-            scale = self.scale if self.scale and np.isfinite(self.scale) else _rms(f)
-            pos = np.sign(f) * np.minimum(f.abs() / (scale or 1.0), 1.0)
+            if self.scale and np.isfinite(self.scale):
+                scale = pd.Series(float(self.scale), index=f.index)
+            else:  # causal: RMS of the forecasts seen so far (NaN forecasts skipped), NaN in the warm-up
+                scale = trailing_scale(raw, self.min_periods).set_axis(f.index)
+            strength = (f.abs() / scale.where(scale > 0)).clip(upper=1.0).fillna(0.0)
+            pos = np.sign(f) * strength
         return (pos * self.max_position).rename("position")
 
 
@@ -245,7 +262,8 @@ class KNNAnalogForecaster:
     and ``available_at`` times in a memory bank; :meth:`predict` retrieves the ``k`` most similar windows
     *whose outcomes were known at the query's end time* (``as_of``), never the query itself or a later
     window. With ``online=True`` the predicted windows are added too and become retrievable once their
-    own labels resolve (what a live system would do).
+    own labels resolve (what a live system would do); each window is stored once, however many times it
+    is queried (``predict`` then ``similar`` on the same windows does not duplicate it).
 
     Output columns: ``pred_return`` = ``memory_return`` (mean outcome of the neighbours, or
     similarity-softmax weighted with ``temperature``), ``memory_up_share``, ``n_neighbors``,
@@ -261,14 +279,30 @@ class KNNAnalogForecaster:
         self._memory = None
         self._slot_returns = np.zeros(0)
         self._slot_times = np.zeros(0, np.int64)
+        self._added = np.zeros(0, np.int64)  # sorted end times (ns) of the windows already stored
+
+    @property
+    def n_stored(self) -> int:
+        """Number of windows stored in the memory (each window once, however often it was queried)."""
+        return len(self._added)
 
     def _keys(self, windows: WindowSet) -> np.ndarray:
         L = min(self.lookback, windows.seq_len)
         return np.ascontiguousarray(windows.X[:, -L:, :].reshape(len(windows), -1), dtype=np.float32)
 
     def _add(self, windows: WindowSet) -> None:
+        """Store the labelled windows not stored yet.
+
+        A window is identified by its end time (one series, so one window per bar). Online mode calls this
+        on every query batch; without the check, ``predict`` then ``similar`` on the same windows stored
+        them twice, so each analog filled two of the ``k`` neighbour slots and counted double in the vote.
+        """
         y = np.asarray(windows.y, dtype=float)
-        keep = np.isfinite(y)
+        ends = windows.end_time_ns()
+        _, first = np.unique(ends, return_index=True)  # a window repeated within the batch counts once
+        keep = np.zeros(len(y), dtype=bool)
+        keep[first] = True
+        keep &= np.isfinite(y) & ~np.isin(ends, self._added)
         if not keep.any():
             return
         w = windows.subset(np.flatnonzero(keep))
@@ -291,6 +325,7 @@ class KNNAnalogForecaster:
             )
         self._slot_returns[slots] = np.asarray(w.y, dtype=float)
         self._slot_times[slots] = w.end_time_ns()
+        self._added = np.union1d(self._added, w.end_time_ns())
 
     def fit(self, windows: WindowSet, capacity: int = 1_000_000) -> KNNAnalogForecaster:
         """Store ``windows`` (past, labelled) as the memory."""
@@ -298,6 +333,7 @@ class KNNAnalogForecaster:
         self._memory = _make_memory(L * windows.n_features, max(capacity, len(windows)))
         self._slot_returns = np.zeros(0)
         self._slot_times = np.zeros(0, np.int64)
+        self._added = np.zeros(0, np.int64)
         self._add(windows)
         return self
 

@@ -115,3 +115,43 @@ def test_forecast_and_momentum_by_hand():
     mom = MomentumStrategy(lookback=2).positions(close)
     assert mom.tolist() == [0, 0, -1, -1, 1]  # 99 < 100, 98 < 101, 103 > 99
     assert MomentumStrategy(lookback=2, allow_short=False).positions(close).min() == 0
+
+
+def test_uncalibrated_forecast_strategy_is_causal():
+    rng = np.random.default_rng(4)
+    idx = pd.bdate_range("2020-01-01", periods=200)
+    pred = pd.DataFrame({"pred_return": rng.normal(0, 0.01, 200)}, index=idx)
+    strat = ForecastStrategy(min_periods=20)
+    base = strat.positions(pred)
+    T = 150
+    changed = pred.copy()
+    changed.iloc[T:, 0] = changed.iloc[T:, 0] * 50  # a huge later forecast used to shrink every position
+    after = strat.positions(changed)
+    np.testing.assert_array_equal(base.iloc[:T].to_numpy(), after.iloc[:T].to_numpy())
+    assert not np.array_equal(base.iloc[T:].to_numpy(), after.iloc[T:].to_numpy())
+    # warm-up: flat until min_periods forecasts are seen, then sized by the expanding RMS up to t
+    assert (base.iloc[:19] == 0).all() and (base.iloc[19:] != 0).all()
+    f = pred["pred_return"]
+    t = 60
+    expected = np.sign(f.iloc[t]) * min(abs(f.iloc[t]) / np.sqrt(np.mean(f.iloc[: t + 1] ** 2)), 1.0)
+    assert base.iloc[t] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="sizing"):
+        ForecastStrategy(sizing="kelly")
+
+
+def test_knn_online_stores_each_window_once():
+    w = _windows(n=200, seed=5)
+    train, test = w.subset(np.arange(0, 100)), w.subset(np.arange(100, len(w)))
+    knn = KNNAnalogForecaster(k=10, lookback=4, online=True).fit(train)
+    assert knn.n_stored == len(train)
+    pred = knn.predict(test)
+    table = knn.similar(test, top=10)
+    assert knn.n_stored == len(w) and len(knn._memory) == len(w)  # predict then similar: added once
+    knn.predict(w)  # training and test windows again: nothing new
+    assert len(knn._memory) == len(w)
+    # each neighbour appears once per query (a duplicate would take two of the k slots)
+    assert not table.duplicated(["time", "neighbour_time"]).any()
+    # and the repeated calls give the same answer as a fresh forecaster asked once
+    fresh = KNNAnalogForecaster(k=10, lookback=4, online=True).fit(train).predict(test)
+    pd.testing.assert_frame_equal(pred, fresh)
+    pd.testing.assert_frame_equal(knn.predict(test), fresh)
