@@ -273,7 +273,13 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from .strategies import KNNAnalogForecaster
     from .windows import FeatureScaler, make_windows
 
-    df, _ = _load_data(args)
+    run = _read_run(Path(args.model)) if args.model else None
+    if run is not None and not (args.data or args.symbols):
+        # like `backtest`: a checkpoint searches the data it was trained on unless told otherwise (the
+        # bundled S&P sample would silently answer a question about another market)
+        df = _load_source(run["data"])
+    else:
+        df, _ = _load_data(args)
     when = _date(args.date, "--date")
     idx = df.index
     pos = int(idx.searchsorted(when, side="right")) - 1
@@ -281,11 +287,10 @@ def cmd_similar(args: argparse.Namespace) -> int:
         raise CliError(f"--date {when.date()} is before the data starts ({idx[0]}).")
     t = idx[pos]
     close = df["close"]
-    if args.model:
+    if run is not None:
         from .training import MemoryTransformerTrainer
 
         model_dir = Path(args.model)
-        run = _read_run(model_dir)
         trainer = MemoryTransformerTrainer.load(model_dir, device="cpu")
         windows = _model_windows(trainer, run, df.loc[:t])
         if len(windows) == 0 or windows.end_time[-1] != t:
@@ -446,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_args(p)
     p.add_argument("--top", type=int, default=5)
-    p.add_argument("--model", help="use this checkpoint's memory and attention instead of plain kNN")
+    p.add_argument("--model", help="use this checkpoint's memory and attention instead of plain kNN "
+                   "(without --data/--symbols: the data the checkpoint was trained on)")  # fmt: skip
     p.add_argument("--seq-len", type=int, default=64, help="kNN window length (ignored with --model)")
     p.add_argument("--lookback", type=int, default=16, help="bars of the window compared by kNN")
     p.add_argument("--horizon", type=int, default=1, help="outcome horizon stored with each past window")
@@ -456,14 +462,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags checked before any work starts: deep inside, a bad value surfaces as a message about an internal
+# field ("MemoryConfig.key_dim must be >= 1" for --lookback 0), which does not say which flag to change.
+_AT_LEAST_1 = ("epochs", "top", "seq_len", "lookback", "horizon", "neighbors", "batch_size", "memory_size",
+               "d_model", "heads", "layers", "key_dim")  # fmt: skip
+_AT_LEAST_0 = ("min_gap", "patience", "cost_bps", "slippage_bps")
+_POSITIVE = ("lr", "take_profit", "periods_per_year")
+
+
+def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject out-of-range numeric flags with an argparse error naming the flag (exit status 2)."""
+
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    for name in _AT_LEAST_1:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            parser.error(f"{flag(name)} must be >= 1, got {value}")
+    for name in _AT_LEAST_0:
+        value = getattr(args, name, None)
+        if value is not None and value < 0:
+            parser.error(f"{flag(name)} must be >= 0, got {value}")
+    for name in _POSITIVE:
+        value = getattr(args, name, None)
+        if value is not None and not value > 0:
+            parser.error(f"{flag(name)} must be > 0, got {value}")
+    stop = getattr(args, "stop_loss", None)
+    if stop is not None and not 0 < stop < 1:
+        parser.error(f"--stop-loss must be a fraction in (0, 1), e.g. 0.05 for 5%, got {stop}")
+    train_frac, val_frac = getattr(args, "train_frac", None), getattr(args, "val_frac", None)
+    if train_frac is not None and not 0 < train_frac < 1:
+        parser.error(f"--train-frac must be in (0, 1), got {train_frac}")
+    if val_frac is not None and not 0 <= val_frac < 1:
+        parser.error(f"--val-frac must be in [0, 1), got {val_frac}")
+    if train_frac is not None and val_frac is not None and train_frac + val_frac >= 1:
+        parser.error(
+            f"--train-frac + --val-frac must be < 1 to leave a test period, got {train_frac} + {val_frac}"
+        )
+    heads = getattr(args, "heads", None)
+    for name in ("d_model", "key_dim"):
+        value = getattr(args, name, None)
+        if heads and value and value % heads:
+            parser.error(f"{flag(name)} ({value}) must be a multiple of --heads ({heads})")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``course-lib`` / ``python -m course_lib``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("epochs", "top", "seq_len", "neighbors", "batch_size", "memory_size"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    _validate(parser, args)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", DataWarning)

@@ -61,6 +61,29 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
     assert main(["similar", "--date", "1990-01-01"]) == 2
 
 
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["similar", "--date", "2008-10-10", "--lookback", "0"], "--lookback"),
+        (["similar", "--date", "2008-10-10", "--min-gap", "-5"], "--min-gap"),
+        (["similar", "--date", "2008-10-10", "--horizon", "0"], "--horizon"),
+        (["similar", "--date", "2008-10-10", "--top", "0"], "--top"),
+        (["train", "--heads", "0"], "--heads"),
+        (["train", "--key-dim", "0"], "--key-dim"),
+        (["train", "--d-model", "30", "--heads", "4"], "--d-model"),
+        (["train", "--train-frac", "0.9", "--val-frac", "0.2"], "--val-frac"),
+        (["backtest", "--model", "m", "--stop-loss", "1.5"], "--stop-loss"),
+        (["backtest", "--model", "m", "--cost-bps", "-1"], "--cost-bps"),
+    ],
+)
+def test_out_of_range_flags_are_named(argv, flag, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "must be" in err
+
+
 def test_end_to_end_on_bundled_data(tmp_path, capsys):
     ck = tmp_path / "sp500"
     assert main(["train", "--start", "2016-01-01", *TINY, "--out", str(ck)]) == 0
@@ -87,6 +110,9 @@ def test_end_to_end_on_intraday_csv(intraday_csv, tmp_path, capsys):
     assert (
         main(["backtest", "--model", str(ck), "--data", str(intraday_csv), "--strategy", "similarity"]) == 0
     )
+    # --data without --start: no windows before the start to calibrate on, so the causal scale is used
+    assert main(["backtest", "--model", str(ck), "--data", str(intraday_csv), "--strategy", "forecast",
+                 "--no-plot"]) == 0  # fmt: skip
     date = "2024-03-20 12:00"
     assert (
         main(["similar", "--data", str(intraday_csv), "--date", date, "--seq-len", "16", "--top", "3"]) == 0
@@ -96,6 +122,9 @@ def test_end_to_end_on_intraday_csv(intraday_csv, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert out.count("Most similar past moments") == 2
+    # --model without --data searches the data the checkpoint was trained on, not the bundled S&P sample
+    assert main(["similar", "--date", date, "--model", str(ck), "--top", "3"]) == 0
+    assert "Most similar past moments to 2024-03-20 12:00:00" in capsys.readouterr().out
     # the neighbours shown were all known before the queried time
     body = out.split("Most similar past moments")[1]
     dates = pd.to_datetime([line.split()[1] + " " + line.split()[2] for line in body.splitlines()[3:6]])
