@@ -44,7 +44,12 @@ class BacktestConfig:
         slippage_bps: extra cost per unit of turnover for crossing the spread / market impact.
         max_position: positions are clipped to ``[-max_position, max_position]`` (1.0 = fully invested).
         allow_short: if False, negative positions are set to 0 (long/flat only).
-        stop_loss, take_profit: fractions (0.05 = 5%) of the trade's return since entry; None disables.
+        stop_loss, take_profit: thresholds (0.05 = 5%) on the *strategy's* cumulative return since the
+            trade's entry, i.e. the compounded position-weighted return ``prod(1 + held * r) - 1`` over
+            the bars the trade was held, checked at closes; None disables. With a half position a 5% stop
+            therefore fires after a ~10% adverse move of the asset. This differs from backtesting.py, where
+            ``sl``/``tp`` are price levels of an order (hit intrabar, whatever the position's size): to
+            stop on an asset move of ``x`` with a constant position ``p``, pass about ``x * |p|``.
         periods_per_year: annualisation factor; None infers it from the price index.
         risk_free_rate: annual rate for Sharpe/Sortino.
         n_boot, ci_level, seed: the Sharpe bootstrap interval (n_boot=0 skips it).

@@ -32,6 +32,9 @@ trades                 a trade is a maximal run of bars held with the same sign 
                        resized stays one trade; long -> short is two). backtesting.py counts orders
                        (each resize is a trade); quantstats has no trades at all.
 win_rate               share of trades whose return (after entry, resize and exit costs) is > 0.
+                       A trade still open at the last bar is charged its exit cost as if closed
+                       there (conservative: its return is what closing it would realise); the
+                       bar-level equity curve books no such final sale.
                        quantstats: share of *bars* with r > 0 among bars with r != 0.
 profit_factor          sum of winning trade returns / |sum of losing trade returns|. backtesting.py:
                        same on trades; quantstats: on bar returns.
@@ -350,6 +353,11 @@ def trade_returns(returns, held, cost_rate: float = 0.0) -> np.ndarray:
     given: the trade's cost ``cost_rate * (|entry size| + sum |resizes| + |exit size|)`` is then
     subtracted from the compounded gross return. This attributes every cost to the trade that caused
     it, whichever bar the bar-level accounting booked it on. With ``cost_rate=0`` pass net returns.
+
+    A trade still open at the last bar is charged its exit leg too, as if closed at the final close:
+    its return is what you would realise by closing it, so an open winner is not flattered by a cost
+    never paid. (The equity curve does not book that sale, so the trades' costs can exceed the
+    bar-level costs by one exit.)
     """
     r = _arr(returns)
     h = _arr(held)
