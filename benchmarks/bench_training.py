@@ -4,7 +4,8 @@ Prints one table: median training samples/s over a few epochs (an epoch's time i
 of every step and the end-of-epoch key refresh), the memory overhead against the same config without memory,
 and the CPU cost drivers worth knowing (attention dropout, batch size, threads, per-position retrieval).
 
-Usage: ``python benchmarks/bench_training.py [--epochs 3] [--quick]``. Never pass/fail: read the numbers.
+Usage: ``python benchmarks/bench_training.py [--epochs 3] [--quick] [--device cuda]``. Never pass/fail: read
+the numbers. ``--device cuda`` times a GPU (with the trainer's mixed precision); the header names the device.
 """
 
 from __future__ import annotations
@@ -39,11 +40,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="only the default config with/without memory")
+    parser.add_argument("--device", default="cpu", help="torch device to train on: cpu (default), cuda, cuda:1, ...")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but torch sees no CUDA GPU here; run on a GPU machine or use --device cpu.")
     splits = prepare_dataset(load_sample("sp500"), seq_len=64)
     train = splits.train
     base = MemoryTransformerConfig(input_dim=train.n_features, seq_len=64)
-    tbase = TrainerConfig(epochs=args.epochs, patience=0, progress=False, device="cpu")
+    tbase = TrainerConfig(epochs=args.epochs, patience=0, progress=False, device=args.device)
     variants: list[tuple[str, MemoryTransformerConfig, TrainerConfig]] = [("default", base, tbase)]
     if not args.quick:
         variants += [
@@ -68,8 +73,12 @@ def main() -> None:
         })
         print(f"done: {name}", flush=True)
     table = pd.DataFrame(rows).set_index("variant")
-    print(f"\nTraining throughput, {len(train)} S&P 500 windows (seq_len 64), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, median of epochs 2..{args.epochs}")
+    if device.type == "cuda":
+        where = f"device {args.device} ({torch.cuda.get_device_name(device)}, mixed precision)"
+    else:
+        where = f"device {args.device} ({torch.get_num_threads()} threads)"
+    print(f"\nTraining throughput on {where}, {len(train)} S&P 500 windows (seq_len 64), torch {torch.__version__}, "
+          f"median of epochs 2..{args.epochs}")
     print(table.round(2).to_string())
 
 
