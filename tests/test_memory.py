@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -208,10 +209,40 @@ def test_config_errors_are_clear():
 
 def test_reset_and_free_form_metadata():
     bank = ExternalMemoryBank(MemoryConfig(key_dim=2, capacity=4))
-    bank.add(np.ones((2, 2)), vol=[0.1, 0.2], tag=["a", "bb"])
+    bank.add(np.ones((2, 2)), timestamp=[1, 2], available_at=[1, 2], vol=[0.1, 0.2], tag=["a", "bb"])
     bank.add(np.ones((1, 2)))  # omitted fields are filled
     assert np.isnan(bank.metadata("vol")[2]) and bank.metadata("tag")[2] == ""
     res = bank.search(np.ones((1, 2)), k=4)
     assert set(res.metadata("tag")[0]) == {"a", "bb", ""}
     bank.reset()
     assert len(bank) == 0 and "vol" not in bank.metadata_names
+
+
+def test_nat_available_at_is_never_retrieved_and_nat_timestamp_refused():
+    """WindowSet.available_at is NaT past the data's end: such an entry must never be found (NaT as int64 is
+    the smallest time, i.e. "always available", if nobody looks)."""
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=2, capacity=8, backend="numpy"))
+    end = pd.DatetimeIndex(["2020-01-01", "2020-01-02", "2020-01-03"])
+    avail = pd.DatetimeIndex(["2020-01-02", "2020-01-03", None])  # the last label is not known yet
+    bank.add(np.eye(2)[[0, 0, 1]], timestamp=end, available_at=avail, future_return=[0.1, 0.2, np.nan])
+    for as_of in (pd.Timestamp("2020-01-03"), pd.Timestamp("2100-01-01")):
+        res = bank.search(np.eye(2)[[1]], k=3, as_of=as_of)
+        assert 2 not in res.indices[res.mask].tolist()
+        assert res.mask.sum() == 2
+    assert (bank.metadata("available_at")[2] == np.iinfo(np.int64).max)  # same as WindowSet.available_at_ns()
+    with pytest.raises(ValueError, match="NaT in 1 of 2 rows"):
+        bank.add(np.eye(2), timestamp=pd.DatetimeIndex(["2020-01-04", None]), available_at=pd.Timestamp("2020-02-01"))
+    with pytest.raises(ValueError, match="before timestamp in 1 of 2 rows"):
+        bank.add(np.eye(2), timestamp=[10, 20], available_at=[15, 19])
+    assert len(bank) == 3  # refused batches wrote nothing
+
+
+@pytest.mark.parametrize("field", ["regime", "importance", "vol"])
+def test_outcome_like_fields_need_available_at(field):
+    """Only fields known at the window's end (key, timestamp, symbol) may be stored without available_at."""
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=2, capacity=8))
+    with pytest.raises(ValueError, match=f"{field} given without available_at"):
+        bank.add(np.eye(2), timestamp=[1, 2], **{field: [1.0, 2.0]})
+    bank.add(np.eye(2), timestamp=[1, 2], symbol=["A", "B"])  # identifiers are known at t
+    bank.add(np.eye(2), timestamp=[3, 4], available_at=[3, 4], **{field: [1.0, 2.0]})  # an explicit declaration
+    assert len(bank) == 4 and bank.metadata("available_at").tolist() == [1, 2, 3, 4]

@@ -39,6 +39,10 @@ _MAX_OVERFETCH = 1024  # faiss/ANN rows that must skip more entries than this go
 _NUMPY_MAX_SCORES = 1 << 20  # auto uses numpy when batch * M is at most this (about a millisecond of work)
 
 
+_NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
+_NEVER = np.iinfo(np.int64).max  # "never available" (WindowSet.available_at_ns() writes this for NaT)
+
+
 def _ann_overfetch(k: int) -> int:
     """How many forbidden entries an approximate search may step over per call. Small on purpose: HNSW's
     beam (efSearch) must grow with the over-fetch, so a wide one makes every query slow; queries further
@@ -59,7 +63,7 @@ def to_ns(times: Any, n: int | None = None) -> np.ndarray | None:
         out = times.as_unit("ns").asi8
     elif isinstance(times, pd.Series) and pd.api.types.is_datetime64_any_dtype(times):
         out = pd.DatetimeIndex(times).as_unit("ns").asi8
-    elif isinstance(times, (pd.Timestamp, np.datetime64)):
+    elif isinstance(times, (pd.Timestamp, np.datetime64)) or times is pd.NaT:
         out = np.array([pd.Timestamp(times).as_unit("ns").value])
     else:
         arr = np.asarray(times)
@@ -154,6 +158,8 @@ class ExternalMemoryBank:
     """
 
     _CORE = ("timestamp", "available_at", "importance")
+    #: fields :meth:`add` accepts without ``available_at`` (known when the window ends; see ``add``)
+    KNOWN_AT_TIMESTAMP = ("keys", "timestamp", "symbol")
 
     def __init__(self, config: MemoryConfig | None = None, **overrides: Any):
         cfg = config or MemoryConfig(**overrides)
@@ -253,9 +259,16 @@ class ExternalMemoryBank:
 
         Keys are L2-normalised on the way in. ``timestamp`` is the window's end time t and
         ``available_at`` the time its label is known (t+h); both int64 ns or datetimes. An entry is only
-        found by queries with ``as_of >= available_at``. ``future_return`` or ``values`` without
-        ``available_at`` is refused (that is exactly how look-ahead sneaks in). ``importance`` defaults to ``|future_return|``
-        (first column), else 1. Any other keyword is stored as a free-form per-entry field.
+        found by queries with ``as_of >= available_at``. A ``NaT`` ``available_at`` (a label beyond the
+        data's end, as in ``WindowSet.available_at``) means "never available", exactly like
+        ``WindowSet.available_at_ns()``; a ``NaT`` timestamp, or ``available_at`` before ``timestamp``, is
+        refused. Without ``available_at`` only fields known at the window's end are accepted
+        (:attr:`KNOWN_AT_TIMESTAMP`: the key, ``timestamp`` and ``symbol``; ``available_at`` then defaults
+        to ``timestamp``): ``values``, ``future_return``, ``regime``, ``importance`` and free-form fields
+        may carry what happened next, so they are refused (that is exactly how look-ahead sneaks in). For
+        fields that truly are known at t, say so with ``available_at=timestamp``. ``importance``
+        defaults to ``|future_return|`` (first column), else 1. Any other keyword is stored as a
+        free-form per-entry field.
 
         When the bank is full, the eviction policy chooses which old entries are overwritten. A batch
         longer than the capacity keeps only its last ``capacity`` rows.
@@ -264,19 +277,12 @@ class ExternalMemoryBank:
         n = len(k)
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        if available_at is None and (future_return is not None or values is not None):
-            given = "future_return" if future_return is not None else "values"
-            raise ValueError(
-                f"{given} given without available_at: pass when each label becomes known "
-                "(WindowSet.available_at_ns()), otherwise searches could see unresolved labels "
-                "(values usually carry what happened next)."
-            )
-        ts = to_ns(timestamp, n)
-        av = to_ns(available_at, n)
-        if av is None:
-            av = ts if ts is not None else np.zeros(n, np.int64)
+        if available_at is None:
+            self._refuse_outcomes_without_time(values=values, future_return=future_return, regime=regime,
+                                               importance=importance, **extra)
+        ts, av = self._entry_times(timestamp, available_at, n)
         cols: dict[str, np.ndarray | None] = {
-            "timestamp": ts if ts is not None else np.zeros(n, np.int64),
+            "timestamp": ts,
             "available_at": av,
             "future_return": None if future_return is None else _as_numpy_rows(future_return, "future_return"),
             "symbol": None if symbol is None else np.asarray(symbol, dtype=str),
@@ -317,6 +323,43 @@ class ExternalMemoryBank:
         self._access_count[slots] = 0
         self._touch(slots)
         return slots
+
+    def _refuse_outcomes_without_time(self, **fields_given: Any) -> None:
+        """Refuse fields that may hold outcomes when no ``available_at`` says when they are known."""
+        given = [name for name, val in fields_given.items() if val is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} given without available_at: pass when each label becomes known "
+                "(WindowSet.available_at_ns()), otherwise searches could see unresolved labels "
+                "(values, returns, regimes, priorities and free-form fields usually carry what happened next). "
+                "If these fields are known at the window's end, pass available_at=timestamp; without "
+                f"available_at only {self.KNOWN_AT_TIMESTAMP} are accepted."
+            )
+
+    @staticmethod
+    def _entry_times(timestamp: Any, available_at: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(timestamp, available_at) as int64 ns; NaT available_at = never available, NaT timestamp refused."""
+        ts = to_ns(timestamp, n)
+        if ts is not None and (ts == _NAT).any():
+            raise ValueError(
+                f"timestamp is NaT in {int((ts == _NAT).sum())} of {n} rows: every entry needs the end time of "
+                "its window. Drop those rows before adding them."
+            )
+        av = to_ns(available_at, n)
+        if av is None:
+            return (ts, ts.copy()) if ts is not None else (np.zeros(n, np.int64), np.zeros(n, np.int64))
+        av = np.where(av == _NAT, _NEVER, av)  # unresolved label: never retrievable (WindowSet.available_at_ns)
+        if ts is None:
+            return np.zeros(n, np.int64), av
+        early = av < ts
+        if early.any():
+            i = int(np.flatnonzero(early)[0])
+            raise ValueError(
+                f"available_at is before timestamp in {int(early.sum())} of {n} rows (row {i}: available_at "
+                f"{pd.Timestamp(av[i])} < timestamp {pd.Timestamp(ts[i])}): a label cannot be known before its "
+                "window ends. Pass the time the label becomes known (WindowSet.available_at_ns())."
+            )
+        return ts, av
 
     def update_keys(self, slots: Any, new_keys: Any) -> None:
         """Overwrite the keys of ``slots`` in place (e.g. re-encoding the memory after an epoch)."""
