@@ -386,22 +386,62 @@ def _column_names(written: list[str], where: str, time_column: str | None) -> tu
     return names, drop_first
 
 
-def _check_ohlc_range(frame: pd.DataFrame, rows: np.ndarray, where: str) -> None:
-    """Raise if an open or close lies outside [low, high] by more than a relative ``_RANGE_TOLERANCE``."""
+def _outside_range(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose open / close lie outside [low, high] by more than a relative ``_RANGE_TOLERANCE``."""
     o, h, lo, c = (frame[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close"))
     tol = _RANGE_TOLERANCE * h
-    bad_open = (o > h + tol) | (o < lo - tol)
-    bad_close = (c > h + tol) | (c < lo - tol)
+    return (o > h + tol) | (o < lo - tol), (c > h + tol) | (c < lo - tol)
+
+
+def _check_ohlc_range(frame: pd.DataFrame, rows: np.ndarray | None, where: str) -> None:
+    """Raise if an open or close lies outside [low, high] by more than a relative ``_RANGE_TOLERANCE``.
+
+    ``rows`` are the 1-based data rows in the source file (for the message); None for data not read from a file.
+    """
+    bad_open, bad_close = _outside_range(frame)
     bad = bad_open | bad_close
     if not bad.any():
         return
     pos = int(np.flatnonzero(bad)[0])
+    o, h, lo, c = (float(frame[k].iloc[pos]) for k in ("open", "high", "low", "close"))
     which = " and ".join(k for k, flag in (("open", bad_open[pos]), ("close", bad_close[pos])) if flag)
+    row = f"data row {int(rows[pos])}: " if rows is not None else ""
     raise DataError(
-        f"{where}: {which} outside the low..high range at {frame.index[pos]} (data row {int(rows[pos])}: "
-        f"open={o[pos]}, high={h[pos]}, low={lo[pos]}, close={c[pos]}; {int(bad.sum())} such row(s)). "
+        f"{where}: {which} outside the low..high range at {frame.index[pos]} ({row}"
+        f"open={o}, high={h}, low={lo}, close={c}; {int(bad.sum())} such row(s)). "
         "The columns may be mislabelled (check the header order) or the row is corrupt; fix or remove it."
     )
+
+
+def _validate_bars(frame: pd.DataFrame, where: str, min_rows: int, rows: np.ndarray | None = None) -> pd.DataFrame:
+    """Every check a loader applies before it returns or caches bars: :func:`validate_ohlcv` plus open and
+    close inside ``[low, high]``.
+
+    :func:`load_csv` and the live loaders both call this, so whatever a live loader writes to its cache,
+    :func:`load_csv` reads back (a stricter reader would strand the offline fallback on a file it rejects).
+    """
+    validate_ohlcv(frame, where=where, min_rows=min_rows)
+    _check_ohlc_range(frame, rows, where)
+    return frame
+
+
+def _widen_range_to_open_close(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Raise ``high`` / lower ``low`` to cover open and close where they lie outside the bar's range.
+
+    For feeds whose columns are known (Yahoo, Bybit): there an open above the high is the feed's own
+    inconsistency, not a mislabelled file, and widening the range keeps open and close (which the returns
+    use) while making the bar valid. Only rows beyond ``_RANGE_TOLERANCE`` change. Returns the repaired
+    copy and how many rows changed (callers report it).
+    """
+    bad_open, bad_close = _outside_range(frame)
+    bad = bad_open | bad_close
+    if not bad.any():
+        return frame, 0
+    out = frame.copy()
+    ends = out.loc[bad, ["open", "close"]]
+    out.loc[bad, "high"] = np.maximum(out.loc[bad, "high"], ends.max(axis=1))
+    out.loc[bad, "low"] = np.minimum(out.loc[bad, "low"], ends.min(axis=1))
+    return out, int(bad.sum())
 
 
 def load_csv(
@@ -539,8 +579,7 @@ def load_csv(
                     "adjusted prices"
                 )
     frame = frame[list(OHLCV_COLUMNS)].astype("float64")
-    validate_ohlcv(frame, where=where, min_rows=min_rows)
-    _check_ohlc_range(frame, data_rows, where)
+    _validate_bars(frame, where, min_rows, rows=data_rows)
     frame.attrs["source"] = str(path)
     if ticker:
         frame.attrs["symbol"] = ticker

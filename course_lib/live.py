@@ -2,8 +2,12 @@
 
 Both loaders return ``{symbol: DataFrame}`` in the course's shape (see :mod:`course_lib.data`): a sorted,
 unique, naive-UTC ``DatetimeIndex`` named ``time`` and float columns ``open, high, low, close, volume``,
-checked with :func:`course_lib.validate_ohlcv`. Every download is written to a CSV that
-:func:`course_lib.load_csv` reads back, so a lesson keeps working when the network does not.
+checked with the same checks :func:`course_lib.load_csv` applies (:func:`course_lib.validate_ohlcv` plus
+open and close inside ``[low, high]``). Every download is written to a CSV that :func:`course_lib.load_csv`
+reads back, so a lesson keeps working when the network does not. A bar whose open or close lies outside
+its own ``[low, high]`` (both feeds publish a few) gets its high/low widened to cover them, reported with a
+:class:`course_lib.DataWarning`; a cache file that still cannot be read back is skipped with a warning that
+names it and the reason.
 
 Why so much care for "just download prices"? The reference chapter fetched Bybit klines once with
 ``limit=1000``: anything longer than 1,000 bars was silently truncated, a rate-limit reply crashed the run,
@@ -40,9 +44,10 @@ from .data import (
     DataWarning,
     _as_list,
     _normalise_name,
+    _validate_bars,
+    _widen_range_to_open_close,
     data_dir,
     load_csv,
-    validate_ohlcv,
 )
 from .utils import atomic_path
 
@@ -134,23 +139,53 @@ def _read_cache(path: Path) -> pd.DataFrame:
     return df
 
 
+def _try_read_cache(path: Path, stacklevel: int) -> pd.DataFrame | None:
+    """The cache file's bars, or None with a :class:`DataWarning` naming the file and why it was rejected."""
+    try:
+        return _read_cache(path)
+    except DataError as exc:
+        warnings.warn(
+            f"cache file {path} was skipped: it cannot be read back ({exc}) Delete it; the next online "
+            "download writes a fresh one.",
+            DataWarning,
+            stacklevel=stacklevel + 1,
+        )
+        return None
+
+
+def _checked(df: pd.DataFrame, where: str, report: list[str]) -> pd.DataFrame:
+    """Widen bars whose open/close lie outside [low, high] (reported), then apply load_csv's checks, so
+    the cache file written from ``df`` is one :func:`load_csv` accepts."""
+    df, widened = _widen_range_to_open_close(df)
+    if widened:
+        report.append(
+            f"widened high/low of {widened} bar(s) whose open or close lay outside [low, high] "
+            "(the feed's own inconsistency; open and close kept)"
+        )
+    return _validate_bars(df, where, min_rows=1)
+
+
 def _fallback_cache(
     source: str, symbol: str, interval: str, start: Any, end: Any, cache_dir: str | Path | None
 ):
-    """The exact cache file for this request, else the newest file for symbol+interval cut to [start, end]."""
+    """The exact cache file for this request, else the newest file for symbol+interval cut to [start, end].
+
+    A file that cannot be read back is skipped with a :class:`DataWarning` (never silently).
+    """
     exact = cache_path(source, symbol, interval, start, end, cache_dir)
-    if exact.exists():
-        return _read_cache(exact), exact
     folder = exact.parent
     prefix = exact.name.rsplit("_", 2)[0] + "_"
-    candidates = sorted(folder.glob(prefix + "*.csv"), key=lambda p: p.stat().st_mtime, reverse=True)
+    others = sorted(
+        (p for p in folder.glob(prefix + "*.csv") if p != exact), key=lambda p: p.stat().st_mtime, reverse=True
+    )
     lo = _to_timestamp(start, "start") if start is not None else None
     hi = _to_timestamp(end, "end") if end is not None else None
-    for cand in candidates:
-        try:
-            df = _read_cache(cand)
-        except DataError:
+    for cand in ([exact] if exact.exists() else []) + others:
+        df = _try_read_cache(cand, stacklevel=4)
+        if df is None:
             continue
+        if cand == exact:
+            return df, exact
         if lo is not None:
             df = df.loc[df.index >= lo]
         if hi is not None:
@@ -261,8 +296,10 @@ def load_yfinance(
     for symbol in _as_list(symbols):
         path = cache_path("yfinance", symbol, iv, start, end, cache_dir)
         if end is not None and path.exists() and not refresh:
-            out[symbol] = _read_cache(path)
-            continue
+            cached = _try_read_cache(path, stacklevel=2)
+            if cached is not None:
+                out[symbol] = cached
+                continue
         where = f"yfinance {symbol} {start}..{end} interval={iv}"
         try:
             raw = download(symbol, start=start, end=end, interval=iv, auto_adjust=True, progress=False,
@@ -282,12 +319,12 @@ def load_yfinance(
             raise DataError(
                 f"{where}: Yahoo {reason}. Check the symbol (Yahoo spells the S&P 500 index '^GSPC'), that the "
                 "range holds trading days (intraday intervals only reach back ~60 days) and that you are online. "
-                f"No cache file either ({path}). Offline? Use course_lib.load_sample('sp500')."
+                f"No usable cache file either ({path}). Offline? Use course_lib.load_sample('sp500')."
             ) from error
         df, report = _yf_frame_to_ohlcv(raw, symbol, iv, where)
         if len(df) == 0:
             raise DataError(f"{where}: every row Yahoo returned was empty. Try another range or interval.")
-        validate_ohlcv(df, where=where, min_rows=1)
+        df = _checked(df, where, report)
         _write_cache(df, path)
         df.attrs["source"] = f"yfinance:{symbol}"
         df.attrs["load_report"] = report
@@ -489,8 +526,10 @@ def load_bybit(
     for symbol in _as_list(symbols):
         path = cache_path(f"bybit-{category}", symbol, iv, start, end, cache_dir)
         if end is not None and start is not None and path.exists() and not refresh:
-            out[symbol] = _read_cache(path)
-            continue
+            cached = _try_read_cache(path, stacklevel=2)
+            if cached is not None:
+                out[symbol] = cached
+                continue
         where = f"Bybit {category} {symbol} interval={iv} {start}..{end if end is not None else 'now'}"
         try:
             if client is None:
@@ -524,7 +563,7 @@ def load_bybit(
             raise DataError(
                 f"{where}: Bybit returned no candles. Check the dates (is the symbol listed then?)."
             )
-        validate_ohlcv(df, where=where, min_rows=1)
+        df = _checked(df, where, report)
         gaps = int((np.diff(df.index.as_unit("ns").asi8) // 1_000_000 > _INTERVAL_MS[iv]).sum()) if iv != "M" else 0
         if gaps:
             report.append(f"{gaps} gap(s) between candles (exchange downtime or listing date); not filled")

@@ -351,3 +351,68 @@ def test_default_cache_dir_is_data_cache(monkeypatch, tmp_path):
     path = cache_path("bybit-linear", "BTC/USDT", "60", "2023-01-01", None)
     assert path.parent == tmp_path / "data" / "cache" and path.parent.is_dir()
     assert path.name == "bybit-linear_BTC-USDT_60_20230101_now.csv"
+
+
+# ------------------------------------------------------------------- open/close outside [low, high]
+
+
+def test_yfinance_open_above_high_round_trips_through_cache_and_offline_fallback(tmp_path):
+    idx = pd.DatetimeIndex(pd.bdate_range("2024-01-02", periods=10), name="Date")
+    reply = _yf_reply("SPY", idx)
+    reply.loc[idx[3], ("Open", "SPY")] = reply.loc[idx[3], ("High", "SPY")] * 1.01  # the feed's own glitch
+    with pytest.warns(DataWarning, match="widened high/low of 1 bar"):
+        online = load_yfinance("SPY", "2024-01-01", None, download=lambda s, **kw: reply, cache_dir=tmp_path)["SPY"]
+    assert online["high"].iloc[3] == online["open"].iloc[3] == reply[("Open", "SPY")].iloc[3]
+    pd.testing.assert_frame_equal(load_csv(cache_path("yfinance", "SPY", "1d", "2024-01-01", None, tmp_path)),
+                                  online, check_freq=False)  # fmt: skip
+
+    def offline(symbol, **kw):
+        raise requests.exceptions.ConnectionError("no route to host")
+
+    with pytest.warns(DataWarning, match="cached copy"):
+        fallback = load_yfinance("SPY", "2024-01-01", None, download=offline, cache_dir=tmp_path)["SPY"]
+    pd.testing.assert_frame_equal(fallback, online, check_freq=False)
+
+
+def test_bybit_close_below_low_round_trips_through_cache_and_offline_fallback(tmp_path):
+    fake = FakeBybit(n=50)
+    fake.ohlcv[7, 3] = fake.ohlcv[7, 2] * 0.99  # close below the low
+    start, end = _iso(int(fake.times[0])), _iso(int(fake.times[-1]))
+    with pytest.warns(DataWarning, match="widened high/low of 1 bar"):
+        online = load_bybit("BTCUSDT", "60", start=start, end=end, client=fake, cache_dir=tmp_path)["BTCUSDT"]
+    assert online["low"].iloc[7] == online["close"].iloc[7]
+    again = load_bybit("BTCUSDT", "60", start=start, end=end, client=Offline(), cache_dir=tmp_path)["BTCUSDT"]
+    pd.testing.assert_frame_equal(again, online, check_freq=False)
+    with pytest.warns(DataWarning, match="cached copy"):
+        fallback = load_bybit("BTCUSDT", "60", start=start, end=end, client=Offline(), cache_dir=tmp_path,
+                              refresh=True, max_retries=0, sleep=lambda s: None)["BTCUSDT"]  # fmt: skip
+    pd.testing.assert_frame_equal(fallback, online, check_freq=False)
+
+
+def _write_bad_cache(path):
+    """A cache file load_csv rejects (written by an older version that did not widen the range)."""
+    path.write_text("time,open,high,low,close,volume\n2024-01-02,101,100,99,100,5\n2024-01-03,100,101,99,100,5\n")
+
+
+def test_fallback_warns_naming_a_rejected_cache_file(tmp_path):
+    path = cache_path("yfinance", "SPY", "1d", "2024-01-01", "2024-01-20", tmp_path)
+    _write_bad_cache(path)
+
+    def offline(symbol, **kw):
+        raise requests.exceptions.ConnectionError("no route to host")
+
+    with pytest.warns(DataWarning, match="skipped") as record, pytest.raises(DataError, match="No usable cache"):
+        load_yfinance("SPY", "2024-01-01", "2024-01-20", download=offline, cache_dir=tmp_path, refresh=True)
+    msg = " ".join(str(w.message) for w in record)
+    assert str(path) in msg and "outside the low..high range" in msg
+
+
+def test_rejected_exact_cache_file_is_downloaded_again(tmp_path):
+    idx = pd.DatetimeIndex(pd.bdate_range("2024-01-02", periods=10), name="Date")
+    path = cache_path("yfinance", "SPY", "1d", "2024-01-01", "2024-01-20", tmp_path)
+    _write_bad_cache(path)
+    with pytest.warns(DataWarning, match="skipped"):
+        df = load_yfinance("SPY", "2024-01-01", "2024-01-20", download=lambda s, **kw: _yf_reply(s, idx),
+                           cache_dir=tmp_path)["SPY"]  # fmt: skip
+    assert len(df) == 10
+    pd.testing.assert_frame_equal(load_csv(path), df, check_freq=False)
