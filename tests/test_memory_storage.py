@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from course_lib import (
     ExternalMemoryBank,
@@ -174,3 +176,58 @@ def test_int8_recall_bound():
     rng = np.random.default_rng(0)
     keys = rng.normal(size=(5000, 64))
     assert int8_recall(keys, rng.normal(size=(200, 64)), k=32) >= 0.95
+
+
+def _drop_field(name):
+    def change(h):
+        h["fields"] = [f for f in h["fields"] if f != name]
+    return change
+
+
+@pytest.mark.parametrize("field", ["available_at", "timestamp", "importance"])
+def test_file_without_core_field_rejected(tmp_path, field):
+    """Without available_at in the file every entry would load as always visible: refuse it."""
+    path = _filled().save(tmp_path / "m.npz")
+    broken = _rewrite(path, tmp_path / "nofield.npz", header_change=_drop_field(field),
+                      array_change=lambda a: a.pop(f"meta__{field}"))
+    with pytest.raises(MemoryFileError, match=field):
+        ExternalMemoryBank.load(broken)
+
+
+def test_missing_or_invalid_config_is_a_file_error(tmp_path):
+    path = _filled().save(tmp_path / "m.npz")
+    cases = {
+        "no_config": (lambda h: h.pop("config"), "no config"),
+        "config_list": (lambda h: h.update(config=[1, 2]), "no config"),
+        "bad_backend": (lambda h: h["config"].update(backend="annoy"), "saved config is invalid.*annoy"),
+        "bad_dim": (lambda h: h["config"].update(key_dim="eight"), "saved config is invalid"),
+        "float_times": (None, "int64"),
+    }
+    for name, (change, match) in cases.items():
+        if change is None:
+            broken = _rewrite(path, tmp_path / f"{name}.npz", array_change=lambda a: a.update(
+                meta__available_at=a["meta__available_at"].astype(np.float64)))
+        else:
+            broken = _rewrite(path, tmp_path / f"{name}.npz", header_change=change)
+        with pytest.raises(MemoryFileError, match=match):
+            ExternalMemoryBank.load(broken)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without a GPU")
+def test_bank_saved_on_gpu_loads_on_cpu(tmp_path):
+    """The device is a run-time setting: a GPU-built memory must load (on the CPU, with a warning)."""
+    path = _filled().save(tmp_path / "m.npz")
+    gpu = _rewrite(path, tmp_path / "gpu.npz", header_change=lambda h: h["config"].update(device="cuda"))
+    with pytest.warns(RuntimeWarning, match="device='cuda'"):
+        bank = ExternalMemoryBank.load(gpu)
+    assert bank.config.device == "cpu"
+    res = bank.search(np.ones((2, 8)), k=3, as_of=30_000)  # used to fail here with a raw CUDA error
+    assert res.mask.all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ExternalMemoryBank.load(gpu, device="cpu", backend="torch").search(np.ones((1, 8)), k=2).mask.all()
+    with pytest.raises(RuntimeError, match="not available on this machine"):
+        ExternalMemoryBank.load(gpu, device="cuda")
+    fgpu = _rewrite(path, tmp_path / "fgpu.npz", header_change=lambda h: h["config"].update(backend="faiss-gpu"))
+    with pytest.warns(RuntimeWarning, match="faiss-gpu"):
+        assert ExternalMemoryBank.load(fgpu).config.backend == "faiss"

@@ -15,6 +15,7 @@ Why it looks like this (the reference chapter's bugs, fixed):
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -100,6 +101,45 @@ def _as_numpy_rows(x: Any, name: str) -> np.ndarray:
     return np.asarray(x)
 
 
+def _device_available(device: str) -> bool:
+    """Whether torch can put tensors on ``device`` on this machine (a CUDA index must exist)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    if dev.type == "cpu":
+        return True
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
+    if dev.type == "mps":
+        return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    return False
+
+
+def _usable_device(saved: str, path: Any) -> str:
+    """The saved device if this machine has it, else ``"cpu"`` with a warning (the device is a run-time
+    setting: a memory built on a GPU machine must still load on a laptop)."""
+    if _device_available(saved):
+        return saved
+    warnings.warn(f"{path} was saved with device={saved!r}, which this machine does not have: loading on 'cpu'. "
+                  "Pass load(..., device=...) to choose.", RuntimeWarning, stacklevel=3)
+    return "cpu"
+
+
+def _config_from_header(header: dict, path: Any) -> MemoryConfig:
+    """The saved :class:`MemoryConfig`, or ``MemoryFileError`` naming what is missing or invalid."""
+    raw = header.get("config")
+    if not isinstance(raw, dict):
+        raise MemoryFileError(f"{path}: the header has no config ({type(raw).__name__} instead of a dict): file "
+                              "corrupted or not written by ExternalMemoryBank.save(). Re-create it.")
+    known = {f.name for f in fields(MemoryConfig)}
+    try:
+        return MemoryConfig(**{key: val for key, val in raw.items() if key in known})
+    except (TypeError, ValueError) as exc:
+        raise MemoryFileError(f"{path}: the saved config is invalid ({exc}): file corrupted or written by an "
+                              "incompatible version. Re-create it.") from exc
+
+
 @dataclass
 class SearchResult:
     """What :meth:`ExternalMemoryBank.search` returns; every array has ``k`` columns.
@@ -171,6 +211,9 @@ class ExternalMemoryBank:
                 "backend='faiss-gpu' needs a faiss build with GPU support and a visible GPU. "
                 "Use backend='torch' with device='cuda' (same exact results) or install faiss-gpu."
             )
+        if not _device_available(cfg.device):
+            raise RuntimeError(f"device={cfg.device!r} is not available on this machine (torch sees "
+                               f"{torch.cuda.device_count()} CUDA device(s)); use device='cpu'.")
         cap, d = cfg.capacity, cfg.key_dim
         self._keys = np.zeros((cap, d), dtype=np.float32)
         self._values = np.zeros((cap, cfg.value_dim), dtype=np.float32)
@@ -564,15 +607,24 @@ class ExternalMemoryBank:
         Refuses (``MemoryFileError``) a truncated or corrupted file, another format or a newer version,
         arrays whose shape disagrees with the header, and — if given — a key/value dimension different
         from ``expect_key_dim``/``expect_value_dim`` (e.g. a memory built for another encoder).
-        ``overrides`` change run-time settings such as ``backend`` or ``device``.
+        ``overrides`` change run-time settings such as ``backend`` or ``device``. The device is a property
+        of the machine, not of the memory: a file saved with ``device="cuda"`` loads on a machine without a
+        GPU with the device set to ``"cpu"`` and a ``RuntimeWarning`` (likewise ``backend="faiss-gpu"``
+        becomes ``"faiss"``); pass ``device=...`` to choose explicitly.
         """
         header, arrays = read_npz(path, FORMAT, FORMAT_VERSION)
-        known = {f.name for f in fields(MemoryConfig)}
-        cfg_dict = {key: val for key, val in header["config"].items() if key in known}
         bad_override = set(overrides) & {"key_dim", "value_dim", "capacity"}
         if bad_override:
             raise ValueError(f"cannot override {sorted(bad_override)} when loading; they are part of the file")
-        cfg = MemoryConfig(**{**cfg_dict, **overrides})
+        saved = _config_from_header(header, path)
+        runtime = {name: overrides.pop(name) for name in ("device", "backend") if name in overrides}
+        if "device" not in runtime:
+            runtime["device"] = _usable_device(saved.device, path)
+        if saved.backend == "faiss-gpu" and "backend" not in runtime and not B.faiss_available(gpu=True):
+            warnings.warn(f"{path} was saved with backend='faiss-gpu', which this machine lacks: using 'faiss' "
+                          "(same exact results). Pass load(..., backend=...) to choose.", RuntimeWarning, stacklevel=2)
+            runtime["backend"] = "faiss"
+        cfg = MemoryConfig(**{**saved.to_dict(), **overrides, **runtime})
         for want, have, what in ((expect_key_dim, cfg.key_dim, "key_dim"), (expect_value_dim, cfg.value_dim, "value_dim")):
             if want is not None and want != have:
                 raise MemoryFileError(f"{path}: {what} is {have} but {want} was expected (memory built for "
@@ -592,6 +644,16 @@ class ExternalMemoryBank:
             if name not in arrays or arrays[name].shape != shape:
                 got = arrays[name].shape if name in arrays else "missing"
                 raise MemoryFileError(f"{path}: array {name!r} has shape {got}, header says {shape}: file corrupted.")
+        missing = [name for name in cls._CORE if name not in meta_fields]
+        if missing:
+            raise MemoryFileError(f"{path}: the header lists no {missing} field(s) (every bank stores "
+                                  f"{list(cls._CORE)}): file corrupted or not written by ExternalMemoryBank.save(). "
+                                  "Re-create it.")
+        for name in ("timestamp", "available_at"):
+            arr = arrays.get(f"meta__{name}")
+            if arr is not None and (arr.dtype != np.int64 or arr.ndim != 1):
+                raise MemoryFileError(f"{path}: {name!r} is stored as {arr.dtype} {arr.shape}, not int64 "
+                                      "nanoseconds per entry: file corrupted. Re-create it.")
         bank = cls(cfg)
         bank._keys[:n] = arrays["keys"]
         bank._values[:n] = arrays["values"]
