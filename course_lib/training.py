@@ -194,8 +194,9 @@ class _ExactMemory:
         mask = torch.isfinite(top)
         safe = torch.where(mask, idx, torch.zeros_like(idx)).clamp(max=max(len(self) - 1, 0))
         empty = len(self) == 0
-        keys = torch.zeros(*safe.shape, self.keys.shape[1]) if empty else self.keys[safe]
-        values = torch.zeros(*safe.shape, self.values.shape[1]) if empty else self.values[safe]
+        dev = self.device
+        keys = torch.zeros(*safe.shape, self.keys.shape[1], device=dev) if empty else self.keys[safe]
+        values = torch.zeros(*safe.shape, self.values.shape[1], device=dev) if empty else self.values[safe]
         return SimpleNamespace(
             scores=torch.where(mask, top, torch.zeros_like(top)), indices=torch.where(mask, idx, -torch.ones_like(idx)),
             mask=mask, keys=keys, values=values,
@@ -493,8 +494,10 @@ class MemoryTransformerTrainer:
         raw = self._run(windows)
         y = np.asarray(windows.y, dtype=np.float64)
         with torch.no_grad():
-            out = {k: torch.from_numpy(raw[k]) for k in ("reg", "probs", "position")}
-            loss, _ = self._loss(out, torch.from_numpy(y.astype(np.float32)))
+            # back on the model's device: _loss divides by the model's target_scale buffer, which lives there
+            # (CPU tensors here crashed on CUDA/MPS with "Expected all tensors to be on the same device")
+            out = {k: torch.from_numpy(raw[k]).to(self.device) for k in ("reg", "probs", "position")}
+            loss, _ = self._loss(out, torch.from_numpy(y.astype(np.float32)).to(self.device))
         signal = raw["probs"][:, 2] - raw["probs"][:, 0]
         return {
             "loss": float(loss),

@@ -346,3 +346,42 @@ def test_bootstrap_scores_the_same_windows_as_the_headline_accuracy(splits, monk
     assert row["n_test"] == 40 and row["n_scored"] == 20
     # before the fix the zero-label windows (memory "right" by sign(0) == sign(0)) centred this near +0.5
     assert row["boot_ci_low"] == row["boot_ci_high"] == 0.0
+
+
+def test_evaluate_computes_its_loss_on_the_models_device(splits, monkeypatch):
+    """evaluate() used to rebuild the outputs as CPU tensors from numpy and hand them to _loss, which divides by
+    the model's ``target_scale`` buffer: on CUDA/MPS that is "Expected all tensors to be on the same device",
+    so fit(train, val) crashed after epoch 1. The meta device refuses that mix like CUDA does, so a buffer
+    put there reproduces the bug on a CPU-only machine."""
+    trainer = MemoryTransformerTrainer(mcfg(use_memory=False), tcfg())
+    raw = trainer._run(splits.val)  # real outputs, computed on the CPU
+    monkeypatch.setattr(trainer, "_run", lambda windows, memory=None: raw)
+    trainer.device = torch.device("meta")
+    trainer.model.target_scale = torch.tensor(1.0, device="meta")  # the buffer "on the GPU"
+    real_loss, seen = trainer._loss, []
+
+    def spy(out, y):
+        loss, parts = real_loss(out, y)  # raises on mixed devices, as CUDA does
+        seen.append(loss.device.type)
+        return torch.zeros(()), parts  # a meta loss has no value to report
+
+    monkeypatch.setattr(trainer, "_loss", spy)
+    metrics = trainer.evaluate(splits.val)
+    assert seen == ["meta"] and np.isfinite(metrics["mse"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_every_path_runs_on_cuda(splits, tmp_path):
+    """fit with validation (evaluate each epoch), predict (train and online memory), neighbours, save/load."""
+    trainer = MemoryTransformerTrainer(mcfg(), tcfg(device="cuda"))
+    hist = trainer.fit(splits.train, splits.val)
+    assert hist["val_loss"].notna().all()
+    pred = trainer.predict(splits.test)
+    assert pred["memory_return"].notna().all()
+    assert len(trainer.neighbours(splits.test.subset(np.arange(3)), top=2)) == 6
+    trainer.save(tmp_path / "ckpt")
+    loaded = MemoryTransformerTrainer.load(tmp_path / "ckpt", device="cuda")
+    pd.testing.assert_frame_equal(pred, loaded.predict(splits.test), check_exact=True)
+    online = MemoryTransformerTrainer(mcfg(), tcfg(device="cuda", epochs=1, predict_memory="online"))
+    online.fit(splits.train, splits.val)
+    assert online.predict(splits.test)["pred_return"].notna().all()
