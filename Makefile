@@ -12,6 +12,9 @@ TORCH_INDEX ?=
 .PHONY: install course test unit notebooks lab lint bench lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
+	@test -x $(PY) || $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11, 5))' || { \
+	  echo "error: $(PYTHON) is missing or older than Python 3.11.5, which the pinned packages (numpy, pandas, soupsieve) need." >&2; \
+	  echo "Install Python 3.11.5 or newer and name it, e.g.: make test PYTHON=python3.11" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c $(LOCK) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0

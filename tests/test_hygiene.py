@@ -44,3 +44,40 @@ def test_every_lesson_has_exercise_and_solution():
     solutions = {p.stem for p in (ROOT / "solutions").glob("*.ipynb")}
     assert exercises == solutions, "every exercise needs a solution with the same name"
     assert exercises <= lessons, "exercise without a lesson"
+
+
+def _min_python() -> tuple[int, ...]:
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    found = re.search(r'^requires-python\s*=\s*">=(\d+(?:\.\d+){1,2})"', text, flags=re.M)
+    return tuple(int(p) for p in found[1].split("."))
+
+
+def test_requires_python_admits_no_version_the_lock_cannot_install():
+    """Every pinned package (as installed here) must support the oldest Python pyproject.toml admits."""
+    import importlib.metadata
+
+    from packaging.specifiers import SpecifierSet
+
+    oldest = ".".join(str(p) for p in (*_min_python(), 0, 0)[:3])
+    too_new = []
+    for line in (ROOT / "requirements-lock.txt").read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^([A-Za-z0-9_.-]+)==([^\s;#]+)", line)
+        if not match:
+            continue
+        try:
+            meta = importlib.metadata.metadata(match[1])
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if meta["Version"].split("+")[0] != match[2].split("+")[0] or not meta["Requires-Python"]:
+            continue
+        if oldest not in SpecifierSet(meta["Requires-Python"]):
+            too_new.append(f"{match[1]}=={match[2]} (Requires-Python {meta['Requires-Python']})")
+    assert not too_new, f"requires-python admits {oldest} but the lock pins {too_new}"
+
+
+def test_python_version_claims_agree_with_pyproject():
+    version = _min_python()
+    dotted = ".".join(map(str, version))
+    assert f"Python {dotted} or newer" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"Python {dotted} или новее" in (ROOT / "README.ru.md").read_text(encoding="utf-8")
+    assert f"sys.version_info < {version}" in (ROOT / "Makefile").read_text(encoding="utf-8")
