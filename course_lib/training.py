@@ -320,9 +320,20 @@ class MemoryTransformerTrainer:
         return w_reg * mse + w_dir * nll + w_pos * util, {"mse": mse, "nll": nll}
 
     def _forward(self, xb: torch.Tensor, as_of: np.ndarray | None, memory: Any = None) -> dict:
-        mem = memory if memory is not None else self.memory
-        if not self.uses_memory or mem is None:
+        """The model on ``xb``, with the memory when the config uses one.
+
+        A memory model without a memory is refused rather than silently run local-only: its predictions
+        would come from a network trained to lean on neighbours it no longer gets.
+        """
+        if not self.uses_memory:
             return self.model(xb)
+        mem = memory if memory is not None else self.memory
+        if mem is None:
+            raise RuntimeError(
+                "this trainer's model has use_memory=True but no memory has been built: call fit() or "
+                "build_memory(train_windows) first (a checkpoint saved before fit() has no memory: re-save it "
+                "after fit()). For the local path alone, use MemoryTransformerConfig(use_memory=False)."
+            )
         return self.model(xb, memory=mem, as_of=as_of)
 
     def _lr_at(self, step: int, total: int) -> float:

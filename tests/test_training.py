@@ -385,3 +385,20 @@ def test_every_path_runs_on_cuda(splits, tmp_path):
     online = MemoryTransformerTrainer(mcfg(), tcfg(device="cuda", epochs=1, predict_memory="online"))
     online.fit(splits.train, splits.val)
     assert online.predict(splits.test)["pred_return"].notna().all()
+
+
+def test_a_memory_model_without_memory_is_refused(splits, tmp_path):
+    """predict/evaluate before fit() (or from a checkpoint saved without memory) once ran local-only silently."""
+    trainer = MemoryTransformerTrainer(mcfg(), tcfg())
+    for call in (trainer.predict, trainer.evaluate):
+        with pytest.raises(RuntimeError, match=r"call fit\(\) or build_memory"):
+            call(splits.test)
+    trainer.save(tmp_path / "early")  # saved before fit: no memory.npz
+    loaded = MemoryTransformerTrainer.load(tmp_path / "early")
+    with pytest.raises(RuntimeError, match="no memory has been built"):
+        loaded.predict(splits.test)
+    trainer.set_target_stats(np.asarray(splits.train.y))
+    trainer.build_memory(splits.train)
+    assert trainer.predict(splits.test)["memory_return"].notna().all()
+    local = MemoryTransformerTrainer(mcfg(use_memory=False), tcfg())
+    assert local.predict(splits.test)["pred_return"].notna().all()  # no memory needed
