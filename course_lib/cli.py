@@ -32,6 +32,8 @@ __all__ = ["build_parser", "main"]
 
 RUN_FILE = "course_run.json"
 RUN_VERSION = 1
+#: Copy of downloaded (``--symbols``) training data inside a checkpoint, so backtests reuse the same bars.
+PRICES_FILE = "prices.csv"
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -65,7 +67,8 @@ def _load_data(args: argparse.Namespace) -> tuple[pd.DataFrame, dict]:
         if len(names) != 1:
             raise CliError(f"train/backtest/similar work on one series; got {names}. Pass a single symbol.")
         df = _fetch_one(args.source, names[0], args.interval, args.start_data, args.end_data)
-        source = {"kind": args.source, "symbol": names[0], "interval": args.interval}
+        source = {"kind": args.source, "symbol": names[0], "interval": args.interval,
+                  "start_data": args.start_data, "end_data": args.end_data}  # fmt: skip
     else:
         df = load_sample("sp500")
         source = {"kind": "sample", "name": "sp500"}
@@ -80,15 +83,33 @@ def _fetch_one(source: str, symbol: str, interval: str | None, start, end) -> pd
     return load_bybit(symbol, interval=interval or "60", start=start, end=end)[symbol]
 
 
-def _load_source(source: dict) -> pd.DataFrame:
+def _load_source(source: dict, model_dir: Path) -> pd.DataFrame:
+    """The prices a checkpoint was trained on, as ``train`` recorded them in its run file.
+
+    Downloaded data (``--symbols``) is reloaded from the copy ``train`` saved in the checkpoint folder
+    (:data:`PRICES_FILE`), not fetched again: an open-ended download asks the network and returns more (or
+    other) bars each time, so a backtest would silently run on data the model was not trained with.
+    """
     if source.get("kind") == "csv":
         return load_csv(source["path"])
     if source.get("kind") == "sample":
         return load_sample(source.get("name", "sp500"))
-    return _fetch_one(source["kind"], source["symbol"], source.get("interval"), None, None)
+    if source.get("file"):
+        path = model_dir / source["file"]
+        if not path.exists():
+            raise CliError(f"{path} is missing: it holds the bars {model_dir} was trained on. Re-train, or "
+                           "pass the data explicitly with --data/--symbols.")  # fmt: skip
+        return load_csv(path)
+    # a run file from before the prices were saved: fetch the recorded range again (may differ)
+    print(f"warning: {model_dir} does not hold a copy of its training data; fetching "
+          f"{source.get('symbol')} again, which may return other bars than training saw.", file=sys.stderr)  # fmt: skip
+    return _fetch_one(source["kind"], source["symbol"], source.get("interval"), source.get("start_data"),
+                      source.get("end_data"))  # fmt: skip
 
 
 def _slice(df: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp | None) -> pd.DataFrame:
+    if len(df) == 0:
+        raise CliError("the data has no bars; check the file or the --start-data/--end-data range.")
     out = df.loc[start:end] if (start is not None or end is not None) else df
     if len(out) == 0:
         raise CliError(f"no bars between {start} and {end}; the data covers {df.index[0]} .. {df.index[-1]}.")
@@ -133,8 +154,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import MemoryTransformerTrainer, TrainerConfig
     from .windows import prepare_dataset
 
-    df, source = _load_data(args)
-    df = _slice(df, _date(args.start, "--start"), _date(args.end, "--end"))
+    raw, source = _load_data(args)
+    df = _slice(raw, _date(args.start, "--start"), _date(args.end, "--end"))
     ds = prepare_dataset(df, seq_len=args.seq_len, horizon=args.horizon, train_frac=args.train_frac,
                          val_frac=args.val_frac)  # fmt: skip
     mcfg = MemoryTransformerConfig(
@@ -154,6 +175,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer.save(out)
     from .utils import atomic_path
 
+    if source["kind"] not in ("csv", "sample"):  # downloaded: keep the exact bars (see _load_source)
+        with atomic_path(out / PRICES_FILE, ".csv") as tmp:
+            raw.to_csv(tmp)
+        source = {**source, "file": PRICES_FILE}
     run = {
         "format": "course_lib.cli.run",
         "version": RUN_VERSION,
@@ -216,7 +241,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     run = _read_run(model_dir)
     trainer = MemoryTransformerTrainer.load(model_dir, device=args.device)
     same_data = not (args.data or args.symbols)
-    df = _load_source(run["data"]) if same_data else _load_data(args)[0]
+    df = _load_source(run["data"], model_dir) if same_data else _load_data(args)[0]
     windows = _model_windows(trainer, run, df)
     start = _date(args.start, "--start")
     if start is None:
@@ -277,7 +302,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     if run is not None and not (args.data or args.symbols):
         # like `backtest`: a checkpoint searches the data it was trained on unless told otherwise (the
         # bundled S&P sample would silently answer a question about another market)
-        df = _load_source(run["data"])
+        df = _load_source(run["data"], Path(args.model))
     else:
         df, _ = _load_data(args)
     when = _date(args.date, "--date")

@@ -149,3 +149,30 @@ def test_fetch_writes_csvs_that_load_csv_reads(tmp_path, monkeypatch, capsys):
     back = load_csv(out / "SPY_1d.csv")
     assert len(back) == 50 and "SPY: 50 bars" in capsys.readouterr().out
     assert main(["fetch", "--symbols", " , "]) == 2
+
+
+def test_symbols_run_is_reproduced_from_the_checkpoint(tmp_path, monkeypatch, capsys):
+    """backtest/similar of a --symbols run reuse the bars training saw, without fetching again."""
+    import course_lib.live as live
+    from course_lib import load_sample
+
+    sample = load_sample("sp500")
+    calls = []
+
+    def fake_yfinance(symbols, start, end, interval="1d", refresh=False, **_):
+        calls.append((symbols, start, end, interval))
+        # a later download of an open-ended range returns more bars than the first one did
+        return {s: sample.loc["2016-01-01":] if len(calls) == 1 else sample for s in [symbols]}
+
+    monkeypatch.setattr(live, "load_yfinance", fake_yfinance)
+    ck = tmp_path / "spy"
+    assert main(["train", "--symbols", "SPY", "--start-data", "2016-01-01", *TINY, "--out", str(ck)]) == 0
+    assert len(calls) == 1
+    assert (ck / "prices.csv").exists()
+    assert main(["backtest", "--model", str(ck), "--no-plot"]) == 0
+    assert main(["similar", "--model", str(ck), "--date", "2018-06-01", "--top", "2"]) == 0
+    assert len(calls) == 1  # no second download
+    run = __import__("json").loads((ck / "course_run.json").read_text())
+    assert run["data"]["start_data"] == "2016-01-01" and run["data"]["file"] == "prices.csv"
+    out = capsys.readouterr().out
+    assert f"backtest {run['test_start']} .. 2018-12-28 00:00:00 (72 decisions" in out
