@@ -54,6 +54,8 @@ _ADJ_SPREAD_WARN = 0.01
 _NA_VALUES = ["null", "NaN", "nan", ""]
 # d/m/Y or m/d/Y with "/", "." or "-", optionally followed by a time of day H:M[:S[.fraction]].
 _DMY = re.compile(r"(\d{1,2})([/.-])(\d{1,2})\2(\d{4})(?:([ T])(\d{1,2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?)?")
+# A time of day on its own (H:M[:S[.fraction]]), as in files that split Date and Time into two columns.
+_CLOCK = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?")
 _COLUMN_ALIASES = {
     "o": "open",
     "h": "high",
@@ -393,6 +395,21 @@ def _outside_range(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return (o > h + tol) | (o < lo - tol), (c > h + tol) | (c < lo - tol)
 
 
+def _date_and_clock(raw: pd.DataFrame) -> pd.Series | None:
+    """``date + " " + time`` when the file splits the timestamp into a Date and a Time-of-day column.
+
+    MetaTrader and many broker exports write ``Date,Time,Open,...`` with ``Time`` like ``09:30``; reading
+    ``Time`` alone would put every bar on today's date. None when the columns are not of that shape.
+    """
+    if "date" not in raw.columns or "time" not in raw.columns:
+        return None
+    clock = raw["time"].astype(str).str.strip()
+    present = raw["time"].notna().to_numpy()
+    if not present.any() or not clock[present].str.fullmatch(_CLOCK.pattern).all():
+        return None
+    return (raw["date"].astype(str).str.strip() + " " + clock).where(raw["time"].notna() & raw["date"].notna())
+
+
 def _check_ohlc_range(frame: pd.DataFrame, rows: np.ndarray | None, where: str) -> None:
     """Raise if an open or close lies outside [low, high] by more than a relative ``_RANGE_TOLERANCE``.
 
@@ -457,8 +474,11 @@ def load_csv(
 
     Column names are matched case-insensitively (``Adj Close`` -> ``adj_close``); the time column is the
     first of ``time/date/datetime/timestamp/startTime/start/...`` or, failing that, an unnamed first column
-    (a saved index). An unnamed first column next to a real time column (``df.reset_index().to_csv()``) is
-    a saved integer index and is ignored. The three-line header yfinance >= 0.2.48 writes
+    (a saved index). A ``Date`` column next to a ``Time`` column holding only times of day (``09:30``:
+    MetaTrader and broker exports) is combined into one timestamp, ``Date + " " + Time`` (a documented
+    repair: ``Time`` alone would put every bar on today's date); times of day with no date are an error.
+    An unnamed first column next to a real time column (``df.reset_index().to_csv()``) is a saved integer
+    index and is ignored. The three-line header yfinance >= 0.2.48 writes
     (``Price,...`` / ``Ticker,...`` / ``Date,,,``) is recognised; ``symbol`` picks one ticker from a file
     holding several. Epoch numbers are read in s/ms/us/ns by magnitude (fractions kept); timezone-aware
     times become naive UTC.
@@ -548,7 +568,16 @@ def load_csv(
         raise DataError(f"{where}: every row is empty.")
 
     data_rows = frame.index.to_numpy() + 1  # 1-based data row numbers in the file, for messages
-    frame.index, date_hint = _parse_time(raw[tcol].reset_index(drop=True), where, dayfirst)
+    stamps = _date_and_clock(raw) if time_column is None else None
+    if stamps is None:
+        stamps = raw[tcol]
+        clock = stamps.dropna().astype(str).str.strip()
+        if len(clock) and clock.str.fullmatch(_CLOCK.pattern).all():
+            raise DataError(
+                f"{where}: the time column {tcol!r} holds only times of day (e.g. {clock.iloc[0]!r}) and no date. "
+                "Add a Date column (it is combined with Time) or write full timestamps like 2024-01-31 09:30."
+            )
+    frame.index, date_hint = _parse_time(stamps.reset_index(drop=True), where, dayfirst)
     frame.index.name = "time"
     idx = frame.index
     if len(idx) > 1 and idx.is_monotonic_decreasing and not idx.has_duplicates:

@@ -520,3 +520,35 @@ def test_open_or_close_range_check_tolerates_rounding_and_names_file_row(tmp_pat
     bad = HEADER + "2024-01-04,1,2,0.5,1.5,3\n2024-01-03,,,,,\n2024-01-02,1,2,0.5,3,3\n"
     with pytest.raises(DataError, match=r"close outside .* 2024-01-02 .*data row 3"):
         load_csv(write(tmp_path, bad, name="bad.csv"))
+
+
+# ------------------------------------------------------------------------------- separate Date and Time
+
+
+@pytest.mark.parametrize(
+    "header, rows",
+    [
+        ("Date,Time,Open,High,Low,Close,Volume", ["2024-01-02,09:30,10,11,9,10.5,100", "2024-01-02,09:35,10.5,11,10,10.8,50",
+                                                   "2024-01-03,09:30,10.8,11.2,10.1,11,70"]),
+        ("<DATE>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>", ["01/02/2024,09:30:00,10,11,9,10.5,100",
+                                                            "01/02/2024,09:35:00,10.5,11,10,10.8,50",
+                                                            "01/03/2024,09:30:00,10.8,11.2,10.1,11,70"]),
+    ],
+)  # fmt: skip
+def test_separate_date_and_time_columns_are_combined(tmp_path, header, rows):
+    df = load_csv(write(tmp_path, header + "\n" + "\n".join(rows) + "\n"))
+    assert_course_shape(df)
+    expected = pd.DatetimeIndex(["2024-01-02 09:30", "2024-01-02 09:35", "2024-01-03 09:30"], name="time")
+    assert df.index.equals(expected)
+
+
+def test_times_of_day_without_a_date_are_an_error(tmp_path):
+    text = "Time,Open,High,Low,Close,Volume\n09:30,10,11,9,10.5,100\n09:35,10.5,11,10,10.8,50\n"
+    with pytest.raises(DataError, match="only times of day"):
+        load_csv(write(tmp_path, text))
+
+
+def test_date_with_full_timestamps_in_time_column_still_uses_time(tmp_path):
+    text = HEADER.replace("time,", "date,time,") + "2024-01-01,2024-01-02 09:30,10,11,9,10.5,100\n2024-01-01,2024-01-02 09:35,10.5,11,10,10.8,50\n"
+    df = load_csv(write(tmp_path, text))
+    assert df.index[0] == pd.Timestamp("2024-01-02 09:30")
