@@ -299,7 +299,8 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from .windows import FeatureScaler, make_windows
 
     run = _read_run(Path(args.model)) if args.model else None
-    if run is not None and not (args.data or args.symbols):
+    same_data = not (args.data or args.symbols)
+    if run is not None and same_data:
         # like `backtest`: a checkpoint searches the data it was trained on unless told otherwise (the
         # bundled S&P sample would silently answer a question about another market)
         df = _load_source(run["data"], Path(args.model))
@@ -311,7 +312,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     if pos < 0:
         raise CliError(f"--date {when.date()} is before the data starts ({idx[0]}).")
     t = idx[pos]
-    close = df["close"]
+    ref = df  # the bars the neighbours were cut from: what followed them is read from these closes
     if run is not None:
         from .training import MemoryTransformerTrainer
 
@@ -323,6 +324,12 @@ def cmd_similar(args: argparse.Namespace) -> int:
         table = trainer.neighbours(windows.subset(np.array([len(windows) - 1])), top=args.top + args.min_gap)
         table = table.rename(columns={"weight": "similarity"})  # attention weight, shown as "attention"
         method = f"the model's memory ({model_dir})"
+        if not same_data:
+            # the memory holds windows of the checkpoint's own data, not of --data: their outcomes must
+            # come from those bars (the query's closes at the same dates belong to another series)
+            ref = _load_source(run["data"], model_dir)
+            method += f", neighbours from its training data ({_describe(run['data'])})"
+        _check_memory_outcomes(table, ref["close"], int(run["horizon"]), model_dir)
     else:
         feats = compute_features(df.loc[:t])
         if len(feats) < args.seq_len + 10:
@@ -338,15 +345,17 @@ def cmd_similar(args: argparse.Namespace) -> int:
         table = knn.similar(query, top=knn.k)
         method = f"kNN on the last {knn.lookback} bars of scaled features"
     # windows that end a few bars before the query overlap it: they are "similar" by construction
-    gap = pos - idx.get_indexer(pd.DatetimeIndex(table["neighbour_time"]))
-    table = table[gap > args.min_gap].head(args.top).copy()
+    ref_idx, close = ref.index, ref["close"]
+    ref_pos = int(ref_idx.searchsorted(t, side="right")) - 1
+    table = table.assign(npos=_positions_of(ref_idx, table["neighbour_time"]))
+    table = table[ref_pos - table["npos"] > args.min_gap].head(args.top).copy()
     table["rank"] = np.arange(1, len(table) + 1)
     if table.empty:
         raise CliError(f"no past window with a known outcome before {t}; pick a later --date.")
     rows = []
     horizons = (1, 5, 20)
     for _, row in table.iterrows():
-        npos = int(idx.get_loc(row["neighbour_time"]))
+        npos = int(row["npos"])
         rec = {
             "rank": int(row["rank"]),
             "date": row["neighbour_time"],
@@ -354,7 +363,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
         }
         for h in horizons:
             later = npos + h
-            known = later < len(idx) and idx[later] <= t
+            known = later < len(ref_idx) and ref_idx[later] <= t
             rec[f"next_{h}_bars_%"] = (
                 round(100 * (close.iloc[later] / close.iloc[npos] - 1), 2) if known else np.nan
             )
@@ -364,11 +373,43 @@ def cmd_similar(args: argparse.Namespace) -> int:
         out = out.rename(columns={"similarity": "attention"})
     print(f"Most similar past moments to {t} ({method}); what followed each (known by {t}):")
     _print_table(out)
-    future = {h: close.iloc[pos + h] / close.iloc[pos] - 1 for h in horizons if pos + h < len(idx)}
+    query_close = df["close"]
+    future = {h: query_close.iloc[pos + h] / query_close.iloc[pos] - 1 for h in horizons if pos + h < len(idx)}
     if future:
         print("what actually followed " + str(t) + " (hindsight, not used above): "
               + ", ".join(f"{h} bars {100 * v:+.2f}%" for h, v in future.items()))  # fmt: skip
     return 0
+
+
+def _describe(source: dict) -> str:
+    return str(source.get("path") or source.get("name") or source.get("symbol") or source.get("kind"))
+
+
+def _positions_of(index: pd.DatetimeIndex, times) -> np.ndarray:
+    """Row numbers of ``times`` in ``index``; a CliError (not a KeyError) if one is missing."""
+    found = index.get_indexer(pd.DatetimeIndex(times))
+    if (found < 0).any():
+        missing = pd.DatetimeIndex(times)[found < 0][0]
+        raise CliError(f"neighbour window ending {missing} is not in the data it came from; was the data "
+                       "file changed after training? Re-train the checkpoint.")  # fmt: skip
+    return found
+
+
+def _check_memory_outcomes(table: pd.DataFrame, close: pd.Series, horizon: int, model_dir: Path) -> None:
+    """Refuse to print outcomes read from bars other than those the memory was built from.
+
+    Each memory entry stores its own label, log(close[t+h] / close[t]); if the data reloaded for the
+    checkpoint gives other values (the CSV was edited or replaced since training), the table would be
+    silently wrong.
+    """
+    npos = _positions_of(close.index, table["neighbour_time"])
+    later = npos + horizon
+    ok = later < len(close)
+    logc = np.log(close.to_numpy(dtype=float))
+    recomputed = logc[later[ok]] - logc[npos[ok]]
+    if not np.allclose(recomputed, table["neighbour_return"].to_numpy(dtype=float)[ok], rtol=1e-4, atol=1e-6):
+        raise CliError(f"the outcomes stored in {model_dir}'s memory do not match the closes of its data "
+                       "source: the data changed after training. Re-train the checkpoint on the current data.")  # fmt: skip
 
 
 def _unlabelled_last(trainer, run: dict, df: pd.DataFrame):

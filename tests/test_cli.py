@@ -176,3 +176,47 @@ def test_symbols_run_is_reproduced_from_the_checkpoint(tmp_path, monkeypatch, ca
     assert run["data"]["start_data"] == "2016-01-01" and run["data"]["file"] == "prices.csv"
     out = capsys.readouterr().out
     assert f"backtest {run['test_start']} .. 2018-12-28 00:00:00 (72 decisions" in out
+
+
+def test_similar_with_model_and_other_data_reads_outcomes_from_the_models_data(intraday_csv, tmp_path, capsys):
+    """Neighbours come from the checkpoint's memory, so "what followed" uses the checkpoint's closes."""
+    from course_lib import load_csv
+
+    ck = tmp_path / "btc"
+    assert main(["train", "--data", str(intraday_csv), *TINY, "--out", str(ck)]) == 0
+    trained = load_csv(intraday_csv)
+    other = trained.copy()  # same timestamps, another market: prices follow a different path
+    rng = np.random.default_rng(7)
+    other[["open", "high", "low", "close"]] *= np.exp(np.cumsum(rng.normal(0, 0.01, len(other))))[:, None]
+    other_csv = tmp_path / "other.csv"
+    other.to_csv(other_csv)
+    capsys.readouterr()
+    assert main(["similar", "--model", str(ck), "--data", str(other_csv), "--date", "2024-03-20 12:00",
+                 "--top", "3"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "neighbours from its training data" in out
+    rows = [line.split() for line in out.splitlines() if line[:1] in "123" and line[1:2] == " "]
+    assert len(rows) == 3
+    close = trained["close"]
+    for row in rows:
+        when = pd.Timestamp(row[1] + " " + row[2])
+        i = close.index.get_loc(when)
+        assert float(row[4]) == pytest.approx(100 * (close.iloc[i + 1] / close.iloc[i] - 1), abs=0.006)
+
+
+def test_similar_refuses_a_memory_whose_data_changed(intraday_csv, tmp_path, capsys):
+    import json
+    import shutil
+
+    from course_lib import load_csv
+
+    csv = tmp_path / "btc.csv"
+    shutil.copy(intraday_csv, csv)
+    ck = tmp_path / "btc"
+    assert main(["train", "--data", str(csv), *TINY, "--out", str(ck)]) == 0
+    edited = load_csv(csv)
+    edited[["open", "high", "low", "close"]] *= np.linspace(1, 1.5, len(edited))[:, None]
+    edited.to_csv(csv)
+    assert main(["similar", "--model", str(ck), "--date", "2024-03-20 12:00", "--top", "3"]) == 2
+    assert "changed after training" in capsys.readouterr().err
+    assert json.loads((ck / "course_run.json").read_text())["data"]["kind"] == "csv"
