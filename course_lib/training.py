@@ -142,6 +142,22 @@ def information_coefficient(pred: np.ndarray, y: np.ndarray) -> float:
     return float(pred[ok].rank().corr(y[ok].rank()))
 
 
+def _train_metrics(preds: list[torch.Tensor], signals: list[torch.Tensor], y: np.ndarray) -> dict[str, float]:
+    """An epoch's training-batch predictions scored like validation (see :meth:`MemoryTransformerTrainer.evaluate`).
+
+    ``preds``/``signals``: per-batch return forecasts and ``p_up - p_down`` in the order the batches ran; ``y``
+    the labels in that same order.
+    """
+    pred = torch.cat(preds).cpu().numpy().astype(np.float64)
+    signal = torch.cat(signals).cpu().numpy()
+    return {
+        "train_mse": float(np.mean((pred - y) ** 2)),
+        "train_mae": float(np.mean(np.abs(pred - y))),
+        "train_direction_accuracy": direction_accuracy(signal, y),
+        "train_ic": information_coefficient(pred, y),
+    }
+
+
 def _native_bf16() -> bool:
     """True when the current CUDA GPU computes bfloat16 in hardware (Ampere and newer).
 
@@ -361,8 +377,11 @@ class MemoryTransformerTrainer:
     def fit(self, train: WindowSet, val: WindowSet | None = None) -> pd.DataFrame:
         """Train on ``train`` (which also becomes the memory), early-stop on ``val``; returns the history.
 
-        One row per epoch: ``epoch, lr, train_loss, train_direction_accuracy, val_loss, val_mse, val_mae,
-        val_direction_accuracy, val_ic, gate, blend, seconds, samples_per_s``.
+        One row per epoch: ``epoch, lr, train_loss, train_mse, train_mae, train_direction_accuracy, train_ic,
+        val_loss, val_mse, val_mae, val_direction_accuracy, val_ic, val_gate, val_blend, seconds,
+        samples_per_s``. The ``train_`` metrics score the predictions each batch made while it was trained
+        on (dropout on, weights moving through the epoch), with the same definitions as validation's: MSE/MAE
+        in return units, direction accuracy on non-zero labels, rank IC.
         """
         from tqdm.auto import tqdm
 
@@ -398,7 +417,7 @@ class MemoryTransformerTrainer:
                 t0 = time.perf_counter()
                 self.model.train()
                 perm = torch.randperm(n, generator=gen).numpy()
-                tot_loss, hits, count = 0.0, 0, 0
+                tot_loss, preds, signals = 0.0, [], []
                 for i in range(0, n, cfg.batch_size):
                     idx = perm[i : i + cfg.batch_size]
                     for g in opt.param_groups:
@@ -416,17 +435,15 @@ class MemoryTransformerTrainer:
                     grad_scaler.update()
                     step += 1
                     tot_loss += float(loss.detach()) * len(idx)
-                    sig = (out["probs"][:, 2] - out["probs"][:, 0]).detach()
-                    hits += int(((sig > 0) == (yb > 0)).sum())
-                    count += len(idx)
+                    # kept on the device, fetched once per epoch: logging must not add a sync per step
+                    preds.append(out["pred_return"].detach().float())
+                    signals.append((out["probs"][:, 2] - out["probs"][:, 0]).detach().float())
                 if self.uses_memory and cfg.refresh_keys and epoch % max(1, cfg.refresh_every) == 0:
                     # re-key the memory with this epoch's weights: validation and the next epoch both use them
                     self.refresh_memory_keys()
                 seconds = time.perf_counter() - t0
-                row = {
-                    "epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": tot_loss / n,
-                    "train_direction_accuracy": hits / max(count, 1),
-                }
+                row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_loss": tot_loss / n,
+                       **_train_metrics(preds, signals, y_train[perm])}
                 if val is not None and len(val):
                     row.update({f"val_{k}": v for k, v in self.evaluate(val).items()})
                 row["seconds"], row["samples_per_s"] = seconds, n / seconds

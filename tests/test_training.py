@@ -117,7 +117,8 @@ def test_training_and_prediction_never_retrieve_unresolved_entries(splits):
 def test_predict_frame_follows_the_contract(splits):
     trainer = MemoryTransformerTrainer(mcfg(), tcfg(epochs=1))
     hist = trainer.fit(splits.train, splits.val)
-    for col in ["train_loss", "val_loss", "val_mse", "val_mae", "val_direction_accuracy", "val_ic", "lr"]:
+    for col in ["train_loss", "train_mse", "train_mae", "train_direction_accuracy", "train_ic", "val_loss", "val_mse",
+                "val_mae", "val_direction_accuracy", "val_ic", "lr"]:
         assert col in hist.columns
     pred = trainer.predict(splits.test)
     # every contract column is there, in the documented order (other columns may sit in between)
@@ -402,3 +403,36 @@ def test_a_memory_model_without_memory_is_refused(splits, tmp_path):
     assert trainer.predict(splits.test)["memory_return"].notna().all()
     local = MemoryTransformerTrainer(mcfg(use_memory=False), tcfg())
     assert local.predict(splits.test)["pred_return"].notna().all()  # no memory needed
+
+
+def test_train_metrics_score_the_batches_predictions_like_validation(splits, monkeypatch):
+    """train_mse/mae/ic come from the batches' own forecasts, and train accuracy drops zero labels as
+    direction_accuracy does (it once counted a zero label as a hit whenever p_up <= p_down)."""
+    y = np.asarray(splits.train.y, dtype=np.float64).copy()
+    y[::3] = 0.0  # many zero labels: no direction to get right
+    train = replace(splits.train, y=y)
+    trainer = MemoryTransformerTrainer(mcfg(use_memory=False), tcfg(epochs=1))
+    row_of = {int(t): i for i, t in enumerate(train.end_time_ns())}
+    seen = []
+    real_forward = trainer._forward
+
+    def spy(xb, as_of, memory=None):
+        out = real_forward(xb, as_of, memory)
+        if trainer.model.training:
+            sig = (out["probs"][:, 2] - out["probs"][:, 0]).detach().numpy()
+            seen.append((np.array([row_of[int(t)] for t in as_of]), out["pred_return"].detach().numpy(), sig))
+        return out
+
+    monkeypatch.setattr(trainer, "_forward", spy)
+    row = trainer.fit(train, splits.val).iloc[0]
+    rows = np.concatenate([r for r, _, _ in seen])
+    pred = np.concatenate([p for _, p, _ in seen]).astype(np.float64)
+    sig = np.concatenate([s for _, _, s in seen])
+    assert sorted(rows) == list(range(len(train)))
+    yy = y[rows]
+    assert row["train_direction_accuracy"] == pytest.approx(direction_accuracy(sig, yy), abs=1e-12)
+    old_rule = np.mean((sig > 0) == (yy > 0))  # zero labels counted as hits when sig <= 0
+    assert row["train_direction_accuracy"] != pytest.approx(old_rule, abs=1e-6)
+    assert row["train_mse"] == pytest.approx(np.mean((pred - yy) ** 2), rel=1e-6)
+    assert row["train_mae"] == pytest.approx(np.mean(np.abs(pred - yy)), rel=1e-6)
+    assert row["train_ic"] == pytest.approx(information_coefficient(pred, yy), abs=1e-9)
