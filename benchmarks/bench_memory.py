@@ -4,6 +4,7 @@ Prints tables (medians); never asserts on time. ``--quick`` is a smoke run (smal
 
     python benchmarks/bench_memory.py            # full run (several minutes on 2 CPU cores)
     python benchmarks/bench_memory.py --quick
+    python benchmarks/bench_memory.py --sections add     # add throughput only (every eviction policy)
 
 Data: keys are PCA embeddings (d=64) of windows of the bundled S&P 500 data (course_lib.WindowEmbedder,
 fitted on the training period). The data has ~4,900 windows, so the larger memories are made of those
@@ -27,6 +28,7 @@ from course_lib.memory import ExternalMemoryBank, MemoryConfig, WindowEmbedder, 
 from course_lib.memory.backends import faiss_blas_threshold
 
 K, D = 32, 64
+SECTIONS = ("add", "search", "ann", "int8")
 
 
 def timeit(fn, reps: int) -> float:
@@ -116,12 +118,31 @@ def bench_add(keys: np.ndarray, m: int) -> None:
             ref.add(keys[s:s + batch])
         dt = time.perf_counter() - t0
         print(f"{'reference: loop per row + rebuild per add':<44}{batch:>8}{dt / n_rows * 1e6:>12.2f}{dt:>10.2f}")
-    bank = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m // 2))
-    t0 = time.perf_counter()
-    for s in range(0, m, 256):
-        bank.add(keys[s:s + 256], timestamp=ts[s:s + 256], available_at=ts[s:s + 256] + 1)
-    dt = time.perf_counter() - t0
-    print(f"{'ExternalMemoryBank.add, wrapping (cap=M/2)':<44}{256:>8}{dt / m * 1e6:>12.2f}{dt:>10.2f}")
+    bench_evicting_add(keys, m)
+
+
+def bench_evicting_add(keys: np.ndarray, m: int) -> None:
+    """Adds into a *full* memory, so every row evicts one, for each eviction policy (lru and importance
+    choose victims in blocks: one O(M) selection per capacity//64 rows, see course_lib/memory/eviction)."""
+    print(f"\n## add throughput into a full memory (each row evicts one), M={m:,}, d={D} (microseconds per vector)")
+    print(f"{'eviction':<12}{'batch':>8}{'us/vector':>12}{'rows':>10}{'total s':>10}")
+    rng = np.random.default_rng(0)
+    ts = np.arange(2 * m, dtype=np.int64)
+    prio = np.abs(rng.normal(size=2 * m)).astype(np.float32)  # e.g. |future return|
+    new = keys[:m][::-1].copy()
+    for policy in ("fifo", "lru", "importance"):
+        for batch in (1, 256, 4096):
+            bank = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m, eviction=policy))
+            bank.add(keys[:m], timestamp=ts[:m], available_at=ts[:m] + 1, importance=prio[:m])
+            bank.search(keys[:64], k=K)  # some entries retrieved (drives lru)
+            n_rows = min(m, 20_000) if batch == 1 else m
+            t0 = time.perf_counter()
+            for s in range(0, n_rows, batch):
+                e = min(s + batch, n_rows)
+                bank.add(new[s:e], timestamp=ts[m + s:m + e], available_at=ts[m + s:m + e] + 1,
+                         importance=prio[m + s:m + e])
+            dt = time.perf_counter() - t0
+            print(f"{policy:<12}{batch:>8}{dt / n_rows * 1e6:>12.2f}{n_rows:>10,}{dt:>10.2f}")
 
 
 def bench_search(keys, queries, sizes, batches, ann_params, with_hnsw: bool = True) -> dict:
@@ -259,22 +280,33 @@ def bench_int8(keys, queries) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every section")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
     args = p.parse_args(argv)
+    sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown section(s) {sorted(unknown)}; choose from {','.join(SECTIONS)}")
     print(f"# bench_memory  python {platform.python_version()}  torch {torch.__version__}  faiss {faiss.__version__}"
           f"  numpy {np.__version__}  cores {torch.get_num_threads()}")
     if args.quick:
         sizes, batches, m_add, m_ann = [2_000, 10_000], [1, 64, 512], 10_000, 10_000
     else:
         sizes, batches, m_add, m_ann = [10_000, 100_000, 1_000_000], [1, 256, 4096], 100_000, 1_000_000
-    keys, queries = embeddings(max(sizes), max(batches))
-    bench_add(keys, m_add)
-    ann = {"hnsw": {"hnsw_m": 16, "hnsw_ef_construction": 40, "hnsw_ef_search": 64}, "ivf": {"ivf_nprobe": 8}}
-    search_sizes = sizes if args.quick else sizes[:2]  # the 1e6 row is measured below, with ANN settings
-    bench_search(keys, queries, search_sizes, batches, ann)
-    if not args.quick:
-        bench_search(keys, queries, sizes[2:], batches, ann, with_hnsw=False)
-    bench_ann_settings(keys, queries, m_ann, 256, nprobes=(4, 8, 16), efs=(32, 64, 128))
-    bench_int8(keys, queries)
+    need = max(sizes) if set(sections) - {"add"} else m_add
+    keys, queries = embeddings(need, max(batches))
+    if "add" in sections:
+        bench_add(keys, m_add)
+    if "search" in sections:
+        ann = {"hnsw": {"hnsw_m": 16, "hnsw_ef_construction": 40, "hnsw_ef_search": 64}, "ivf": {"ivf_nprobe": 8}}
+        search_sizes = sizes if args.quick else sizes[:2]  # the 1e6 row is measured below, with ANN settings
+        bench_search(keys, queries, search_sizes, batches, ann)
+        if not args.quick:
+            bench_search(keys, queries, sizes[2:], batches, ann, with_hnsw=False)
+    if "ann" in sections:
+        bench_ann_settings(keys, queries, m_ann, 256, nprobes=(4, 8, 16), efs=(32, 64, 128))
+    if "int8" in sections:
+        bench_int8(keys, queries)
 
 
 if __name__ == "__main__":

@@ -246,3 +246,45 @@ def test_outcome_like_fields_need_available_at(field):
     bank.add(np.eye(2), timestamp=[1, 2], symbol=["A", "B"])  # identifiers are known at t
     bank.add(np.eye(2), timestamp=[3, 4], available_at=[3, 4], **{field: [1.0, 2.0]})  # an explicit declaration
     assert len(bank) == 4 and bank.metadata("available_at").tolist() == [1, 2, 3, 4]
+
+
+def test_lru_block_eviction_is_exact_and_amortised(monkeypatch):
+    """Victims are chosen in blocks (one O(M) pass per capacity//64 rows), yet every single add still
+    evicts exactly the least recently used entry present, also after queued victims were retrieved."""
+    from course_lib.memory import bank as bank_mod
+
+    calls = []
+    real = bank_mod.lru_order
+    monkeypatch.setattr(bank_mod, "lru_order", lambda *a: calls.append(1) or real(*a))
+    cap, rng = 640, np.random.default_rng(0)
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=8, capacity=cap, eviction="lru", backend="numpy"))
+    keys = rng.normal(size=(cap, 8))
+    for s in range(0, cap, 64):
+        bank.add(keys[s:s + 64], timestamp=np.arange(s, s + 64))
+    bank.search(keys[rng.integers(0, cap, 50)], k=3)
+    for step in range(120):
+        expect = np.lexsort((bank._insert_seq, bank._last_access))[0]
+        slot = bank.add(rng.normal(size=(1, 8)), timestamp=[cap + step])
+        assert slot.tolist() == [expect], step
+        if step % 7 == 0:  # retrieve the next queued victims: they must now survive
+            queued = bank._victims.slots[bank._victims.pos:bank._victims.pos + 2]
+            bank.search(bank.keys[queued], k=1)
+    assert len(calls) <= 120 // (cap // 64) + 15  # one selection per block, plus refills after skips
+
+
+def test_importance_block_eviction_takes_lowest_priority():
+    cap, rng = 640, np.random.default_rng(1)
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=4, capacity=cap, eviction="importance",
+                                           importance_sampling=False))
+    prio = rng.uniform(1, 2, cap).astype(np.float32)
+    bank.add(rng.normal(size=(cap, 4)), timestamp=np.arange(cap), available_at=np.arange(cap), importance=prio)
+    lowest = np.argsort(prio)[:40]
+    rescued = lowest[3]  # queued as a victim, then its priority rises: it must survive
+    evicted = []
+    for step in range(39):
+        evicted += bank.add(rng.normal(size=(1, 4)), timestamp=[cap + step], available_at=[cap + step],
+                            importance=[5.0]).tolist()
+        if step == 0:
+            bank.update_importance([rescued], 10.0)
+    assert set(evicted) == set(lowest.tolist()) - {rescued}
+    assert bank.metadata("importance")[rescued] == 10.0

@@ -28,7 +28,7 @@ import torch
 
 from . import backends as B
 from .config import MemoryConfig
-from .eviction import fifo_victims, importance_victims, lru_victims, sample_by_priority
+from .eviction import VictimQueue, fifo_victims, importance_order, lru_order, sample_by_priority, victim_block
 from .persistence import MemoryFileError, read_npz, write_npz
 
 __all__ = ["ExternalMemoryBank", "SearchResult", "to_ns"]
@@ -226,6 +226,7 @@ class ExternalMemoryBank:
         self._seq = 0
         self._clock = 0
         self._rng = np.random.default_rng(cfg.seed)
+        self._victims = VictimQueue()  # lru/importance: next eviction victims, chosen in blocks
         self._device = torch.device(cfg.device)
         self._dev_keys: torch.Tensor | None = None
         self._ann: B._FaissANN | None = None
@@ -439,6 +440,7 @@ class ExternalMemoryBank:
     def reset(self) -> None:
         """Forget every entry (the buffers are kept, so refilling allocates nothing)."""
         self._size = self._write_pos = self._seq = self._clock = 0
+        self._victims.clear()
         self._access_count[:] = 0
         self._last_access[:] = 0
         for name in list(self._meta):
@@ -710,11 +712,16 @@ class ExternalMemoryBank:
         if policy == "fifo":
             victims = fifo_victims(self._write_pos, cap, r)
             self._write_pos = int((self._write_pos + r) % cap)
-        elif policy == "lru":
-            victims = lru_victims(self._last_access[:size], self._insert_seq[:size], r)
+        elif policy == "lru":  # blocks of victims: the O(M) choice is shared by many adds (see eviction)
+            la, seq = self._last_access[:size], self._insert_seq[:size]
+            victims = self._victims.take(r, victim_block(cap, r), lambda c, ex: lru_order(la, seq, c, ex),
+                                         lambda s: la[s])
         else:
-            victims = importance_victims(self._meta["importance"][:size], r, self.config.importance_alpha,
-                                         self.config.importance_sampling, self._rng)
+            cfg, imp = self.config, self._meta["importance"][:size]
+            victims = self._victims.take(
+                r, victim_block(cap, r),
+                lambda c, ex: importance_order(imp, c, cfg.importance_alpha, cfg.importance_sampling, self._rng, ex),
+                lambda s: imp[s])
         self._size += fresh
         return np.concatenate([new, victims.astype(np.int64)])
 
