@@ -65,6 +65,7 @@ class MemoryTransformerConfig:
     Architecture: ``input_dim`` features per bar, windows of ``seq_len`` bars, width ``d_model``, ``n_heads``
     heads, ``n_layers`` encoder layers, feed-forward width ``d_ff``. ``dropout`` acts on residual branches;
     ``attn_dropout`` on attention weights (off by default: on CPU it forces PyTorch's slow attention kernel).
+    ``conv_kernel``: width of the centred token convolution, odd and >= 1 (see :class:`TokenEmbedding`).
 
     Memory: ``use_memory=False`` gives the same network with the memory path removed (the honest baseline).
     ``memory_layers`` lists the layers with kNN attention (negative indices count from the end; default: the
@@ -127,6 +128,11 @@ class MemoryTransformerConfig:
             )
         if self.retrieval not in ("window", "position"):
             problems.append(f"retrieval={self.retrieval!r} must be 'window' or 'position'")
+        if self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
+            problems.append(
+                f"conv_kernel={self.conv_kernel} must be odd and >= 1 (the convolution is centred: an even kernel "
+                f"would make seq_len + 1 tokens); use {max(1, self.conv_kernel - 1)} or {max(3, self.conv_kernel + 1)}"
+            )
         if self.n_layers < 1 or self.seq_len < 1 or self.input_dim < 1:
             problems.append("n_layers, seq_len and input_dim must be >= 1")
         if self.use_memory and not self.memory_layers:
@@ -257,7 +263,17 @@ def retrieve(memory: MemorySearch, queries: torch.Tensor, k: int, as_of: Any = N
 
 
 class TokenEmbedding(nn.Module):
-    """Conv1d over time mixes each bar with its neighbours inside the window (all <= t: no look-ahead)."""
+    """Conv1d over time mixes each bar with its neighbours inside the window.
+
+    The convolution is *centred* with zero padding: with ``conv_kernel = 2r + 1`` token ``s`` sees bars
+    ``s - r .. s + r`` of the window (default ``r = 1``: ``s - 1, s, s + 1``), zeros beyond either edge, and never
+    a bar after the window's last one. So a token can see a *later bar of the same window*, and that is not
+    look-ahead: everything downstream is dated at the window's end ``t`` (the heads read the last token;
+    memory searches use ``as_of = t`` for every query of the window, with ``retrieval="position"`` too), and
+    every bar of the window is known at ``t``. What this design rules out is a per-position *causal* reading
+    (token ``s`` as a forecast made at bar ``s``); a causal (left-padded) kernel would allow that, but would
+    change every trained number, so the centred one stays.
+    """
 
     def __init__(self, cfg: MemoryTransformerConfig):
         super().__init__()

@@ -206,3 +206,18 @@ def test_single_memory_layer_has_no_extra_query_projection():
     assert model.layers[-1].memory.q_proj.in_features == 8 and not model.layers[-1].own_query
     deep = MemoryAugmentedTransformer(tiny(memory_layers=(0, 1)))
     assert deep.layers[0].memory.q_proj.in_features == 8 and deep.layers[1].memory.q_proj.in_features == 16
+
+
+@pytest.mark.parametrize("kernel", [0, 2, 4, -1])
+def test_even_or_non_positive_conv_kernel_is_refused_by_the_config(kernel):
+    """An even kernel with centred padding made seq_len + 1 tokens and a broadcast error deep in forward."""
+    with pytest.raises(ValueError, match=rf"conv_kernel={kernel} must be odd and >= 1"):
+        tiny(conv_kernel=kernel)
+
+
+@pytest.mark.parametrize("kernel", [1, 5])
+def test_odd_conv_kernels_keep_one_token_per_bar(kernel):
+    model = MemoryAugmentedTransformer(tiny(conv_kernel=kernel))
+    assert model.embed(torch.randn(B, S, F_IN)).shape == (B, S, 16)
+    out = model(torch.randn(B, S, F_IN), memory=make_bank()[0], as_of=np.full(B, 10_000))
+    assert out["probs"].shape == (B, 3)
