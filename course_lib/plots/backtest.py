@@ -17,8 +17,21 @@ def _concise_dates(ax) -> None:
     import matplotlib.dates as mdates
 
     locator = mdates.AutoDateLocator(maxticks=8)
+    # matplotlib's hourly/minutely steps stop at 12 h / 30 min, too fine for a few days of intraday bars
+    # with 8 ticks: it warns and falls back. Whole days and hours are the natural next steps.
+    locator.intervald[mdates.HOURLY] = [1, 2, 3, 4, 6, 12, 24]
+    locator.intervald[mdates.MINUTELY] = [1, 5, 10, 15, 30, 60]
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
+def default_rolling_window(periods_per_year: float, n_bars: int) -> int:
+    """Bars in the rolling-Sharpe window: a quarter of a year, capped at a quarter of the series, at least 5.
+
+    A quarter of a year is 63 daily bars but 2,190 hourly ones: a 90-bar hourly backtest would draw an
+    empty panel (NaN until the window is full). Capping at ``n_bars // 4`` leaves a visible curve.
+    """
+    return max(5, min(int(round(periods_per_year / 4)), n_bars // 4))
 
 
 def plot_backtest(
@@ -29,15 +42,16 @@ def plot_backtest(
     * equity of the strategy and of buy-and-hold (same bars, same costs), log scale;
     * drawdown of both (how deep and how long it hurt);
     * histogram of the strategy's non-zero bar returns;
-    * rolling Sharpe over ``rolling_window`` bars (default: a quarter of a year of bars).
+    * rolling Sharpe over ``rolling_window`` bars (default: :func:`default_rolling_window`, a quarter of
+      a year of bars, but at most a quarter of the backtest; the window is in the panel's title).
 
     ``path`` saves the figure (PNG, etc.) in addition to returning it.
     """
     import matplotlib.pyplot as plt
 
     p = result.periods_per_year
-    window = rolling_window or max(5, int(round(p / 4)))
     net = result.returns
+    window = rolling_window or default_rolling_window(p, len(net))
     bench = result.benchmark_returns
     fig, axes = plt.subplots(2, 2, figsize=figsize)
     ax = axes[0, 0]
@@ -74,7 +88,7 @@ def plot_backtest(
     ax.plot(rs.index, rs.to_numpy(), label="strategy", lw=1.0)
     ax.plot(rb.index, rb.to_numpy(), label="buy & hold", lw=0.8, alpha=0.7)
     ax.axhline(0, color="k", lw=0.8, ls="--")
-    ax.set_title(f"Rolling Sharpe ({window} bars, annualised with P={p:g})")
+    ax.set_title(f"Rolling Sharpe (window {window} bars, annualised with P={p:g})")
     ax.legend()
     if isinstance(net.index, pd.DatetimeIndex):
         for a in (axes[0, 0], axes[0, 1], axes[1, 1]):
