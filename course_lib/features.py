@@ -103,11 +103,18 @@ def rsi(close: pd.Series, window: int = 14) -> pd.Series:
 
 
 def forward_log_return(close: pd.Series, horizon: int = 1) -> pd.Series:
-    """Target at t: log(close_{t+h} / close_t), the return over (t, t+h]. NaN for the last h bars."""
+    """Target at t: log(close_{t+h} / close_t), the return over (t, t+h]. NaN for the last h bars.
+
+    The horizon is recorded in ``target.attrs["horizon"]`` (pandas carries it through ``reindex`` and
+    slicing) so that :func:`course_lib.make_windows` can refuse a different ``horizon``: it dates each
+    label's availability from that argument, and a shorter one would let a model see labels early.
+    """
     if horizon < 1:
         raise DataError(f"horizon must be >= 1 bar, got {horizon}.")
     logp = np.log(close)
-    return logp.shift(-horizon) - logp
+    target = logp.shift(-horizon) - logp
+    target.attrs = {**target.attrs, "horizon": int(horizon)}
+    return target
 
 
 def compute_features(

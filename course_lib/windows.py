@@ -100,9 +100,24 @@ def make_windows(
     :func:`course_lib.forward_log_return`), known at bar t+h. With ``drop_unlabeled=False`` the last h
     windows are kept with ``y = NaN`` (needed to trade on the most recent bars). The array is a strided
     view copied once, so this is O(n * seq_len) memory and no Python loop.
+
+    ``available_at`` is computed from ``horizon``, so it must be the horizon the target was built with:
+    a target from :func:`course_lib.forward_log_return` carries it in ``target.attrs["horizon"]`` and a
+    different ``horizon`` raises :class:`DataError` (a shorter one would release labels before they are
+    known, i.e. look-ahead).
     """
     if seq_len < 1:
         raise DataError(f"seq_len must be >= 1, got {seq_len}.")
+    if horizon < 1:
+        raise DataError(f"horizon must be >= 1 bar, got {horizon}.")
+    built = target.attrs.get("horizon") if target is not None else None
+    if built is not None and int(built) != horizon:
+        effect = "before it is known (look-ahead)" if horizon < int(built) else "later than it is known"
+        raise DataError(
+            f"make_windows got horizon={horizon} but the target was built with horizon={built} "
+            f"(target.attrs['horizon'], set by forward_log_return); each label would be marked available "
+            f"{effect}. Pass horizon={built}, or build the target with forward_log_return(close, {horizon})."
+        )
     if features.isna().to_numpy().any():
         row = features.index[features.isna().any(axis=1).to_numpy()][0]
         raise DataError(f"features contain NaN (first at {row}); drop warm-up rows (compute_features(dropna=True)).")

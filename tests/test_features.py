@@ -99,6 +99,16 @@ def test_forward_log_return_is_the_return_over_t_to_t_plus_h():
         forward_log_return(close, 0)
 
 
+def test_forward_log_return_records_its_horizon():
+    frame = make_ohlcv(30)
+    frame.attrs["source"] = "test"
+    target = forward_log_return(frame["close"], 4)
+    assert target.attrs["horizon"] == 4 and target.attrs["source"] == "test"
+    assert target.reindex(frame.index[10:]).attrs["horizon"] == 4  # survives the usual reindex and slicing
+    assert target.iloc[5:].attrs["horizon"] == 4
+    assert "horizon" not in frame.attrs and "horizon" not in frame["close"].attrs  # the input is not touched
+
+
 def test_target_depends_only_on_t_to_t_plus_h():
     close = make_ohlcv(100)["close"]
     h, t = 3, 40

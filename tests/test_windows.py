@@ -105,6 +105,23 @@ def test_make_windows_errors():
         make_windows(bad, None, 5)
 
 
+def test_make_windows_refuses_a_target_built_with_another_horizon():
+    df = make_ohlcv(120)
+    feats = compute_features(df, SMALL)
+    target = forward_log_return(df["close"], 5).reindex(feats.index)
+    with pytest.raises(DataError, match=r"horizon=1 but the target was built with horizon=5.*look-ahead"):
+        make_windows(feats, target, 8)  # default horizon=1 would release 5-bar labels 4 bars early
+    with pytest.raises(DataError, match="later than it is known"):
+        make_windows(feats, target, 8, horizon=7)
+    ws = make_windows(feats, target, 8, horizon=5)  # the matching horizon still works
+    assert ws.horizon == 5 and ws.available_at[0] == feats.index[ws.end_pos[0] + 5]
+    # a target without a recorded horizon (built by hand) is taken at its word
+    plain = pd.Series(target.to_numpy(), index=target.index)
+    assert len(make_windows(feats, plain, 8, horizon=1)) == len(feats) - 8 + 1 - 5
+    with pytest.raises(DataError, match="horizon must be >= 1"):
+        make_windows(feats, None, 8, horizon=0)
+
+
 def test_windowset_subset():
     df = make_ohlcv(100)
     ds = prepare_dataset(df, seq_len=6, feature_config=SMALL)
