@@ -207,24 +207,52 @@ class SplitIndices:
     gap: int
 
 
+def _check_purge_gap(gap: int, horizon: int | None, seq_len: int | None, where: str) -> None:
+    """Raise unless ``gap`` purges what GUIDE's causality rules require for this horizon and window length.
+
+    ``gap >= horizon``: the last training label (return up to bar t+h) must be known before the next part
+    starts. With ``seq_len`` (overlapping windows): ``gap >= horizon + seq_len - 1``, so no later window
+    reads a bar whose return was an earlier part's label. Without ``horizon`` nothing is checked (the
+    caller's own responsibility, as before).
+    """
+    if gap < 0:
+        raise DataError(f"{where}: gap must be >= 0, got {gap}.")
+    if horizon is None:
+        if seq_len is not None:
+            raise DataError(f"{where}: seq_len={seq_len} was given without horizon; pass horizon too.")
+        return
+    if horizon < 1 or (seq_len is not None and seq_len < 1):
+        raise DataError(f"{where}: horizon and seq_len must be >= 1, got horizon={horizon}, seq_len={seq_len}.")
+    need = horizon + (seq_len - 1 if seq_len is not None else 0)
+    if gap < need:
+        why = f"horizon {horizon}" + (f" + seq_len {seq_len} - 1" if seq_len is not None else "")
+        raise DataError(
+            f"{where}: gap={gap} is shorter than the purge the labels need ({why} = {need} samples): the last "
+            f"training labels would overlap the next part's period (look-ahead). Pass gap={need} or more."
+        )
+
+
 def chronological_split(
     n_samples: int,
     train_frac: float = 0.7,
     val_frac: float = 0.15,
     gap: int = 1,
+    *,
+    horizon: int | None = None,
+    seq_len: int | None = None,
 ) -> SplitIndices:
     """Split ``n_samples`` time-ordered samples into train / val / test, purging ``gap`` samples at each
     boundary.
 
     Use ``gap >= horizon`` so no training label overlaps validation inputs' period, and ``gap >= horizon
     + seq_len - 1`` (the default in :func:`prepare_dataset`) so no validation window contains a bar whose
-    return was a training label. Sizes depend only on ``n_samples``, so appending data later never moves
+    return was a training label. Pass ``horizon`` (and ``seq_len``) to have that checked: a shorter gap
+    raises :class:`DataError`. Sizes depend only on ``n_samples``, so appending data later never moves
     the training set's earlier members.
     """
     if not 0 < train_frac < 1 or not 0 <= val_frac < 1 or train_frac + val_frac >= 1:
         raise DataError(f"need 0 < train_frac, 0 <= val_frac and train_frac + val_frac < 1; got {train_frac}, {val_frac}.")
-    if gap < 0:
-        raise DataError(f"gap must be >= 0, got {gap}.")
+    _check_purge_gap(gap, horizon, seq_len, "chronological_split")
     n_train = int(n_samples * train_frac)
     n_val = int(n_samples * val_frac)
     val_start = n_train + gap
@@ -258,16 +286,21 @@ def walk_forward_folds(
     val_size: int = 0,
     gap: int = 1,
     expanding: bool = True,
+    *,
+    horizon: int | None = None,
+    seq_len: int | None = None,
 ) -> list[Fold]:
     """Walk-forward folds over time-ordered samples: the test blocks tile the tail of the data in order.
 
     Each fold trains on everything before its test block (``expanding=True``) or on the last
     ``min_train`` samples before it (rolling), with ``gap`` samples purged between train, val and test.
+    Pass ``horizon`` (and ``seq_len``) to check the gap is long enough, as in :func:`chronological_split`.
     """
     if n_folds < 1:
         raise DataError(f"n_folds must be >= 1, got {n_folds}.")
     if gap < 0 or val_size < 0:
         raise DataError(f"gap and val_size must be >= 0, got gap={gap}, val_size={val_size}.")
+    _check_purge_gap(gap, horizon, seq_len, "walk_forward_folds")
     min_train = min_train if min_train is not None else n_samples // (n_folds + 1)
     first_test = min_train + val_size + gap * (2 if val_size else 1)
     test_len = (n_samples - first_test) // n_folds
@@ -337,7 +370,8 @@ def prepare_dataset(
 ) -> DatasetSplits:
     """Features -> target -> windows -> purged chronological split -> scaler fitted on training bars only.
 
-    ``gap`` defaults to ``horizon + seq_len - 1`` samples (see :func:`chronological_split`).
+    ``gap`` defaults to ``horizon + seq_len - 1`` samples (see :func:`chronological_split`); a shorter one
+    raises :class:`DataError`.
     """
     cfg = feature_config or FeatureConfig()
     features = compute_features(ohlcv, cfg)
@@ -349,7 +383,7 @@ def prepare_dataset(
     target = forward_log_return(ohlcv["close"], horizon).reindex(features.index)
     raw_windows = make_windows(features, target, seq_len, horizon)
     gap = horizon + seq_len - 1 if gap is None else gap
-    split = chronological_split(len(raw_windows), train_frac, val_frac, gap)
+    split = chronological_split(len(raw_windows), train_frac, val_frac, gap, horizon=horizon, seq_len=seq_len)
     last_train_bar = int(raw_windows.end_pos[split.train[-1]])
     scaler = FeatureScaler(clip=scaler_clip).fit(features.iloc[: last_train_bar + 1])
     scaled = scaler.transform(features)

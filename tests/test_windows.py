@@ -190,6 +190,24 @@ def test_chronological_split_errors():
         chronological_split(100, 0.7, 0.15, gap=-1)
 
 
+def test_split_and_folds_refuse_a_gap_shorter_than_the_purge():
+    with pytest.raises(DataError, match=r"gap=2 is shorter.*horizon 5 = 5"):
+        chronological_split(500, gap=2, horizon=5)
+    with pytest.raises(DataError, match=r"horizon 3 \+ seq_len 10 - 1 = 12"):
+        chronological_split(500, gap=11, horizon=3, seq_len=10)
+    with pytest.raises(DataError, match=r"gap=1 is shorter.*gap=4"):
+        walk_forward_folds(500, 3, horizon=4)  # the default gap=1
+    with pytest.raises(DataError, match="= 12"):
+        walk_forward_folds(500, 3, val_size=20, gap=11, horizon=3, seq_len=10)
+    with pytest.raises(DataError, match="without horizon"):
+        chronological_split(500, gap=20, seq_len=10)
+    assert chronological_split(500, gap=12, horizon=3, seq_len=10).gap == 12  # exactly enough is fine
+    assert len(walk_forward_folds(500, 3, gap=4, horizon=4)) == 3
+    assert chronological_split(500).gap == 1  # no horizon given: unchecked, as before
+    with pytest.raises(DataError, match=r"gap=3 is shorter"):
+        prepare_dataset(make_ohlcv(400), seq_len=10, horizon=2, gap=3, feature_config=SMALL)
+
+
 def test_prepare_dataset_default_gap_purges_overlap():
     seq_len, h = 10, 3
     ds = prepare_dataset(make_ohlcv(400), seq_len=seq_len, horizon=h, feature_config=SMALL)
