@@ -280,17 +280,30 @@ def cvar(returns, alpha: float = 0.95) -> float:
     return float(max(0.0, -r[:k].mean()))
 
 
+#: Window elements partitioned at once by :func:`_rolling_tail_mean` (4M floats = 32 MB per copy).
+_TAIL_CHUNK_ELEMENTS = 1 << 22
+
+
 def _rolling_tail_mean(r: np.ndarray, window: int, k: int, lower: bool) -> np.ndarray:
+    """Trailing mean of the ``k`` lowest (negated) or highest values of each ``window``-bar window.
+
+    ``np.partition`` copies the windows it sorts, so partitioning the whole sliding-window view at once
+    needs ``n * window`` floats (1M bars x 250 = 2 GB). Rows are processed in chunks of about
+    :data:`_TAIL_CHUNK_ELEMENTS` values instead; each row is partitioned and averaged on its own, so the
+    result is identical to the one-shot version.
+    """
     out = np.full(len(r), np.nan)
     if len(r) < window:
         return out
     views = np.lib.stride_tricks.sliding_window_view(r, window)
-    if lower:
-        part = np.partition(views, k - 1, axis=1)[:, :k]
-        out[window - 1 :] = -part.mean(axis=1)
-    else:
-        part = np.partition(views, window - k, axis=1)[:, window - k :]
-        out[window - 1 :] = part.mean(axis=1)
+    step = max(1, _TAIL_CHUNK_ELEMENTS // window)
+    target = out[window - 1 :]
+    for lo in range(0, len(views), step):
+        block = views[lo : lo + step]
+        if lower:
+            target[lo : lo + step] = -np.partition(block, k - 1, axis=1)[:, :k].mean(axis=1)
+        else:
+            target[lo : lo + step] = np.partition(block, window - k, axis=1)[:, window - k :].mean(axis=1)
     return out
 
 
@@ -311,18 +324,15 @@ def cvar_limit(
     pos, r = _align(positions, asset_returns)
     values = np.nan_to_num(r.to_numpy(dtype=float))
     k = max(1, int(math.ceil(window * (1 - alpha))))
-    down = (
-        pd.Series(_rolling_tail_mean(values, window, k, lower=True), index=r.index)
-        .reindex(pos.index)
-        .to_numpy()
-    )
-    up = (
-        pd.Series(_rolling_tail_mean(values, window, k, lower=False), index=r.index)
-        .reindex(pos.index)
-        .to_numpy()
-    )
     p = pos.to_numpy()
-    tail = np.where(p >= 0, down, up)
+
+    def side(lower: bool) -> np.ndarray:
+        if not (p >= 0 if lower else p < 0).any():  # e.g. long-only: the short side's tail is not needed
+            return np.full(len(p), np.nan)
+        tail = _rolling_tail_mean(values, window, k, lower=lower)
+        return pd.Series(tail, index=r.index).reindex(pos.index).to_numpy()
+
+    tail = np.where(p >= 0, side(lower=True), side(lower=False))
     with np.errstate(divide="ignore", invalid="ignore"):
         cap = np.where(np.isfinite(tail) & (tail > 0), limit / tail, np.inf)
     sized = np.sign(p) * np.minimum(np.abs(p), cap)

@@ -163,3 +163,37 @@ def test_array_positions_align_with_time_indexed_returns_by_position():
         volatility_target(np.ones(100), r, target_vol=0.05)
     with pytest.raises(ValueError, match="same length"):
         cvar_limit(pd.Series(1.0, index=idx), np.zeros(50))
+
+
+def _one_shot_tail_mean(r, window, k, lower):
+    """The pre-chunking implementation: partitions the whole sliding-window view at once."""
+    out = np.full(len(r), np.nan)
+    views = np.lib.stride_tricks.sliding_window_view(r, window)
+    if lower:
+        out[window - 1 :] = -np.partition(views, k - 1, axis=1)[:, :k].mean(axis=1)
+    else:
+        out[window - 1 :] = np.partition(views, window - k, axis=1)[:, window - k :].mean(axis=1)
+    return out
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_chunked_tail_mean_is_identical_to_one_shot(monkeypatch, lower):
+    import course_lib.sizing as sizing
+
+    r = np.random.default_rng(5).standard_t(3, 1000) * 0.01
+    monkeypatch.setattr(sizing, "_TAIL_CHUNK_ELEMENTS", 7 * 30)  # 7 rows a chunk: many uneven chunks
+    got = sizing._rolling_tail_mean(r, 30, 2, lower)
+    np.testing.assert_array_equal(got, _one_shot_tail_mean(r, 30, 2, lower))
+
+
+def test_cvar_limit_on_a_million_bars_runs_in_bounded_memory():
+    import tracemalloc
+
+    n = 1_000_000
+    r = pd.Series(np.random.default_rng(0).normal(0, 0.01, n), index=pd.RangeIndex(n))
+    tracemalloc.start()
+    out = cvar_limit(pd.Series(1.0, index=r.index), r, limit=0.02, window=250)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(out) == n and np.isfinite(out.to_numpy()).all()
+    assert peak < 300e6  # the one-shot partition copied n x window floats: 2 GB
