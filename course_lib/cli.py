@@ -204,6 +204,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ backtest
+def _model_dir(text: str) -> Path:
+    """The checkpoint folder named by ``--model``; a file inside one (``ck/model.pt``) means its folder."""
+    path = Path(text)
+    if path.is_file() and (path.parent / RUN_FILE).exists():
+        return path.parent
+    if path.is_file():
+        raise CliError(f"--model {path} is a file; pass the checkpoint folder written by `course-lib train` "
+                       f"(the one holding {RUN_FILE}).")  # fmt: skip
+    return path
+
+
 def _read_run(model_dir: Path) -> dict:
     path = model_dir / RUN_FILE
     if not model_dir.exists():
@@ -237,7 +248,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from .strategies import ForecastStrategy, HistoricalSimilarityStrategy, MemoryTradingStrategy
     from .training import MemoryTransformerTrainer
 
-    model_dir = Path(args.model)
+    model_dir = _model_dir(args.model)
     run = _read_run(model_dir)
     trainer = MemoryTransformerTrainer.load(model_dir, device=args.device)
     same_data = not (args.data or args.symbols)
@@ -298,12 +309,13 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from .strategies import KNNAnalogForecaster
     from .windows import FeatureScaler, make_windows
 
-    run = _read_run(Path(args.model)) if args.model else None
+    model_dir = _model_dir(args.model) if args.model else None
+    run = _read_run(model_dir) if model_dir is not None else None
     same_data = not (args.data or args.symbols)
     if run is not None and same_data:
         # like `backtest`: a checkpoint searches the data it was trained on unless told otherwise (the
         # bundled S&P sample would silently answer a question about another market)
-        df = _load_source(run["data"], Path(args.model))
+        df = _load_source(run["data"], model_dir)
     else:
         df, _ = _load_data(args)
     when = _date(args.date, "--date")
@@ -316,7 +328,6 @@ def cmd_similar(args: argparse.Namespace) -> int:
     if run is not None:
         from .training import MemoryTransformerTrainer
 
-        model_dir = Path(args.model)
         trainer = MemoryTransformerTrainer.load(model_dir, device="cpu")
         windows = _model_windows(trainer, run, df.loc[:t])
         if len(windows) == 0 or windows.end_time[-1] != t:
@@ -493,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backtest", help="backtest a trained checkpoint, print the metrics, write the plot",
                        description="Positions decided at each close earn the next bar; costs on turnover; "
                        "annualisation from the bar frequency. Default period: the checkpoint's test period.")  # fmt: skip
-    p.add_argument("--model", required=True, help="checkpoint folder written by `course-lib train`")
+    p.add_argument("--model", required=True,
+                   help="checkpoint folder written by `course-lib train` (or a file in it, e.g. ck/model.pt)")  # fmt: skip
     _add_data_args(p)
     p.add_argument("--start", help="first decision date (default: start of the checkpoint's test period)")
     p.add_argument("--end", help="last decision date")

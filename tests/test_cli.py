@@ -107,6 +107,11 @@ def test_end_to_end_on_intraday_csv(intraday_csv, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "8760 bars/year" in out  # hourly, weekends present: not 252
+    # a file inside the checkpoint (as in the chapter's quick start) means its folder
+    assert main(["backtest", "--model", str(ck / "model.pt"), "--no-plot"]) == 0
+    assert main(["similar", "--model", str(ck / "model.pt"), "--date", "2024-03-20 12:00", "--top", "2"]) == 0
+    assert main(["backtest", "--model", str(intraday_csv), "--no-plot"]) == 2
+    assert "is a file; pass the checkpoint folder" in capsys.readouterr().err
     assert (
         main(["backtest", "--model", str(ck), "--data", str(intraday_csv), "--strategy", "similarity"]) == 0
     )
