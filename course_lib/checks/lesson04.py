@@ -39,6 +39,7 @@ def _check_mask(func: Any) -> None:
     end = np.sort(rng.choice(10_000, 40, replace=False)).astype(np.int64)
     avail = end + rng.integers(1, 300, 40)  # label known h bars after the window's end
     as_of = end[::3].copy()  # queries at the end times of some of the same windows
+    avail[1] = as_of[1]  # an entry resolved exactly at a query time (usable): catches a strict "<"
     out = np.asarray(_call(func, as_of, avail))
     if out.shape != (len(as_of), len(avail)):
         raise CheckFailed(f"return a (n_queries, n_entries) boolean array; got shape {out.shape}.")
@@ -131,6 +132,7 @@ def _check_refresh(func: Any) -> None:
     slots = np.arange(100, 150)
     bank = _FakeBank(150, 4)
     _call(func, net, bank, slots, X, 16)
+    left_training = net.training  # read before the reference below switches the net to eval mode
     if bank.calls == 0:
         raise CheckFailed("the bank's keys were not updated: call bank.update_keys(slots, new_keys).")
     with torch.no_grad():
@@ -142,7 +144,7 @@ def _check_refresh(func: Any) -> None:
         raise CheckFailed("new keys differ from the model's keys in eval mode: switch off dropout (model.eval()).")
     if net.seen_grad:
         raise CheckFailed("keys were computed with gradients on; wrap the loop in torch.no_grad().")
-    if net.training:
+    if not left_training:
         raise CheckFailed("restore the model's training mode after the refresh (it was in training mode).")
 
 
