@@ -187,13 +187,19 @@ class FeatureScaler:
         """JSON-friendly parameters (saved next to model checkpoints)."""
         if self.mean_ is None or self.std_ is None:
             raise DataError("FeatureScaler is not fitted.")
-        return {"clip": self.clip, "mean": self.mean_.to_dict(), "std": self.std_.to_dict()}
+        until = None if self.fitted_until_ is None else pd.Timestamp(self.fitted_until_).isoformat()
+        return {"clip": self.clip, "mean": self.mean_.to_dict(), "std": self.std_.to_dict(), "fitted_until": until}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> FeatureScaler:
+        """Inverse of :meth:`state_dict`, including ``fitted_until_`` (the last training bar): a restored
+        scaler can still be checked against the period it is applied to. States saved before it was
+        recorded restore it as None."""
         scaler = cls(clip=state["clip"])
         scaler.mean_ = pd.Series(state["mean"], dtype=float)
         scaler.std_ = pd.Series(state["std"], dtype=float)
+        until = state.get("fitted_until")
+        scaler.fitted_until_ = pd.Timestamp(until) if until is not None else None
         return scaler
 
 

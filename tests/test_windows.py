@@ -148,6 +148,9 @@ def test_scaler_uses_train_rows_only_and_round_trips():
     state = json.loads(json.dumps(scaler.state_dict()))
     again = FeatureScaler.from_state_dict(state)
     pd.testing.assert_frame_equal(again.transform(feats), out)
+    assert again.fitted_until_ == scaler.fitted_until_ == train.index[-1]
+    del state["fitted_until"]  # a state saved before fitted_until was recorded still loads
+    assert FeatureScaler.from_state_dict(state).fitted_until_ is None
 
 
 def test_scaler_clips_and_errors():
