@@ -12,11 +12,47 @@ import pytest
 from course_lib.notebook_runner import ROOT, discover, small_parameters
 
 NOTEBOOKS = discover()
-ABSOLUTE = re.compile(r"(/home/|/root/|/Users/|/work/|[A-Z]:\\\\)")
+# A machine-specific path: a Unix root folder (not inside a URL or a relative path: the character before the
+# "/" must not be part of a name), a Windows drive ("C:\\" or "C:/", but not "https://"), or a file:// URL.
+ABSOLUTE = re.compile(
+    r"(?<![\w.~-])/(?:home|root|Users|work|tmp|content|mnt|opt|var|private|Volumes)\b"
+    r"|(?<![A-Za-z])[A-Z]:[\\/]"
+    r"|\bfile:/",
+)
 
 
 def _load(path):
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _strings(node) -> list[str]:
+    """Every string in a notebook's JSON (keys, sources, metadata), decoded, for the path search."""
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [text for key, value in node.items() for text in [key, *_strings(value)]]
+    if isinstance(node, list):
+        return [text for value in node for text in _strings(value)]
+    return []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["/home/me/x.csv", "cd /tmp", "'/content/drive/MyDrive/prices.csv'", "/mnt/data/x.csv", "/opt/conda/lib",
+     "/var/folders/x", "/Users/me", "(/work/main)", "C:\\Users\\me\\prices.csv", "C:/Users/me", "D:\\data",
+     "file:///home/me/x.csv", "file:/C:/x"],
+)  # fmt: skip
+def test_absolute_path_pattern_flags(text):
+    assert ABSOLUTE.search(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["https://github.com/memory-transformers-course/course", "https://example.com/tmp/x", "data/cache/x.csv",
+     "../data/tmp/x", "build/content/x", "x = df.loc[:, 'close']", "ratio 1:2", "~/course"],
+)  # fmt: skip
+def test_absolute_path_pattern_spares(text):
+    assert not ABSOLUTE.search(text)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[f"{p.parent.name}/{p.stem}" for p in NOTEBOOKS])
@@ -26,8 +62,8 @@ def test_notebook_is_clean(path):
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), f"{path.name}: clear outputs"
     tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
-    text = json.dumps(nb)
-    assert not ABSOLUTE.search(text), f"{path.name}: contains an absolute path"
+    found = [m.group(0) for text in _strings(nb) for m in ABSOLUTE.finditer(text)]
+    assert not found, f"{path.name}: contains absolute path(s) {found}; use paths relative to the repository"
     assert "IS_COLAB" in "".join("".join(c["source"]) for c in code[:2]), f"{path.name}: Colab setup cell first"
     assert "cuda.is_available" in "".join("".join(c["source"]) for c in code[:3]), f"{path.name}: GPU check cell"
     first = "".join(nb["cells"][0]["source"])
