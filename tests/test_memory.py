@@ -288,3 +288,60 @@ def test_importance_block_eviction_takes_lowest_priority():
             bank.update_importance([rescued], 10.0)
     assert set(evicted) == set(lowest.tolist()) - {rescued}
     assert bank.metadata("importance")[rescued] == 10.0
+
+
+def test_latest_available_bound_skips_scan_and_stays_causal(monkeypatch):
+    """All-visible query batches skip the causal filter's O(M) scan; the cached bound never hides a later
+    entry (it follows adds) and is recomputed when the entry holding it is evicted."""
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=2, capacity=3, backend="numpy"))
+    bank.add(np.eye(2)[[0, 0]], timestamp=[1, 2], available_at=[2, 3])
+    assert bank.search(np.eye(2)[[0]], k=3, as_of=10).mask.sum() == 2
+    bank.add(np.eye(2)[[0]], timestamp=[3], available_at=[20])  # later than the cached bound
+    res = bank.search(np.eye(2)[[0]], k=3, as_of=10)
+    assert res.mask.sum() == 2 and 2 not in res.indices[res.mask]
+    bank.add(np.eye(2)[[1, 1]], timestamp=[4, 5], available_at=[5, 6])  # fifo: evicts slots 0 and 1
+    bank.add(np.eye(2)[[1]], timestamp=[6], available_at=[7])  # evicts slot 2, which held the bound 20
+    assert bank._max_avail is None or bank._max_avail >= 7
+    assert bank.search(np.eye(2)[[1]], k=3, as_of=7).mask.sum() == 3
+    assert bank._latest_available() == 7
+    scans = []
+    real = np.flatnonzero
+    monkeypatch.setattr(np, "flatnonzero", lambda *a, **kw: scans.append(1) or real(*a, **kw))
+    bank.search(np.eye(2)[[1, 1]], k=3, as_of=[7, 8])
+    assert not scans, "an all-visible batch scanned every entry"
+    bank.search(np.eye(2)[[1, 1]], k=3, as_of=[6, 8])
+    assert scans
+
+
+def test_access_count_counts_repeated_hits():
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=2, capacity=4, backend="numpy"))
+    bank.add(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]]))
+    bank.search(np.array([[1.0, 0.0], [1.0, 0.05], [0.0, 1.0]]), k=2)
+    assert bank.access_count.tolist() == [2, 1, 3]  # slot 2 is second best for the third query too
+    bank.search(np.array([[1.0, 0.0]]), k=1)
+    assert bank.access_count.tolist() == [3, 1, 3]
+
+
+def test_two_stage_topk_with_causal_filter_matches_brute_force():
+    """The torch kernel's two-stage top-k only runs from 32,768 entries: check it there, with a causal
+    filter, several query chunks (the device-side mask is built per chunk) and a padded last block."""
+    from course_lib.memory import backends as B
+
+    n, d = 40_003, 16
+    assert n >= B._TWO_STAGE_MIN and n % B._BLOCK
+    rng = np.random.default_rng(0)
+    keys = rng.normal(size=(n, d)).astype(np.float32)
+    t = np.arange(n, dtype=np.int64)
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=d, capacity=n, backend="torch", chunk_mb=1))
+    bank.add(keys, timestamp=t, available_at=t + 5)
+    q = np.concatenate([keys[[5, 40_000, 39_990]], rng.normal(size=(20, d))]).astype(np.float32)
+    as_of = np.concatenate([[10, 40_010, 39_990], rng.integers(0, n, 20)])
+    res = bank.search(q, k=16, as_of=as_of)
+    assert res.backend == "torch"
+    idx, top = _brute(keys, q, 16, t + 5, as_of)
+    np.testing.assert_allclose(res.scores, np.where(np.isfinite(top), top, 0.0), atol=1e-5)
+    np.testing.assert_array_equal(res.mask, idx >= 0)
+    assert res.mask[0].sum() == 6  # as_of 10 sees entries 0..5 only
+    assert (res.indices[1, 0] == 40_000) and not (res.indices[2] == 39_990).any()
+    free = bank.search(q, k=16)
+    np.testing.assert_allclose(free.scores, _brute(keys, q, 16)[1], atol=1e-5)

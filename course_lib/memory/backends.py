@@ -95,11 +95,19 @@ class CausalFilter:
 
     available_at: np.ndarray  # (n,) int64 of the filled slots
     as_of: np.ndarray  # (q,) int64
+    latest: int | None = None  # an upper bound of available_at, if known: skips the scan when all are visible
 
     def __post_init__(self) -> None:
-        self.cols = np.flatnonzero(self.available_at > self.as_of.min())
+        if self.latest is not None and self.latest <= self.as_of.min():
+            self.cols = np.zeros(0, np.int64)  # every entry is visible to every query: no O(M) scan
+        else:
+            self.cols = np.flatnonzero(self.available_at > self.as_of.min())
         self._col_avail = self.available_at[self.cols]
         self._sorted = np.sort(self._col_avail)
+
+    def subset(self, rows: np.ndarray) -> CausalFilter:
+        """The filter for the queries ``rows`` (a bool mask or indices) only."""
+        return CausalFilter(self.available_at, self.as_of[rows], self.latest)
 
     @property
     def trivial(self) -> bool:
@@ -118,13 +126,27 @@ class CausalFilter:
         scores[:, self.cols] = sub
 
     def apply_torch(self, scores: torch.Tensor, rows: slice) -> None:
+        """Mask forbidden scores of the query chunk ``rows`` in place, on the scores' device.
+
+        The filter's arrays are moved to the device once per search (not per chunk) and the mask is built
+        there, so a GPU search copies O(#forbidden + q) numbers, never a (chunk, #forbidden) mask. On the
+        CPU ``torch.from_numpy`` shares memory: nothing is copied.
+        """
         if self.trivial:
             return
-        dev = scores.device
-        cols = torch.from_numpy(self.cols).to(dev)
-        bad = torch.from_numpy(self._col_avail[None, :] > self.as_of[rows, None]).to(dev)
+        cols, col_avail, as_of = self._on(scores.device)
+        bad = col_avail[None, :] > as_of[rows, None]
         sub = scores.index_select(1, cols).masked_fill_(bad, _NEG)
         scores.index_copy_(1, cols, sub)
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(cols, their available_at, as_of) as int64 tensors on ``device``, cached per device."""
+        cache = self.__dict__.setdefault("_device_arrays", {})
+        key = str(device)
+        if key not in cache:
+            cache[key] = tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(device)
+                               for a in (self.cols, self._col_avail, self.as_of))
+        return cache[key]
 
     def eligible(self, slots: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
         """Bool mask over ``slots`` (q, m): which results pass the filter (``-1`` never passes)."""

@@ -227,6 +227,7 @@ class ExternalMemoryBank:
         self._clock = 0
         self._rng = np.random.default_rng(cfg.seed)
         self._victims = VictimQueue()  # lru/importance: next eviction victims, chosen in blocks
+        self._max_avail: int | None = None  # an upper bound of available_at (None: recompute at next search)
         self._device = torch.device(cfg.device)
         self._dev_keys: torch.Tensor | None = None
         self._ann: B._FaissANN | None = None
@@ -351,6 +352,7 @@ class ExternalMemoryBank:
                     for c, a in cols.items()}
             n = len(k)
         slots = self._allocate(n)
+        self._note_available(self._meta["available_at"][slots], cols["available_at"])
         self._keys[slots] = k
         if vals is not None:
             self._values[slots] = vals
@@ -441,6 +443,7 @@ class ExternalMemoryBank:
         """Forget every entry (the buffers are kept, so refilling allocates nothing)."""
         self._size = self._write_pos = self._seq = self._clock = 0
         self._victims.clear()
+        self._max_avail = None
         self._access_count[:] = 0
         self._last_access[:] = 0
         for name in list(self._meta):
@@ -474,7 +477,9 @@ class ExternalMemoryBank:
         nq = qt.shape[0]
         times = to_ns(as_of, nq)
         n = self._size
-        filt = B.CausalFilter(self._meta["available_at"][:n], times) if times is not None and n else None
+        filt = None
+        if times is not None and n:
+            filt = B.CausalFilter(self._meta["available_at"][:n], times, self._latest_available())
         with self._threads():
             scores, slots, used = self._run_kernel(qt, k, filt)
         mask = slots >= 0
@@ -483,7 +488,8 @@ class ExternalMemoryBank:
         self._clock += 1
         if hit.size:
             self._last_access[hit] = self._clock
-            self._access_count[: n] += np.bincount(hit, minlength=n)[:n]
+            hit_slots, hit_counts = np.unique(hit, return_counts=True)  # O(q*k), not O(M) per search
+            self._access_count[hit_slots] += hit_counts
         safe = np.where(mask, slots, 0)
         keys = self._keys[safe] * mask[..., None]
         values = self._values[safe] * mask[..., None]
@@ -543,10 +549,10 @@ class ExternalMemoryBank:
             i = np.empty((nq, k), np.int64)
             ok = ~many
             if ok.any():
-                sub = None if filt is None else B.CausalFilter(filt.available_at, filt.as_of[ok])
+                sub = None if filt is None else filt.subset(ok)
                 s[ok], i[ok] = B.exact_faiss(keys, np.ascontiguousarray(qn[ok]), k, sub, self._gpu_res)
             if many.any():
-                sub = B.CausalFilter(filt.available_at, filt.as_of[many])
+                sub = filt.subset(many)
                 s[many], i[many] = B.exact_torch(torch.from_numpy(keys), qt[torch.from_numpy(many)], k, sub, cm)
         return s, i, name
 
@@ -566,7 +572,7 @@ class ExternalMemoryBank:
         for rows, exact in ((~few_visible, False), (few_visible, True)):
             if not rows.any():
                 continue
-            sub = B.CausalFilter(filt.available_at, filt.as_of[rows])
+            sub = filt.subset(rows)
             if exact:
                 s[rows], i[rows] = B.exact_numpy(keys, np.ascontiguousarray(qn[rows]), k, sub, self.config.chunk_mb)
             else:
@@ -753,6 +759,23 @@ class ExternalMemoryBank:
         if store.dtype.kind == "U" and arr.dtype.kind == "U" and arr.dtype.itemsize > store.dtype.itemsize:
             store = self._meta[name] = store.astype(arr.dtype)  # widen once; rare
         store[slots] = arr
+
+    def _latest_available(self) -> int:
+        """An upper bound of ``available_at`` over the filled slots (exact after a recompute): a query batch
+        whose earliest ``as_of`` is at or after it sees everything, and skips the filter's O(M) scan."""
+        if self._max_avail is None:
+            self._max_avail = int(self._meta["available_at"][: self._size].max()) if self._size else _NAT
+        return self._max_avail
+
+    def _note_available(self, overwritten: np.ndarray, written: np.ndarray) -> None:
+        """Keep :meth:`_latest_available` an upper bound across an add: raise it to the new rows' latest;
+        forget it when an evicted entry held it (recomputed lazily, O(M) once)."""
+        if self._max_avail is None:
+            return
+        if overwritten.size and int(overwritten.max()) >= self._max_avail:
+            self._max_avail = None
+        else:
+            self._max_avail = max(self._max_avail, int(written.max()))
 
     def _device_keys(self) -> torch.Tensor:
         if self._dev_keys is None:

@@ -27,10 +27,11 @@ class MemoryConfig:
             overwriting slots (a full FIFO buffer, a key refresh) rebuilds it at the next search: use
             ``"hnsw"`` for big, read-mostly memories and ``"ivf"`` for one that streams.
         eviction: which entry makes room when the buffer is full: ``"fifo"`` (oldest insert), ``"lru"``
-            (least recently retrieved) or ``"importance"`` (low priority p_i evicted first, see
+            (least recently retrieved, where being added counts as a use) or ``"importance"`` (low priority p_i evicted first, see
             ``importance_alpha``).
         device: where the torch kernel keeps its copy of the keys (``"cuda"`` on a GPU; the numpy buffer is
-            the source of truth and stays on the CPU).
+            the source of truth and stays on the CPU). A run-time setting: ``ExternalMemoryBank.load`` falls
+            back to ``"cpu"`` (with a warning) when the saved device is missing.
         importance_alpha: exponent alpha of the priority p_i^alpha (0 = uniform, 1 = proportional).
         importance_sampling: ``True`` evicts by sampling with probability proportional to p_i^-alpha
             (prioritised-replay style, never starves a low-priority entry for ever); ``False`` evicts the
