@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 from .data import DataError, DataWarning, load_csv, load_sample
+from .memory.persistence import MemoryFileError
+from .training import CheckpointError
 
 __all__ = ["build_parser", "main"]
 
@@ -225,20 +227,30 @@ def _read_run(model_dir: Path) -> dict:
         raise CliError(
             f"{model_dir} has no {RUN_FILE}: it was not written by `course-lib train`. Re-train with the CLI."
         )
-    run = json.loads(path.read_text(encoding="utf-8"))
-    if run.get("format") != "course_lib.cli.run" or run.get("version") != RUN_VERSION:
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{path} is not valid JSON ({exc}); re-train with `course-lib train`.") from exc
+    if not isinstance(run, dict) or run.get("format") != "course_lib.cli.run" or run.get("version") != RUN_VERSION:
         raise CliError(f"{path}: unknown format/version; re-train with this version of course-lib.")
+    missing = [key for key in _RUN_KEYS if key not in run]
+    if missing:
+        raise CliError(f"{path} lacks {missing}: it is damaged or was edited. Re-train with `course-lib train`.")
     return run
 
 
+#: What backtest/similar read from a run file (checked up front: a KeyError deep inside names no file).
+_RUN_KEYS = ("data", "seq_len", "horizon", "feature_config", "feature_columns", "train_end", "val_end",
+             "test_start")  # fmt: skip
+
+
 def _model_windows(trainer, run: dict, df: pd.DataFrame):
-    from .features import FeatureConfig, compute_features, forward_log_return
+    from .features import forward_log_return
     from .windows import make_windows
 
     if trainer.scaler is None:
         raise CliError("the checkpoint has no feature scaler; re-train with `course-lib train`.")
-    fcfg = FeatureConfig(**run["feature_config"])
-    feats = compute_features(df, fcfg)[run["feature_columns"]]
+    feats = _run_features(run, df)
     target = forward_log_return(df["close"], run["horizon"]).reindex(feats.index)
     return make_windows(trainer.scaler.transform(feats), target, run["seq_len"], run["horizon"])
 
@@ -425,14 +437,31 @@ def _check_memory_outcomes(table: pd.DataFrame, close: pd.Series, horizon: int, 
 
 def _unlabelled_last(trainer, run: dict, df: pd.DataFrame):
     """Windows including the most recent one, whose outcome is not known yet (for a query at the data's end)."""
-    from .features import FeatureConfig, compute_features, forward_log_return
+    from .features import forward_log_return
     from .windows import make_windows
 
-    feats = compute_features(df, FeatureConfig(**run["feature_config"]))[run["feature_columns"]]
+    feats = _run_features(run, df)
     target = forward_log_return(df["close"], run["horizon"]).reindex(feats.index)
     return make_windows(
         trainer.scaler.transform(feats), target, run["seq_len"], run["horizon"], drop_unlabeled=False
     )
+
+
+def _run_features(run: dict, df: pd.DataFrame) -> pd.DataFrame:
+    """The features the checkpoint was trained on, in its column order, computed on ``df``."""
+    from .features import FeatureConfig, compute_features
+
+    try:
+        fcfg = FeatureConfig(**run["feature_config"])
+    except TypeError as exc:  # a key this version's FeatureConfig does not know
+        raise CliError(f"the run file's feature_config does not fit this version of course-lib ({exc}); "
+                       "re-train with `course-lib train`.") from exc  # fmt: skip
+    feats = compute_features(df, fcfg)
+    missing = [c for c in run["feature_columns"] if c not in feats.columns]
+    if missing:
+        raise CliError(f"the checkpoint was trained on features {missing} that this version of course-lib "
+                       "does not compute; re-train with `course-lib train`.")  # fmt: skip
+    return feats[run["feature_columns"]]
 
 
 # ------------------------------------------------------------------------------------------- parsing
@@ -585,6 +614,19 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
             parser.error(f"{flag(name)} ({value}) must be a multiple of --heads ({heads})")
 
 
+# Problems with the user's input or environment, each raised with a message that names the fix: printed
+# as one line. Anything else is a bug in course_lib and keeps its traceback. (DataError, CheckpointError and
+# MemoryFileError subclass ValueError; they are listed to say what is expected.)
+_USER_ERRORS: tuple[type[BaseException], ...] = (
+    CliError,
+    DataError,  # a CSV or a download that is not usable OHLCV data
+    CheckpointError,  # a checkpoint folder that is incomplete, from another version or another config
+    MemoryFileError,  # a memory file that is truncated, of another format or the wrong dimension
+    OSError,  # a file that is missing, unreadable, unwritable, a folder where a file was expected, ...
+    ValueError,  # config validation (e.g. MemoryTransformerConfig) names the fix itself
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``course-lib`` / ``python -m course_lib``; returns the exit status."""
     parser = build_parser()
@@ -594,10 +636,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("always", DataWarning)
             return int(args.func(args) or 0)
-    except (CliError, DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # config validation (e.g. MemoryTransformerConfig) names the fix itself
+    except _USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -225,3 +225,35 @@ def test_similar_refuses_a_memory_whose_data_changed(intraday_csv, tmp_path, cap
     assert main(["similar", "--model", str(ck), "--date", "2024-03-20 12:00", "--top", "3"]) == 2
     assert "changed after training" in capsys.readouterr().err
     assert json.loads((ck / "course_run.json").read_text())["data"]["kind"] == "csv"
+
+
+def test_expected_errors_are_one_line_not_tracebacks(tmp_path, monkeypatch, capsys):
+    import json
+
+    import course_lib.live as live
+    from course_lib import load_sample
+
+    monkeypatch.setattr(live, "load_yfinance", lambda symbols, **_: {s: load_sample("sp500") for s in symbols})
+    taken = tmp_path / "a_file"
+    taken.write_text("not a folder")
+    assert main(["fetch", "--symbols", "SPY", "--out-dir", str(taken)]) == 2  # FileExistsError (an OSError)
+    assert "error:" in capsys.readouterr().err
+    ck = tmp_path / "ck"  # a run file with keys missing (damaged or edited by hand): no KeyError traceback
+    ck.mkdir()
+    (ck / "course_run.json").write_text(json.dumps({"format": "course_lib.cli.run", "version": 1}))
+    assert main(["similar", "--model", str(ck), "--date", "2010-01-01"]) == 2
+    assert "lacks" in capsys.readouterr().err
+    (ck / "course_run.json").write_text("{not json")
+    assert main(["backtest", "--model", str(ck)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_unexpected_errors_keep_their_traceback(monkeypatch):
+    import course_lib.cli as cli
+
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_fetch", broken)
+    with pytest.raises(ZeroDivisionError):
+        main(["fetch", "--symbols", "SPY"])
