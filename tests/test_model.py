@@ -221,3 +221,37 @@ def test_odd_conv_kernels_keep_one_token_per_bar(kernel):
     assert model.embed(torch.randn(B, S, F_IN)).shape == (B, S, 16)
     out = model(torch.randn(B, S, F_IN), memory=make_bank()[0], as_of=np.full(B, 10_000))
     assert out["probs"].shape == (B, 3)
+
+
+@pytest.mark.parametrize("variant", [
+    dict(knn_blend=False), dict(key_bars=0), dict(learn_temperature=False), dict(key_bars=S + 5, key_features=()),
+    dict(knn_blend=False, key_bars=0, learn_temperature=False, retrieval="position"),
+], ids=lambda v: ",".join(f"{k}={v[k]}" for k in v))
+def test_optional_parts_switch_off_cleanly_and_train(variant):
+    """Shapes, a training step, and exactly the parameters each switch removes or freezes."""
+    torch.manual_seed(0)
+    cfg = tiny(**variant)
+    model = MemoryAugmentedTransformer(cfg)
+    names = {n for n, _ in model.named_parameters()}
+    assert any(n.startswith("blend.") for n in names) == cfg.knn_blend
+    assert any(n.startswith("key_recent.") for n in names) == (cfg.recent_bars > 0)
+    if cfg.recent_bars:
+        n_feat = len(cfg.key_features) or F_IN
+        assert model.key_recent.in_features == min(cfg.key_bars, S) * n_feat
+    bank, _ = make_bank()
+    x, as_of = torch.randn(B, S, F_IN), np.array([0, 50, 200, 10_000])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    out = model(x, memory=bank, as_of=as_of)
+    assert out["probs"].shape == (B, 3) and out["reg"].shape == (B,) and out["memory_weights"].shape == (B, 6)
+    assert ("blend" in out) == cfg.knn_blend
+    loss = out["reg"].pow(2).mean() - out["probs"][:, 2].log().mean() + out["position"].mean()
+    loss.backward()
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == ({"layers.1.memory.log_scale"} if not cfg.learn_temperature else set())
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
+    assert not missing, f"no gradient reaches {missing}"
+    opt.step()
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]) == (n in frozen), n
+    assert torch.isfinite(model(x, memory=bank, as_of=as_of)["reg"]).all()

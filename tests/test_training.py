@@ -436,3 +436,13 @@ def test_train_metrics_score_the_batches_predictions_like_validation(splits, mon
     assert row["train_mse"] == pytest.approx(np.mean((pred - yy) ** 2), rel=1e-6)
     assert row["train_mae"] == pytest.approx(np.mean(np.abs(pred - yy)), rel=1e-6)
     assert row["train_ic"] == pytest.approx(information_coefficient(pred, yy), abs=1e-9)
+
+
+def test_trainer_fits_without_blend_recent_key_or_learned_temperature(splits):
+    trainer = MemoryTransformerTrainer(mcfg(knn_blend=False, key_bars=0, learn_temperature=False), tcfg(epochs=1))
+    scale = float(trainer.model.layers[-1].memory.log_scale)
+    hist = trainer.fit(splits.train, splits.val)
+    assert np.isfinite(hist["val_loss"]).all() and hist["val_blend"].isna().all()
+    pred = trainer.predict(splits.test)
+    assert pred["blend"].isna().all() and pred["memory_return"].notna().all()
+    assert float(trainer.model.layers[-1].memory.log_scale) == scale  # the temperature stayed fixed
