@@ -52,6 +52,8 @@ _RANGE_TOLERANCE = 1e-6
 #: adj_close / close moving by more than this over a file (with adjust=False) is reported.
 _ADJ_SPREAD_WARN = 0.01
 _NA_VALUES = ["null", "NaN", "nan", ""]
+#: Field separators tried when the header does not split on commas.
+_OTHER_DELIMITERS = (";", "\t", "|")
 # d/m/Y or m/d/Y with "/", "." or "-", optionally followed by a time of day H:M[:S[.fraction]].
 _DMY = re.compile(r"(\d{1,2})([/.-])(\d{1,2})\2(\d{4})(?:([ T])(\d{1,2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?)?")
 # A time of day on its own (H:M[:S[.fraction]]), as in files that split Date and Time into two columns.
@@ -267,8 +269,9 @@ def validate_ohlcv(df: pd.DataFrame, where: str = "data", min_rows: int = 2) -> 
     nonpos = (prices <= 0).any(axis=1)
     if nonpos.any():
         pos = int(np.flatnonzero(nonpos)[0])
+        values = ", ".join(f"{k}={float(df[k].iloc[pos])}" for k in ("open", "high", "low", "close"))
         raise DataError(
-            f"{where}: non-positive price at {idx[pos]} ({dict(df.iloc[pos][['open', 'high', 'low', 'close']])}). "
+            f"{where}: non-positive price at {idx[pos]} ({values}). "
             "Prices must be > 0 for log returns; remove the row or fix the value."
         )
     inverted = df["high"].to_numpy(dtype=float) < df["low"].to_numpy(dtype=float)
@@ -289,12 +292,24 @@ def validate_ohlcv(df: pd.DataFrame, where: str = "data", min_rows: int = 2) -> 
     return df
 
 
-def _peek_rows(path: Path, n: int = 3) -> list[list[str]]:
+def _peek_rows(path: Path, n: int = 3, delimiter: str = ",") -> list[list[str]]:
     """The first ``n`` non-blank lines split into fields, names exactly as written (pandas renames duplicates)."""
     head = pd.read_csv(
         path, header=None, nrows=n, sep="\x01", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE
     )
-    return [next(csv.reader([line]), []) for line in head[0]]
+    return [next(csv.reader([line], delimiter=delimiter), []) for line in head[0]]
+
+
+def _other_delimiter(header: list[str]) -> str | None:
+    """``;``, tab or ``|`` when the header line does not split on commas but does on one of those.
+
+    Excel in many European locales saves "CSV" with ``;`` between fields (and ``,`` as the decimal mark).
+    """
+    if len(header) != 1:
+        return None
+    counts = {d: header[0].count(d) for d in _OTHER_DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else None
 
 
 def _multi_header(rows: list[list[str]]) -> tuple[int, int, int] | None:
@@ -319,6 +334,14 @@ def _read_raw(path: Path, where: str, symbol: str | None) -> tuple[pd.DataFrame,
     """The CSV's data, its column names as written, and the ticker when the file names one."""
     try:
         rows = _peek_rows(path)
+        sep = _other_delimiter(rows[0]) if rows else None
+        if sep is not None:
+            rows = _peek_rows(path, delimiter=sep)
+            # with ";" or tab between fields, a comma inside a field is a decimal comma (1,5 = 1.5)
+            decimal = "," if any("," in field for row in rows[1:] for field in row) else "."
+            raw = pd.read_csv(path, sep=sep, decimal=decimal, na_values=_NA_VALUES, keep_default_na=True)
+            names = rows[0] if len(rows[0]) == raw.shape[1] else [str(c) for c in raw.columns]
+            return raw, names, None
         layout = _multi_header(rows)
         if layout is None:
             raw = pd.read_csv(path, na_values=_NA_VALUES, keep_default_na=True)
@@ -481,7 +504,8 @@ def load_csv(
     index and is ignored. The three-line header yfinance >= 0.2.48 writes
     (``Price,...`` / ``Ticker,...`` / ``Date,,,``) is recognised; ``symbol`` picks one ticker from a file
     holding several. Epoch numbers are read in s/ms/us/ns by magnitude (fractions kept); timezone-aware
-    times become naive UTC.
+    times become naive UTC. A file whose header splits on ``;``, tab or ``|`` but not on commas (European
+    Excel) is read with that separator, and with ``,`` as the decimal mark if the data rows contain commas.
 
     Dates written d/m/Y or m/d/Y (separated by ``/``, ``.`` or ``-``, optionally with a time such as
     ``13/01/2024 09:30``) are parsed with one format for the whole column: day-first if some first field

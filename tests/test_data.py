@@ -552,3 +552,30 @@ def test_date_with_full_timestamps_in_time_column_still_uses_time(tmp_path):
     text = HEADER.replace("time,", "date,time,") + "2024-01-01,2024-01-02 09:30,10,11,9,10.5,100\n2024-01-01,2024-01-02 09:35,10.5,11,10,10.8,50\n"
     df = load_csv(write(tmp_path, text))
     assert df.index[0] == pd.Timestamp("2024-01-02 09:30")
+
+
+def test_non_positive_price_message_shows_plain_numbers(tmp_path):
+    text = HEADER + "2024-01-02,1,2,0.5,1.5,3\n2024-01-03,0,2,0.5,1.5,3\n"
+    with pytest.raises(DataError) as info:
+        load_csv(write(tmp_path, text))
+    assert "open=0.0, high=2.0, low=0.5, close=1.5" in str(info.value) and "np." not in str(info.value)
+
+
+# ------------------------------------------------------------------------------------- other delimiters
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Date;Open;High;Low;Close;Volume\n2024-01-02;1,5;2,25;1;2;300\n2024-01-03;2;2,5;1,75;2,25;400\n",
+        "Date;Open;High;Low;Close;Volume\n2024-01-02;1.5;2.25;1;2;300\n2024-01-03;2;2.5;1.75;2.25;400\n",
+        "Date\tOpen\tHigh\tLow\tClose\tVolume\n2024-01-02\t1.5\t2.25\t1\t2\t300\n2024-01-03\t2\t2.5\t1.75\t2.25\t400\n",
+    ],
+    ids=["semicolon-decimal-comma", "semicolon", "tab"],
+)
+def test_semicolon_and_tab_separated_files(tmp_path, text):
+    df = load_csv(write(tmp_path, text))
+    assert_course_shape(df)
+    np.testing.assert_allclose(df["open"].to_numpy(), [1.5, 2.0])
+    np.testing.assert_allclose(df["high"].to_numpy(), [2.25, 2.5])
+    assert df.index[1] == pd.Timestamp("2024-01-03")
