@@ -257,3 +257,33 @@ def test_unexpected_errors_keep_their_traceback(monkeypatch):
     monkeypatch.setattr(cli, "cmd_fetch", broken)
     with pytest.raises(ZeroDivisionError):
         main(["fetch", "--symbols", "SPY"])
+
+
+def _run_help(cmd: list[str]):
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_python_dash_m_entry_point():
+    import sys
+
+    done = _run_help([sys.executable, "-m", "course_lib"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: course-lib") and "backtest" in done.stdout
+
+
+def test_console_script_entry_point():
+    import shutil
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "course-lib"  # this interpreter's, else any on PATH
+    script = str(script) if script.exists() else shutil.which("course-lib") or str(script)
+    if not Path(script).exists():
+        pytest.skip("the course-lib console script is not installed (pip install -e .)")
+    done = _run_help([script])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: course-lib") and "similar" in done.stdout
