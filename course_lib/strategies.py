@@ -185,7 +185,11 @@ class HistoricalSimilarityStrategy:
     ``short_threshold`` were, HOLD (flat) otherwise or with fewer than ``min_neighbors`` valid neighbours.
 
     Reads ``memory_up_share`` (and ``n_neighbors`` if present) from a prediction frame: the transformer's
-    retrieved neighbours or :class:`KNNAnalogForecaster`'s.
+    retrieved neighbours or :class:`KNNAnalogForecaster`'s. :meth:`signals` reports the decision the way the
+    chapter does (``LONG``/``SHORT``/``HOLD`` with a confidence); :meth:`positions` is its position column.
+
+    The chapter's ``confidence_threshold=0.7`` is ``long_threshold=0.7, short_threshold=0.3`` here, with one
+    difference: its inequalities are strict, so a share of exactly 0.7 holds there and goes long here.
     """
 
     long_threshold: float = 0.6
@@ -197,7 +201,13 @@ class HistoricalSimilarityStrategy:
         if not 0 <= self.short_threshold <= self.long_threshold <= 1:
             raise ValueError("need 0 <= short_threshold <= long_threshold <= 1.")
 
-    def positions(self, predictions: pd.DataFrame) -> pd.Series:
+    def signals(self, predictions: pd.DataFrame) -> pd.DataFrame:
+        """One row per decision time: ``memory_up_share``, ``signal``, ``confidence`` and ``position``.
+
+        ``signal`` is ``LONG`` / ``SHORT`` / ``HOLD``. ``confidence`` follows the chapter: the share of
+        neighbours that rose for LONG, the share that fell (``1 - share``) for SHORT, and 0.5 ("no edge")
+        for HOLD; NaN where no neighbour outcome is known. ``position`` is +1 / -1 / 0 accordingly.
+        """
         share = predictions["memory_up_share"].astype(float)
         pos = pd.Series(0.0, index=predictions.index)
         pos[share >= self.long_threshold] = 1.0
@@ -206,7 +216,17 @@ class HistoricalSimilarityStrategy:
         if "n_neighbors" in predictions:
             pos[predictions["n_neighbors"].to_numpy() < self.min_neighbors] = 0.0
         pos[share.isna()] = 0.0
-        return pos.rename("position")
+        p = pos.to_numpy()
+        signal = np.select([p > 0, p < 0], ["LONG", "SHORT"], "HOLD")
+        confidence = np.select([p > 0, p < 0], [share, 1.0 - share], 0.5)
+        confidence = np.where(share.isna(), np.nan, confidence)
+        return pd.DataFrame(
+            {"memory_up_share": share, "signal": signal, "confidence": confidence, "position": pos},
+            index=predictions.index,
+        )
+
+    def positions(self, predictions: pd.DataFrame) -> pd.Series:
+        return self.signals(predictions)["position"].rename("position")
 
 
 class _NumpyMemory:

@@ -155,3 +155,18 @@ def test_knn_online_stores_each_window_once():
     fresh = KNNAnalogForecaster(k=10, lookback=4, online=True).fit(train).predict(test)
     pd.testing.assert_frame_equal(pred, fresh)
     pd.testing.assert_frame_equal(knn.predict(test), fresh)
+
+
+def test_historical_similarity_signals_match_the_chapter_and_the_positions():
+    frame = pd.DataFrame(
+        {"memory_up_share": [0.8, 0.7, 0.5, 0.2, np.nan, 0.9], "n_neighbors": [10, 10, 10, 10, 0, 2]},
+        index=pd.bdate_range("2020-01-01", periods=6),
+    )
+    strat = HistoricalSimilarityStrategy(long_threshold=0.7, short_threshold=0.3, min_neighbors=5)
+    sig = strat.signals(frame)
+    assert sig["signal"].tolist() == ["LONG", "LONG", "HOLD", "SHORT", "HOLD", "HOLD"]
+    np.testing.assert_allclose(sig["confidence"], [0.8, 0.7, 0.5, 0.8, np.nan, 0.5])
+    pd.testing.assert_series_equal(sig["position"].rename("position"), strat.positions(frame))
+    assert sig["position"].tolist() == [1, 1, 0, -1, 0, 0]
+    long_only = HistoricalSimilarityStrategy(allow_short=False, min_neighbors=1).signals(frame)
+    assert "SHORT" not in set(long_only["signal"])
