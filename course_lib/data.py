@@ -5,10 +5,12 @@ UTC ``DatetimeIndex`` named ``time`` with float columns ``open, high, low, close
 shape once, here, with errors that say what is wrong and how to fix it, is what lets the rest of the
 library assume clean data.
 
-Silent repairs are limited to three documented cases, each reported with a :class:`DataWarning` and listed
+Silent repairs are limited to four documented cases, each reported with a :class:`DataWarning` and listed
 in ``df.attrs["load_report"]``:
 
 * a file stored newest-first (Bybit's order) is reversed to oldest-first;
+* a file without a header line whose rows are 6 or 7 numbers (Bybit's ``result.list`` saved as it came)
+  gets Bybit's kline column names ``startTime, open, high, low, close, volume[, turnover]``;
 * rows whose price fields are *all* empty (Yahoo writes ``null`` rows for some holidays) are dropped;
 * an ``adj_close`` column, when ``adjust=True``, rescales open/high/low/close by ``adj_close / close``.
 
@@ -52,6 +54,8 @@ _RANGE_TOLERANCE = 1e-6
 #: adj_close / close moving by more than this over a file (with adjust=False) is reported.
 _ADJ_SPREAD_WARN = 0.01
 _NA_VALUES = ["null", "NaN", "nan", ""]
+#: Field order of a Bybit v5 kline row (``result.list``), for dumps saved without a header.
+_BYBIT_KLINE_COLUMNS = ("startTime", "open", "high", "low", "close", "volume", "turnover")
 #: Field separators tried when the header does not split on commas.
 _OTHER_DELIMITERS = (";", "\t", "|")
 # d/m/Y or m/d/Y with "/", "." or "-", optionally followed by a time of day H:M[:S[.fraction]].
@@ -312,6 +316,21 @@ def _other_delimiter(header: list[str]) -> str | None:
     return best if counts[best] else None
 
 
+def _headerless_kline(rows: list[list[str]]) -> list[str] | None:
+    """Column names for a headerless dump of Bybit kline rows, or None when the first line is a header.
+
+    Bybit's ``result.list`` rows are ``[startTime, open, high, low, close, volume, turnover]`` (7 numbers;
+    6 without turnover) and learners often save them as they come, with no header line.
+    """
+    if not rows or len(rows[0]) not in (6, 7):
+        return None
+    try:
+        [float(field) for field in rows[0]]
+    except ValueError:
+        return None
+    return list(_BYBIT_KLINE_COLUMNS[: len(rows[0])])
+
+
 def _multi_header(rows: list[list[str]]) -> tuple[int, int, int] | None:
     """``(price_row, ticker_row, header_lines)`` for a CSV saved from two-level columns (yfinance >= 0.2.48).
 
@@ -330,10 +349,17 @@ def _multi_header(rows: list[list[str]]) -> tuple[int, int, int] | None:
     return price_row, 1 - price_row, 3 if index_line else 2
 
 
-def _read_raw(path: Path, where: str, symbol: str | None) -> tuple[pd.DataFrame, list[str], str | None]:
-    """The CSV's data, its column names as written, and the ticker when the file names one."""
+def _read_raw(path: Path, where: str, symbol: str | None) -> tuple[pd.DataFrame, list[str], str | None, str | None]:
+    """The CSV's data, its column names as written, the ticker when the file names one, and a note to
+    report when the names had to be supplied (a headerless Bybit dump)."""
     try:
         rows = _peek_rows(path)
+        kline = _headerless_kline(rows)
+        if kline is not None:
+            raw = pd.read_csv(path, header=None, na_values=_NA_VALUES, keep_default_na=True)
+            if raw.shape[1] == len(kline):
+                note = f"no header line; read the columns in Bybit's kline order ({', '.join(kline)})"
+                return raw, kline, None, note
         sep = _other_delimiter(rows[0]) if rows else None
         if sep is not None:
             rows = _peek_rows(path, delimiter=sep)
@@ -341,12 +367,12 @@ def _read_raw(path: Path, where: str, symbol: str | None) -> tuple[pd.DataFrame,
             decimal = "," if any("," in field for row in rows[1:] for field in row) else "."
             raw = pd.read_csv(path, sep=sep, decimal=decimal, na_values=_NA_VALUES, keep_default_na=True)
             names = rows[0] if len(rows[0]) == raw.shape[1] else [str(c) for c in raw.columns]
-            return raw, names, None
+            return raw, names, None, None
         layout = _multi_header(rows)
         if layout is None:
             raw = pd.read_csv(path, na_values=_NA_VALUES, keep_default_na=True)
             names = rows[0] if rows and len(rows[0]) == raw.shape[1] else [str(c) for c in raw.columns]
-            return raw, names, None
+            return raw, names, None, None
         price_row, ticker_row, n_header = layout
         try:
             raw = pd.read_csv(path, header=None, skiprows=n_header, na_values=_NA_VALUES, keep_default_na=True)
@@ -372,13 +398,13 @@ def _read_raw(path: Path, where: str, symbol: str | None) -> tuple[pd.DataFrame,
                 f"symbol={found[0]!r} (or another of them), or save one ticker per file "
                 f"(yf.download({found[0]!r}).to_csv(...))."
             )
-        return raw.set_axis(range(raw.shape[1]), axis=1), names, found[0] if found else None
+        return raw.set_axis(range(raw.shape[1]), axis=1), names, found[0] if found else None, None
     match = [t for t in found if t.upper() == symbol.strip().upper()]
     if not match:
         raise DataError(f"{where}: symbol {symbol!r} is not in this file; its tickers are {found}.")
     keep = [0] + [i + 1 for i, t in enumerate(tickers) if t == match[0]]
     raw = raw.iloc[:, keep]
-    return raw.set_axis(range(raw.shape[1]), axis=1), [names[i] for i in keep], match[0]
+    return raw.set_axis(range(raw.shape[1]), axis=1), [names[i] for i in keep], match[0], None
 
 
 def _column_names(written: list[str], where: str, time_column: str | None) -> tuple[list[str], bool]:
@@ -504,8 +530,10 @@ def load_csv(
     index and is ignored. The three-line header yfinance >= 0.2.48 writes
     (``Price,...`` / ``Ticker,...`` / ``Date,,,``) is recognised; ``symbol`` picks one ticker from a file
     holding several. Epoch numbers are read in s/ms/us/ns by magnitude (fractions kept); timezone-aware
-    times become naive UTC. A file whose header splits on ``;``, tab or ``|`` but not on commas (European
-    Excel) is read with that separator, and with ``,`` as the decimal mark if the data rows contain commas.
+    times become naive UTC. A file with no header line whose first row is 6 or 7 numbers is read as a
+    saved Bybit ``result.list`` (startTime, open, high, low, close, volume[, turnover]; reported). A file
+    whose header splits on ``;``, tab or ``|`` but not on commas (European Excel) is read with that
+    separator, and with ``,`` as the decimal mark if the data rows contain commas.
 
     Dates written d/m/Y or m/d/Y (separated by ``/``, ``.`` or ``-``, optionally with a time such as
     ``13/01/2024 09:30``) are parsed with one format for the whole column: day-first if some first field
@@ -539,11 +567,11 @@ def load_csv(
         csvs = sorted(p.name for p in path.iterdir() if ".csv" in p.name.lower())
         inside = f"e.g. {path / csvs[0]}" if csvs else "it holds no .csv files"
         raise DataError(f"{path}: is a directory, not a CSV file. Pass the path of one file inside it ({inside}).")
-    raw, written, ticker = _read_raw(path, where, symbol)
+    raw, written, ticker, note = _read_raw(path, where, symbol)
     if raw.shape[1] == 0:
         raise DataError(f"{where}: the file is empty. Download it again or choose another file.")
 
-    report: list[str] = []
+    report: list[str] = [note] if note else []
     names, drop_first = _column_names(written, where, time_column)
     raw.columns = names
     if drop_first:

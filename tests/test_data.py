@@ -579,3 +579,28 @@ def test_semicolon_and_tab_separated_files(tmp_path, text):
     np.testing.assert_allclose(df["open"].to_numpy(), [1.5, 2.0])
     np.testing.assert_allclose(df["high"].to_numpy(), [2.25, 2.5])
     assert df.index[1] == pd.Timestamp("2024-01-03")
+
+
+# ------------------------------------------------------------------------------ headerless Bybit dumps
+
+
+@pytest.mark.parametrize("n_fields", [7, 6])
+def test_headerless_bybit_kline_dump(tmp_path, n_fields):
+    """Bybit's result.list saved as it came: newest-first rows of strings, no header line."""
+    t0 = 1_700_000_000_000
+    rows = [[t0 + i * 3_600_000, 100 + i, 101 + i, 99 + i, 100.5 + i, 5 + i, 500 + i][:n_fields] for i in range(5)]
+    text = "\n".join(",".join(map(str, r)) for r in rows[::-1]) + "\n"
+    with pytest.warns(DataWarning, match="no header line"):
+        df = load_csv(write(tmp_path, text))
+    assert_course_shape(df)
+    assert len(df) == 5  # the first row is data, not a header
+    assert df.index[0] == pd.Timestamp(t0, unit="ms")
+    assert df["close"].tolist() == [100.5, 101.5, 102.5, 103.5, 104.5]
+    assert df["volume"].tolist() == [5.0, 6.0, 7.0, 8.0, 9.0]
+    assert any("Bybit's kline order" in line for line in df.attrs["load_report"])
+
+
+def test_a_numeric_header_of_another_width_is_not_taken_for_a_kline_dump(tmp_path):
+    text = "1,2,3,4,5\n1,2,3,4,5\n"
+    with pytest.raises(DataError, match="no time column|missing column"):
+        load_csv(write(tmp_path, text))
