@@ -345,3 +345,26 @@ def test_two_stage_topk_with_causal_filter_matches_brute_force():
     assert (res.indices[1, 0] == 40_000) and not (res.indices[2] == 39_990).any()
     free = bank.search(q, k=16)
     np.testing.assert_allclose(free.scores, _brute(keys, q, 16)[1], atol=1e-5)
+
+
+def test_update_importance_accumulates_repeated_slots():
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=2, capacity=4))
+    bank.add(np.eye(2)[[0, 1, 0]], timestamp=[1, 2, 3], available_at=[1, 2, 3], importance=[1.0, 2.0, 3.0])
+    bank.update_importance([0, 0, 2], [0.5, 0.25, 1.0], accumulate=True)  # e.g. attention summed per slot
+    np.testing.assert_allclose(bank.metadata("importance"), [1.75, 2.0, 4.0])
+    bank.update_importance([1], 9.0)
+    np.testing.assert_allclose(bank.metadata("importance"), [1.75, 9.0, 4.0])
+    with pytest.raises(IndexError):
+        bank.update_importance([3], 1.0)
+
+
+def test_bank_sample_follows_priorities():
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=2, capacity=8, seed=0))
+    with pytest.raises(ValueError, match="empty"):
+        bank.sample(3)
+    bank.add(np.eye(2)[[0, 1, 0]], timestamp=[1, 2, 3], available_at=[1, 2, 3], importance=[1.0, 1.0, 8.0])
+    draws = bank.sample(20_000)
+    assert draws.min() >= 0 and draws.max() < 3
+    assert abs(np.mean(draws == 2) - 0.8) < 0.02
+    assert abs(np.mean(bank.sample(20_000, alpha=0.0) == 2) - 1 / 3) < 0.02
+    assert sorted(bank.sample(3, replace=False).tolist()) == [0, 1, 2]

@@ -231,3 +231,33 @@ def test_bank_saved_on_gpu_loads_on_cpu(tmp_path):
     fgpu = _rewrite(path, tmp_path / "fgpu.npz", header_change=lambda h: h["config"].update(backend="faiss-gpu"))
     with pytest.warns(RuntimeWarning, match="faiss-gpu"):
         assert ExternalMemoryBank.load(fgpu).config.backend == "faiss"
+
+
+def _member_data_offsets(path):
+    """Byte offset of each zip member's data (after its local header)."""
+    import struct
+    import zipfile
+
+    raw = path.read_bytes()
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+    out = {}
+    for info in infos:
+        name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+        out[info.filename] = (info.header_offset + 30 + name_len + extra_len, info.file_size)
+    return out
+
+
+def test_bytes_flipped_in_the_middle_rejected(tmp_path):
+    """Corruption inside the file (not a cut): numpy alone loads a flipped array byte silently (it never
+    reads far enough for zipfile to check the CRC); the loader checks every member's checksum."""
+    path = _filled().save(tmp_path / "m.npz")
+    raw = path.read_bytes()
+    for member in ("keys.npy", "meta__available_at.npy", "__header__.npy"):
+        start, size = _member_data_offsets(path)[member]
+        where = start + size // 2
+        bad = bytearray(raw)
+        bad[where:where + 4] = bytes(b ^ 0x5A for b in bad[where:where + 4])
+        (tmp_path / "flip.npz").write_bytes(bytes(bad))
+        with pytest.raises(MemoryFileError, match="checksum|corrupt"):
+            ExternalMemoryBank.load(tmp_path / "flip.npz")

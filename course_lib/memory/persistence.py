@@ -46,9 +46,18 @@ def read_npz(path: str | os.PathLike, fmt: str, max_version: int) -> tuple[dict,
     if not path.exists():
         raise FileNotFoundError(f"no memory file at {path}")
     try:
+        # numpy reads each array's bytes without reaching the point where zipfile checks its CRC, so a
+        # flipped byte inside an array would load silently: check every member's checksum first
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+        if bad is not None:
+            raise MemoryFileError(f"{path}: {bad!r} fails its checksum: the file is corrupted. "
+                                  "Re-create it with bank.save(path).")
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, MemoryFileError):
+            raise
         raise MemoryFileError(
             f"{path} is truncated or not a memory file ({type(exc).__name__}: {exc}). "
             "Re-create it with bank.save(path)."
