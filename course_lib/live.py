@@ -256,7 +256,7 @@ def _yf_frame_to_ohlcv(
         report.append(f"filled {int(df['volume'].isna().sum())} missing volume value(s) with 0")
         df["volume"] = df["volume"].fillna(0.0)
     if not df.index.is_monotonic_increasing:
-        df = df.sort_index()
+        df = df.sort_index(kind="stable")  # stable: "keep the last" below means the last one Yahoo sent
         report.append("sorted rows by time")
     if df.index.has_duplicates:
         report.append(f"dropped {int(df.index.duplicated().sum())} duplicate timestamp(s), keeping the last")
@@ -286,6 +286,14 @@ def load_yfinance(
     Prices are split/dividend adjusted (``auto_adjust=True``). yfinance does not raise when offline or
     when a symbol is wrong: it returns an empty frame. Then the cache is used if one exists (with a
     warning), otherwise a :class:`DataError` names the symbol, the range and the interval.
+
+    Repairs, each reported with a :class:`course_lib.DataWarning` and listed in ``df.attrs["load_report"]``:
+
+    * rows without any price are dropped;
+    * missing volume values are filled with 0 (Yahoo leaves them empty for some indices and bars);
+    * rows are sorted by time;
+    * duplicate timestamps are dropped, keeping the last (Yahoo's latest revision of that bar);
+    * a bar whose open or close lies outside its ``[low, high]`` gets high/low widened to cover them.
     """
     iv = _yf_interval(interval)
     if download is None:
@@ -509,6 +517,10 @@ def load_bybit(
             fake that serves recorded-format replies).
         max_retries: Retries per request on time-outs, connection errors and rate limits.
         sleep: Called with the back-off delay in seconds (tests pass a no-op).
+
+    Repairs, each reported with a :class:`course_lib.DataWarning` and listed in ``df.attrs["load_report"]``:
+    the still-forming newest candle is dropped; a bar whose open or close lies outside its ``[low, high]``
+    gets high/low widened to cover them. Gaps between candles are reported, not filled.
 
     Raises:
         DataError: unknown interval, ``retCode != 0`` (with Bybit's message), no rows in the range, or no

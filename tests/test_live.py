@@ -416,3 +416,21 @@ def test_rejected_exact_cache_file_is_downloaded_again(tmp_path):
                            cache_dir=tmp_path)["SPY"]  # fmt: skip
     assert len(df) == 10
     pd.testing.assert_frame_equal(load_csv(path), df, check_freq=False)
+
+
+def test_yfinance_repairs_are_reported_and_documented(tmp_path):
+    idx = pd.DatetimeIndex(pd.bdate_range("2024-01-02", periods=6), name="Date")
+    reply = _yf_reply("SPY", idx)
+    reply.loc[idx[2], ("Volume", "SPY")] = np.nan
+    reply = pd.concat([reply.iloc[[0, 1, 3, 2, 4, 5]], reply.iloc[[4]] * 1.001])  # unsorted, one duplicate
+    with pytest.warns(DataWarning) as record:
+        df = load_yfinance("SPY", "2024-01-01", "2024-01-10", download=lambda s, **kw: reply, cache_dir=tmp_path)["SPY"]
+    assert df.index.is_monotonic_increasing and df.index.is_unique and len(df) == 6
+    assert df["volume"].iloc[2] == 0.0 and df["close"].iloc[4] == pytest.approx(reply[("Close", "SPY")].iloc[-1])
+    report = " | ".join(df.attrs["load_report"])
+    assert "missing volume" in report and "sorted" in report and "duplicate" in report and "keeping the last" in report
+    assert len(record) == len(df.attrs["load_report"])
+    doc = " ".join(load_yfinance.__doc__.split())
+    for phrase in ("filled with 0", "sorted by time", "duplicate timestamps are dropped, keeping the last",
+                   "rows without any price are dropped", "high/low widened"):  # fmt: skip
+        assert phrase in doc, phrase
