@@ -15,6 +15,16 @@ Strategies compared: buy-and-hold, momentum, the kNN analog forecaster (memory a
 transformer without memory, the memory-augmented transformer (sign x strength of its forecast, exactly
 like the no-memory one) and the chapter's :class:`course_lib.MemoryTradingStrategy` (model + memory
 agreement sizing).
+
+What each memory holds (read this before comparing ``knn_analog`` with ``memory_transformer``): by default
+the kNN baselines' memory holds the fold's training **and validation** windows, everything before the
+test block, because a kNN has nothing to early-stop and a live system would search all resolved history.
+The transformer's memory holds the **training windows only** (:class:`course_lib.MemoryTransformerTrainer`
+keeps validation out of it so early stopping is not scored on windows it can retrieve). So the kNN's
+neighbours include the most recent ``val_frac`` of history, the transformer's do not: a difference in the
+kNN's favour. ``WalkForwardConfig(knn_memory="train")`` gives the kNN the transformer's memory for a
+like-for-like comparison; :attr:`WalkForwardResult.memory_contents` records what each strategy's memory
+held in a run.
 """
 
 from __future__ import annotations
@@ -69,6 +79,8 @@ class WalkForwardConfig:
     ``model`` / ``trainer`` are keyword overrides for :class:`course_lib.MemoryTransformerConfig` and
     :class:`course_lib.TrainerConfig` (``input_dim``, ``seq_len`` and ``use_memory`` are set here).
     ``val_frac`` is the share of each fold's pre-test samples held out for early stopping.
+    ``knn_memory``: what the kNN baselines may retrieve, ``"train+val"`` (default: all windows before the
+    test block) or ``"train"`` (the transformer's memory: training windows only; see the module docstring).
     """
 
     n_folds: int = 4
@@ -87,11 +99,14 @@ class WalkForwardConfig:
     knn_lookback: int = 16
     similarity_thresholds: tuple[float, float] = (0.55, 0.45)
     feature_config: FeatureConfig = field(default_factory=FeatureConfig)
+    knn_memory: str = "train+val"
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.strategies if s not in ALL_STRATEGIES]
         if unknown:
             raise ValueError(f"unknown strategies {unknown}; choose from {ALL_STRATEGIES}.")
+        if self.knn_memory not in ("train+val", "train"):
+            raise ValueError(f"knn_memory must be 'train+val' or 'train', got {self.knn_memory!r}.")
         if not 0 <= self.val_frac < 0.5:
             raise ValueError(f"val_frac must be in [0, 0.5), got {self.val_frac}.")
 
@@ -110,6 +125,8 @@ class WalkForwardResult:
             "knn_analog"), concatenated over folds, with a ``fold`` column.
         histories: training histories per (fold, model).
         folds: the sample-index folds used.
+        memory_contents: per strategy that retrieves from a memory, which windows that memory held (the
+            kNN baselines and the transformer differ by default; see the module docstring).
     """
 
     table: pd.DataFrame
@@ -120,6 +137,7 @@ class WalkForwardResult:
     histories: dict[tuple[int, str], pd.DataFrame]
     folds: list[Fold]
     config: WalkForwardConfig
+    memory_contents: dict[str, str] = field(default_factory=dict)
 
     def summary(self, digits: int = 2) -> pd.DataFrame:
         """The results table formatted for reading (rows = metrics, columns = strategies)."""
@@ -193,7 +211,8 @@ def walk_forward_evaluate(
         windows, scaler = _fold_windows(features, target, raw.end_pos, fold, cfg)
         test = windows.subset(fold.test)
         times = pd.DatetimeIndex(test.end_time, name="time")
-        past = windows.subset(np.concatenate([fold.train, fold.val]))  # everything before the test block
+        knn_rows = fold.train if cfg.knn_memory == "train" else np.concatenate([fold.train, fold.val])
+        past = windows.subset(knn_rows)  # the kNN's memory: see WalkForwardConfig.knn_memory
         if log:
             first, last = windows.end_time[fold.train[0]], windows.end_time[fold.train[-1]]
             log(f"fold {k + 1}/{len(folds)}: train {first}..{last}, test {times[0]}..{times[-1]}")
@@ -260,7 +279,18 @@ def walk_forward_evaluate(
         histories=histories,
         folds=folds,
         config=copy.deepcopy(cfg),
+        memory_contents=_memory_contents(cfg),
     )
+
+
+def _memory_contents(cfg: WalkForwardConfig) -> dict[str, str]:
+    """What each memory-using strategy could retrieve in a fold, in words (for the reader of the results)."""
+    knn = ("training windows only (like the transformer)" if cfg.knn_memory == "train"
+           else "training + validation windows (all windows before the test block)")  # fmt: skip
+    online = cfg.trainer.get("predict_memory", "train") == "online"
+    model = "training windows only" + (" + test windows once their outcome is known" if online else "")
+    out = {"knn_analog": knn, "knn_similarity": knn, "memory_transformer": model, "memory_agreement": model}
+    return {s: text for s, text in out.items() if s in cfg.strategies}
 
 
 def cost_sensitivity(

@@ -104,3 +104,35 @@ def test_cost_sensitivity_and_errors(prices):
         WalkForwardConfig(strategies=("magic",))
     with pytest.raises(DataError, match="folds"):
         walk_forward_evaluate(prices.iloc[-150:], WalkForwardConfig(n_folds=5, seq_len=32), progress=False)
+
+
+def test_knn_memory_contents_are_stated_and_configurable(prices):
+    """By default the kNN searches train+val windows (the transformer's memory holds train only);
+    knn_memory="train" makes the two memories like-for-like, and the result says which it was."""
+    from course_lib import KNNAnalogForecaster
+
+    base = dict(n_folds=2, seq_len=16, strategies=("knn_analog",), knn_lookback=8,
+                backtest=BacktestConfig(n_boot=0))  # fmt: skip
+    default = walk_forward_evaluate(prices, WalkForwardConfig(**base), progress=False)
+    like = walk_forward_evaluate(prices, WalkForwardConfig(**base, knn_memory="train"), progress=False)
+    assert "validation" in default.memory_contents["knn_analog"]
+    assert like.memory_contents["knn_analog"].startswith("training windows only")
+    cfg = like.config
+    features = compute_features(prices, cfg.feature_config)
+    target = forward_log_return(prices["close"], cfg.horizon).reindex(features.index)
+    raw = make_windows(features, target, cfg.seq_len, cfg.horizon)
+    fold = like.folds[0]
+    assert len(fold.val) > 0
+    windows, _ = _fold_windows(features, target, raw.end_pos, fold, cfg)
+    test = windows.subset(fold.test)
+    train_only = KNNAnalogForecaster(k=cfg.knn_k, lookback=cfg.knn_lookback).fit(windows.subset(fold.train))
+    got = like.predictions["knn_analog"].query("fold == 0").drop(columns="fold")
+    pd.testing.assert_frame_equal(got, train_only.predict(test))
+    # the default memory also holds the validation windows, and they change what the kNN predicts
+    both = np.concatenate([fold.train, fold.val])
+    with_val = KNNAnalogForecaster(k=cfg.knn_k, lookback=cfg.knn_lookback).fit(windows.subset(both))
+    got_default = default.predictions["knn_analog"].query("fold == 0").drop(columns="fold")
+    pd.testing.assert_frame_equal(got_default, with_val.predict(test))
+    assert not np.allclose(got_default["pred_return"], got["pred_return"])
+    with pytest.raises(ValueError, match="knn_memory"):
+        WalkForwardConfig(knn_memory="everything")
