@@ -261,3 +261,53 @@ def test_bytes_flipped_in_the_middle_rejected(tmp_path):
         (tmp_path / "flip.npz").write_bytes(bytes(bad))
         with pytest.raises(MemoryFileError, match="checksum|corrupt"):
             ExternalMemoryBank.load(tmp_path / "flip.npz")
+
+
+def _tier_run(chunk_rows, tmp_path, name):
+    rng = np.random.default_rng(4)
+    keys = rng.normal(size=(400, 8))
+    tm = TieredMemory(TierConfig(key_dim=8, hot_capacity=30, warm_capacity=90, cold_capacity=200,
+                                 chunk_rows=chunk_rows, cold_path=str(tmp_path / f"{name}.f32")))
+    out = []
+    for s in range(0, 400, 25):
+        tm.add(keys[s:s + 25], available_at=np.arange(s, s + 25))
+        res = tm.search(keys[rng.integers(0, s + 25, 12)], k=6, as_of=s + 10)
+        out.append((res["ids"], res["scores"]))
+        tm.manage_tiers()
+    return tm, keys, out
+
+
+def test_tiers_chunked_scoring_and_swap_remove_stay_exact(tmp_path):
+    """Scoring in chunks of 7 rows gives the same answers as one chunk; after many demotions and promotions
+    (swap-remove, not compaction) every entry is in exactly one tier with its own key."""
+    small, keys, a = _tier_run(7, tmp_path, "small")
+    big, _, b = _tier_run(10**6, tmp_path, "big")
+    for (ia, sa), (ib, sb) in zip(a, b):
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_allclose(sa, sb, atol=1e-6)
+    unit = keys / np.linalg.norm(keys, axis=1, keepdims=True)
+    ids = np.concatenate([t.ids[:t.n] for t in small.tiers.values()])
+    assert len(ids) == len(np.unique(ids)) == 30 + 90 + 200 and small.dropped == 400 - 320
+    for t in small.tiers.values():
+        np.testing.assert_allclose(t.get(np.arange(t.n)), unit[t.ids[:t.n]], atol=0.02)
+    # the dropped entries are the least recently used ones
+    alive = set(ids.tolist())
+    assert all(small.tier_of([i])[0] == "" for i in range(400) if i not in alive)
+    small.close()
+    big.close()
+
+
+def test_tier_search_memory_is_bounded_by_the_chunk(tmp_path):
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    n, q = 60_000, 64
+    tm = TieredMemory(TierConfig(key_dim=8, hot_capacity=10, warm_capacity=10, cold_capacity=n,
+                                 chunk_rows=2048, cold_path=str(tmp_path / "c.f32")))
+    tm.add(rng.normal(size=(n, 8)))
+    tracemalloc.start()
+    tm.search(rng.normal(size=(q, 8)), k=5)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < q * n * 4 / 4, f"search held {peak / 2**20:.1f} MiB: scores of the whole tier at once"
+    tm.close()

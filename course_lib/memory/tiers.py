@@ -116,30 +116,65 @@ class _Tier:
         self.ids[rows], self.avail[rows], self.last[rows], self.hits[rows] = ids, avail, last, 0
         self.n += m
 
+    def _arrays(self) -> list[np.ndarray]:
+        return [self.ids, self.avail, self.hits, self.last] + (
+            [self.codes, self.scale] if self.kind == "warm" else [self.store])
+
     def take(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Remove ``rows`` and return their (keys, ids, avail, last); the rest is compacted in place."""
+        """Remove ``rows`` and return their (keys, ids, avail, last).
+
+        The holes they leave below the new end are filled with the surviving rows from the end (swap-remove):
+        O(len(rows)) moves instead of compacting the whole tier on every overflow. Row order carries no
+        meaning (victims are chosen by clock, ties by entry id).
+        """
+        rows = np.asarray(rows, np.int64)
         out = (self.get(rows), self.ids[rows].copy(), self.avail[rows].copy(), self.last[rows].copy())
-        keep = np.ones(self.n, bool)
-        keep[rows] = False
-        m = int(keep.sum())
-        arrays = [self.ids, self.avail, self.hits, self.last]
-        arrays += [self.codes, self.scale] if self.kind == "warm" else [self.store]
-        for a in arrays:
-            a[:m] = a[: self.n][keep]
+        rows = np.unique(rows)
+        m = self.n - len(rows)
+        holes = rows[rows < m]
+        tail = np.arange(m, self.n)
+        movers = tail[~np.isin(tail, rows)]  # as many survivors above the new end as holes below it
+        if holes.size:
+            for a in self._arrays():
+                a[holes] = a[movers]
         self.n = m
         return out
 
-    def scores(self, q: np.ndarray, as_of: np.ndarray | None, chunk: int) -> np.ndarray:
-        out = np.empty((len(q), self.n), np.float32)
+    def oldest(self, count: int) -> np.ndarray:
+        """The ``count`` least recently used rows (ties: lowest entry id, i.e. inserted first); O(n)."""
+        n = self.n
+        if count >= n:
+            return np.arange(n)
+        last, ids = self.last[:n], self.ids[:n]
+        l0, i0 = int(last.min()), int(ids.min())
+        span = int(ids.max()) - i0 + 1
+        if (int(last.max()) - l0 + 1) * span < 1 << 62:  # one distinct int64 key: argpartition, no sort
+            return np.argpartition((last - l0) * span + (ids - i0), count - 1)[:count]
+        return np.lexsort((ids, last))[:count]  # pragma: no cover - clocks x ids beyond 2^62
+
+    def topk(self, q: np.ndarray, as_of: np.ndarray | None, k: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows) of this tier for each query, ``-inf``/-1 where fewer qualify.
+
+        Scored ``chunk`` rows at a time with a running top-k, so memory stays at (q, chunk + 2k) whatever
+        the tier's size (a cold tier of millions of rows is paged in chunk by chunk, never held as scores).
+        """
+        best_s = np.full((len(q), k), _NEG, np.float32)
+        best_r = np.full((len(q), k), -1, np.int64)
         for s in range(0, self.n, chunk):
             e = min(s + chunk, self.n)
             if self.kind == "warm":
-                out[:, s:e] = (q @ self.codes[s:e].T.astype(np.float32)) * self.scale[s:e]
+                sc = (q @ self.codes[s:e].T.astype(np.float32)) * self.scale[s:e]
             else:
-                out[:, s:e] = q @ np.asarray(self.store[s:e]).T
-        if as_of is not None:
-            out[self.avail[None, : self.n] > as_of[:, None]] = _NEG
-        return out
+                sc = q @ np.asarray(self.store[s:e]).T
+            sc = sc.astype(np.float32, copy=False)
+            if as_of is not None:
+                sc[self.avail[None, s:e] > as_of[:, None]] = _NEG
+            cs, cr = _topk(sc, k)
+            both_s = np.concatenate([best_s, cs], axis=1)
+            both_r = np.concatenate([best_r, np.where(cr >= 0, cr + s, -1)], axis=1)
+            keep = np.argpartition(-both_s, k - 1, axis=1)[:, :k]
+            best_s, best_r = np.take_along_axis(both_s, keep, 1), np.take_along_axis(both_r, keep, 1)
+        return best_s, best_r
 
 
 class TieredMemory:
@@ -216,7 +251,7 @@ class TieredMemory:
             keys, ids, avail, last = keys[cut:], ids[cut:], avail[cut:], last[cut:]
         overflow = t.n + len(ids) - t.cap
         if overflow > 0:
-            victims = np.argsort(t.last[: t.n], kind="stable")[:overflow]
+            victims = t.oldest(overflow)
             out = t.take(victims)
             if lower is None:
                 self.dropped += len(victims)
@@ -235,7 +270,7 @@ class TieredMemory:
         self._clock += 1
         parts_s, parts_r, parts_t = [], [], []
         for ti, name in enumerate(self.TIERS):
-            s, r = _topk(self.tiers[name].scores(q, times, self.config.chunk_rows), k)
+            s, r = self.tiers[name].topk(q, times, k, self.config.chunk_rows)
             parts_s.append(s)
             parts_r.append(r)
             parts_t.append(np.where(r >= 0, ti, -1))
