@@ -10,9 +10,11 @@ annualisation factor ``P`` (bars per year, see :func:`infer_frequency`).
 metric                 course definition (differences)
 =====================  ==========================================================================
 total_return           ``prod(1 + r) - 1``; all three agree.
-annual_return (CAGR)   ``(1 + total) ** (P / n) - 1`` with ``n`` bars. vectorbt: same. quantstats: years
-                       = observations / periods (default 252, not inferred). backtesting.py: geometric
-                       mean of *calendar-day* returns compounded over 252 or 365 days.
+annual_return (CAGR)   ``(1 + total) ** (P / n) - 1`` with ``n`` bars. vectorbt: same. quantstats
+                       depends on the version: recent releases (2025) use years = observations /
+                       ``periods`` (default 252, not inferred from the data); older ones used calendar
+                       days between the first and last date / 365. backtesting.py: geometric mean of
+                       *calendar-day* returns compounded over 252 or 365 days.
 volatility             ``std(r, ddof=1) * sqrt(P)``. vectorbt, quantstats: same. backtesting.py uses
                        a compounding-aware formula built on the geometric mean.
 sharpe                 ``mean(r - rf_bar) / std(r, ddof=1) * sqrt(P)`` (arithmetic, like vectorbt,
@@ -39,8 +41,14 @@ win_rate               share of trades whose return (after entry, resize and exi
 profit_factor          sum of winning trade returns / |sum of losing trade returns|. backtesting.py:
                        same on trades; quantstats: on bar returns.
 turnover               ``sum |position_t - position_{t-1}| / n * P``: capital traded per year
-                       (one-way: opening and closing a full position once a year is 2.0).
-exposure               share of bars with a non-zero position (backtesting.py "Exposure Time").
+                       (one-way: opening and closing a full position once a year is 2.0). Computed on
+                       the *held* positions (what earned each bar). When the last decision falls on
+                       the data's last bar, no bar is left to hold it, so that final rebalance is not
+                       in ``turnover`` although the backtest's costs charge it (the cost is paid when
+                       the order is placed): cost / turnover then exceeds the cost rate a little.
+exposure               share of bars with a non-zero *held* position (backtesting.py "Exposure
+                       Time"). The first bar is always flat (nothing was decided before it), so a
+                       strategy that is always long shows ``(n - 1) / n``, not 100%.
 sharpe_ci_low/high     moving-block bootstrap percentile interval for Sharpe (blocks keep the
                        serial dependence that an i.i.d. bootstrap would destroy).
 =====================  ==========================================================================
@@ -399,7 +407,11 @@ def profit_factor(trade_rets) -> float:
 
 
 def turnover(positions, periods_per_year: float) -> float:
-    """Annualised one-way turnover: ``sum |pos_t - pos_{t-1}| / n * P`` (the first entry from 0 counts)."""
+    """Annualised one-way turnover: ``sum |pos_t - pos_{t-1}| / n * P`` (the first entry from 0 counts).
+
+    :func:`compute_metrics` passes the *held* positions, which leave out a change decided at the data's
+    last bar (no bar is left to hold it) although the backtest charges its cost; see the module table.
+    """
     pos = _arr(positions)
     if len(pos) == 0:
         return float("nan")
@@ -407,7 +419,7 @@ def turnover(positions, periods_per_year: float) -> float:
 
 
 def exposure(held) -> float:
-    """Share of bars with a non-zero held position."""
+    """Share of bars with a non-zero held position (the first bar of a backtest is always held flat)."""
     h = _arr(held)
     return float(np.mean(h != 0)) if len(h) else float("nan")
 
