@@ -71,7 +71,9 @@ class TrainerConfig:
     because inside a torch training loop a numpy/BLAS search kernel brings a second thread pool that fights
     torch's for the same cores (measured: 2-5x slower steps on 2 cores); use ``"auto"`` for huge memories.
     ``refresh_keys``/``refresh_every``: recompute the stored keys every ``refresh_every`` epochs (and always
-    after restoring the best weights). ``predict_memory="online"`` lets predictions also use windows of the predicted set whose labels resolved
+    after restoring the best weights). ``checkpoint_dir``: at each new best epoch, :meth:`~MemoryTransformerTrainer.save`
+    the trainer there, its memory keyed by the weights saved with it even between refreshes, so the folder
+    loads into the trainer that ``fit`` returns. ``predict_memory="online"`` lets predictions also use windows of the predicted set whose labels resolved
     before each query (causal; what a live system would do); ``"train"`` uses the training memory only.
     """
 
@@ -438,7 +440,8 @@ class MemoryTransformerTrainer:
                     # kept on the device, fetched once per epoch: logging must not add a sync per step
                     preds.append(out["pred_return"].detach().float())
                     signals.append((out["probs"][:, 2] - out["probs"][:, 0]).detach().float())
-                if self.uses_memory and cfg.refresh_keys and epoch % max(1, cfg.refresh_every) == 0:
+                refreshed = self.uses_memory and cfg.refresh_keys and epoch % max(1, cfg.refresh_every) == 0
+                if refreshed:
                     # re-key the memory with this epoch's weights: validation and the next epoch both use them
                     self.refresh_memory_keys()
                 seconds = time.perf_counter() - t0
@@ -453,7 +456,11 @@ class MemoryTransformerTrainer:
                     best, bad, self.best_epoch = monitor, 0, epoch
                     best_state = copy.deepcopy(self.model.state_dict())
                     if cfg.checkpoint_dir:
-                        self.save(cfg.checkpoint_dir)
+                        # the file must hold what fit() ends with: these weights and keys made by them. Between
+                        # refreshes the live keys lag the weights; fresh ones go to the file only, so training
+                        # keeps the staleness it was configured with
+                        stale = self.uses_memory and not refreshed
+                        self._save(cfg.checkpoint_dir, self._compute_keys(self._mem_windows.X) if stale else None)
                 else:
                     bad += 1
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{monitor:.3f}")
@@ -618,6 +625,10 @@ class MemoryTransformerTrainer:
         data files go first and ``config.json``, written last, records their SHA-256 and size; :meth:`load`
         refuses a folder whose files do not match the config that describes them.
         """
+        return self._save(directory)
+
+    def _save(self, directory: str | Path, keys: np.ndarray | None = None) -> Path:
+        """:meth:`save`, with ``keys`` (default: the memory's current raw keys) as the stored keys."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         files: dict[str, dict[str, Any]] = {}
@@ -629,7 +640,7 @@ class MemoryTransformerTrainer:
             with atomic_path(d / "memory.npz", ".npz") as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez(
-                        fh, keys=self._mem_keys, values=self._mem_values, end_ns=mw.end_time_ns(),
+                        fh, keys=self._mem_keys if keys is None else keys, values=self._mem_values, end_ns=mw.end_time_ns(),
                         available_ns=mw.available_at_ns(), y=np.asarray(mw.y), end_pos=mw.end_pos,
                         X=mw.X, feature_names=np.asarray(mw.feature_names, dtype=str),
                         horizon=np.int64(mw.horizon), seq_len=np.int64(mw.seq_len),

@@ -446,3 +446,24 @@ def test_trainer_fits_without_blend_recent_key_or_learned_temperature(splits):
     pred = trainer.predict(splits.test)
     assert pred["blend"].isna().all() and pred["memory_return"].notna().all()
     assert float(trainer.model.layers[-1].memory.log_scale) == scale  # the temperature stayed fixed
+
+
+@pytest.mark.parametrize("refresh", [dict(refresh_keys=False), dict(refresh_every=2)])
+def test_checkpoint_written_during_fit_loads_into_the_trainer_fit_returns(splits, tmp_path, refresh):
+    """Between key refreshes the memory's keys lag the weights; the best-epoch checkpoint once stored them as
+    they were, so the reloaded trainer retrieved other neighbours than the one fit() returned."""
+    # one epoch: it is the best one and no refresh ran after it, so the checkpoint is written between refreshes
+    trainer = MemoryTransformerTrainer(mcfg(), tcfg(epochs=1, checkpoint_dir=str(tmp_path / "ckpt"), **refresh))
+    trainer.fit(splits.train, splits.val)
+    loaded = MemoryTransformerTrainer.load(tmp_path / "ckpt")
+    pd.testing.assert_frame_equal(trainer.predict(splits.test), loaded.predict(splits.test), check_exact=True)
+    np.testing.assert_array_equal(loaded._mem_keys, trainer._mem_keys)
+
+
+def test_fresh_checkpoint_keys_leave_the_training_trajectory_alone(splits, tmp_path):
+    """Writing fresh keys to the checkpoint must not refresh the live memory (refresh_keys=False means stale)."""
+    runs = []
+    for ckpt in (None, str(tmp_path / "ckpt")):
+        trainer = MemoryTransformerTrainer(mcfg(), tcfg(epochs=2, refresh_keys=False, checkpoint_dir=ckpt))
+        runs.append(trainer.fit(splits.train, splits.val).drop(columns=["seconds", "samples_per_s"]))
+    pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)
