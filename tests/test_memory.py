@@ -368,3 +368,24 @@ def test_bank_sample_follows_priorities():
     assert abs(np.mean(draws == 2) - 0.8) < 0.02
     assert abs(np.mean(bank.sample(20_000, alpha=0.0) == 2) - 1 / 3) < 0.02
     assert sorted(bank.sample(3, replace=False).tolist()) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("spread", ["dense", "sparse"])
+def test_causal_filter_dense_and_sparse_paths_match_brute_force(backend, spread):
+    """Training-like batches (queries from the whole stored period: most entries hidden from some query)
+    take the full-matrix mask; live-like ones (queries near the end) the per-column one. Both are exact."""
+    from course_lib.memory.backends import CausalFilter
+
+    bank, keys, t = _bank(n=3000, backend=backend)
+    rng = np.random.default_rng(11)
+    pick = rng.integers(0, 3000, 64) if spread == "dense" else rng.integers(2900, 3000, 64)
+    as_of = t[pick]
+    avail = bank.metadata("available_at")
+    assert CausalFilter(avail, as_of).dense == (spread == "dense")
+    q = keys[pick] + 0.05 * rng.normal(size=(64, keys.shape[1]))
+    res = bank.search(q, k=12, as_of=as_of)
+    idx, top = _brute(keys, q, 12, avail, as_of)
+    np.testing.assert_array_equal(res.mask, idx >= 0)
+    np.testing.assert_allclose(res.scores, np.where(np.isfinite(top), top, 0.0), atol=1e-5)
+    assert (avail[res.indices[res.mask]] <= np.repeat(as_of[:, None], 12, 1)[res.mask]).all()

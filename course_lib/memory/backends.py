@@ -103,7 +103,6 @@ class CausalFilter:
         else:
             self.cols = np.flatnonzero(self.available_at > self.as_of.min())
         self._col_avail = self.available_at[self.cols]
-        self._sorted = np.sort(self._col_avail)
 
     def subset(self, rows: np.ndarray) -> CausalFilter:
         """The filter for the queries ``rows`` (a bool mask or indices) only."""
@@ -115,10 +114,23 @@ class CausalFilter:
 
     def n_ineligible(self) -> np.ndarray:
         """Per query, how many stored entries it may not see (used to size the over-fetch)."""
+        if "_sorted" not in self.__dict__:  # sorted once, on first use (exact kernels never ask)
+            self._sorted = np.sort(self._col_avail)
         return len(self._sorted) - np.searchsorted(self._sorted, self.as_of, side="right")
+
+    @property
+    def dense(self) -> bool:
+        """Whether most entries are hidden from some query (e.g. training: queries from the whole stored
+        period). Then one comparison over the full score matrix beats gathering and scattering those
+        columns (measured: 1.5 ms of a 5 ms search of 128 queries over 3,442 entries went to the scatter)."""
+        return self.cols.size * 4 > self.available_at.size
 
     def apply_numpy(self, scores: np.ndarray, rows: slice) -> None:
         if self.trivial:
+            return
+        if self.dense:
+            n = self.available_at.size
+            np.putmask(scores[:, :n], self.available_at[None, :] > self.as_of[rows, None], _NEG)
             return
         bad = self._col_avail[None, :] > self.as_of[rows, None]
         sub = scores[:, self.cols]
@@ -134,18 +146,23 @@ class CausalFilter:
         """
         if self.trivial:
             return
+        if self.dense:
+            avail, as_of = self._on(scores.device, dense=True)
+            scores[:, : avail.shape[0]].masked_fill_(avail[None, :] > as_of[rows, None], _NEG)
+            return
         cols, col_avail, as_of = self._on(scores.device)
         bad = col_avail[None, :] > as_of[rows, None]
         sub = scores.index_select(1, cols).masked_fill_(bad, _NEG)
         scores.index_copy_(1, cols, sub)
 
-    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(cols, their available_at, as_of) as int64 tensors on ``device``, cached per device."""
+    def _on(self, device: torch.device, dense: bool = False) -> tuple[torch.Tensor, ...]:
+        """(cols, their available_at, as_of) as int64 tensors on ``device``, or with ``dense`` (every
+        entry's available_at, as_of); cached per device."""
         cache = self.__dict__.setdefault("_device_arrays", {})
-        key = str(device)
+        key = (str(device), dense)
         if key not in cache:
-            cache[key] = tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(device)
-                               for a in (self.cols, self._col_avail, self.as_of))
+            arrays = (self.available_at, self.as_of) if dense else (self.cols, self._col_avail, self.as_of)
+            cache[key] = tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).to(device) for a in arrays)
         return cache[key]
 
     def eligible(self, slots: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
