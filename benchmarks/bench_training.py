@@ -5,8 +5,11 @@ of every step and the end-of-epoch key refresh), the memory overhead against the
 per epoch and per step (the epoch less its key refresh), and the CPU cost drivers worth knowing (attention
 dropout, batch size, threads, per-position retrieval).
 
-Usage: ``python benchmarks/bench_training.py [--epochs 3] [--quick] [--device cuda]``. Never pass/fail: read
-the numbers. ``--device cuda`` times a GPU (with the trainer's mixed precision); the header names the device.
+A second table times the default config's training steps with and without memory interleaved on the same
+batches: the robust number for the per-step overhead on a shared, noisy machine.
+
+Usage: ``python benchmarks/bench_training.py [--epochs 3] [--quick] [--device cuda] [--steps 60]``. Never
+pass/fail: read the numbers. ``--device cuda`` times a GPU (with the trainer's mixed precision); the header names the device.
 """
 
 from __future__ import annotations
@@ -37,11 +40,56 @@ def run(train, mcfg: MemoryTransformerConfig, tcfg: TrainerConfig) -> tuple[floa
     return float(np.median(sps[1:] if len(sps) > 1 else sps)), refresh
 
 
+def paired_steps(train, mcfg: MemoryTransformerConfig, tcfg: TrainerConfig, steps: int) -> dict[str, float]:
+    """Training steps of the memory model and of the same model without memory, interleaved on the same
+    batches (memory, local, memory, local, ...), so both see the same machine load: the per-epoch numbers
+    above are taken minutes apart and a shared machine drifts by more than the effect being measured.
+
+    A step = forward (with the memory search), loss, backward, clipping, AdamW update: the trainer's own
+    methods. Returns the median step time of each arm, the median of the per-batch ratios, and the median
+    time of the search alone (``retrieve`` on the same batches)."""
+    from course_lib.model import retrieve
+
+    arms = {}
+    for name, cfg in (("memory", mcfg), ("local", replace(mcfg, use_memory=False))):
+        trainer = MemoryTransformerTrainer(cfg, replace(tcfg, epochs=1))
+        trainer.fit(train)  # warm: memory built, allocator and thread pools settled
+        trainer.model.train()
+        arms[name] = (trainer, torch.optim.AdamW(trainer.model.parameters(), lr=1e-4))
+    X = torch.from_numpy(np.ascontiguousarray(train.X)).to(arms["memory"][0].device)
+    Y = torch.from_numpy(np.asarray(train.y, dtype=np.float32)).to(X.device)
+    end_ns = train.end_time_ns()
+    rng = np.random.default_rng(0)
+    times: dict[str, list[float]] = {"memory": [], "local": [], "search": []}
+    for _ in range(steps):
+        idx = rng.choice(len(train), tcfg.batch_size, replace=False)
+        for name, (trainer, opt) in arms.items():
+            t0 = time.perf_counter()
+            with trainer._autocast():
+                out = trainer._forward(X[idx], end_ns[idx])
+                loss, _ = trainer._loss(out, Y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), 1.0)
+            opt.step()
+            if X.is_cuda:
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+            if name == "memory":
+                t0 = time.perf_counter()
+                retrieve(trainer.memory, out["query_key"].detach(), mcfg.n_neighbors, end_ns[idx])
+                times["search"].append(time.perf_counter() - t0)
+    mem, loc = np.array(times["memory"]), np.array(times["local"])
+    return {"step ms memory": 1e3 * np.median(mem), "step ms no memory": 1e3 * np.median(loc),
+            "step overhead %": 100 * (np.median(mem / loc) - 1), "search ms": 1e3 * np.median(times["search"])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="only the default config with/without memory")
     parser.add_argument("--device", default="cpu", help="torch device to train on: cpu (default), cuda, cuda:1, ...")
+    parser.add_argument("--steps", type=int, default=60, help="interleaved steps per arm in the side-by-side table")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -84,6 +132,11 @@ def main() -> None:
     print(f"\nTraining throughput on {where}, {len(train)} S&P 500 windows (seq_len 64), torch {torch.__version__}, "
           f"median of epochs 2..{args.epochs}")
     print(table.round(2).to_string())
+    paired = pd.DataFrame([{"variant": name, **paired_steps(train, mcfg, tcfg, args.steps)}
+                           for name, mcfg, tcfg in variants[:1]]).set_index("variant")
+    print(f"\nSide by side: {args.steps} training steps per arm, interleaved on the same batches (medians; "
+          "overhead = median of the per-batch time ratios; search = the memory's retrieve alone)")
+    print(paired.round(2).to_string())
 
 
 if __name__ == "__main__":
