@@ -230,7 +230,26 @@ def _parse_time(raw: pd.Series, where: str, dayfirst: bool | None = None) -> tup
         raise DataError(
             f"{where}: could not parse timestamps{loc}{how}. Use ISO dates like 2024-01-31 or epoch milliseconds.{order}"
         ) from exc
-    return pd.DatetimeIndex(parsed).tz_convert("UTC").tz_localize(None), hint
+    utc = pd.DatetimeIndex(parsed).tz_convert("UTC").tz_localize(None)
+    return _local_midnight_dates(text, utc), hint
+
+
+# a time of day followed by a UTC offset: "... 00:00:00-05:00", "...T00:00+0900", "... 00:00:00Z"
+_TRAILING_OFFSET = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})$")
+
+
+def _local_midnight_dates(text: pd.Series, utc: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """Daily bars stamped at local midnight with an offset (yfinance's ``2024-01-02 00:00:00-05:00``,
+    an exchange in Tokyo at ``+09:00``) keep their calendar date: in UTC they would move to 05:00, or to
+    15:00 of the *previous* day, and no longer match the dates a learner types. Anything else stays UTC."""
+    offsets = text.str.extract(_TRAILING_OFFSET, expand=False)
+    if len(text) == 0 or offsets.isna().any():
+        return utc
+    digits = offsets.str.replace(":", "", regex=False).str.replace("Z", "+0000", regex=False)
+    minutes = digits.str[1:3].astype(int) * 60 + digits.str[3:5].astype(int)
+    minutes = np.where(digits.str[0] == "-", -minutes, minutes)
+    local = utc + pd.to_timedelta(minutes, unit="min")
+    return local if (local == local.normalize()).all() else utc
 
 
 def validate_ohlcv(df: pd.DataFrame, where: str = "data", min_rows: int = 2) -> pd.DataFrame:
@@ -530,7 +549,9 @@ def load_csv(
     index and is ignored. The three-line header yfinance >= 0.2.48 writes
     (``Price,...`` / ``Ticker,...`` / ``Date,,,``) is recognised; ``symbol`` picks one ticker from a file
     holding several. Epoch numbers are read in s/ms/us/ns by magnitude (fractions kept); timezone-aware
-    times become naive UTC. A file with no header line whose first row is 6 or 7 numbers is read as a
+    times become naive UTC, except daily bars stamped at local midnight with an offset (yfinance's
+    ``2024-01-02 00:00:00-05:00``), which keep their calendar date (in UTC a ``+09:00`` bar would move to the
+    previous day). A file with no header line whose first row is 6 or 7 numbers is read as a
     saved Bybit ``result.list`` (startTime, open, high, low, close, volume[, turnover]; reported). A file
     whose header splits on ``;``, tab or ``|`` but not on commas (European Excel) is read with that
     separator, and with ``,`` as the decimal mark if the data rows contain commas.

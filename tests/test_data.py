@@ -604,3 +604,19 @@ def test_a_numeric_header_of_another_width_is_not_taken_for_a_kline_dump(tmp_pat
     text = "1,2,3,4,5\n1,2,3,4,5\n"
     with pytest.raises(DataError, match="no time column|missing column"):
         load_csv(write(tmp_path, text))
+
+
+def test_tz_aware_daily_bars_keep_their_calendar_date(tmp_path):
+    """yfinance writes daily bars as local midnight with an offset; UTC would move Tokyo's to the day before."""
+    tokyo = HEADER + "2024-01-04 00:00:00+09:00,1,2,0.5,1.5,3\n2024-01-05 00:00:00+09:00,1,2,0.5,1.5,3\n"
+    df = load_csv(write(tmp_path, tokyo))
+    assert list(df.index) == [pd.Timestamp("2024-01-04"), pd.Timestamp("2024-01-05")]
+    new_york = HEADER + "2024-01-04 00:00:00-05:00,1,2,0.5,1.5,3\n2024-01-05T00:00:00-0500,1,2,0.5,1.5,3\n"
+    df = load_csv(write(tmp_path, new_york, "ny.csv"))
+    assert list(df.index) == [pd.Timestamp("2024-01-04"), pd.Timestamp("2024-01-05")]
+    # intraday (not all at local midnight) stays UTC, and US dates with dashes are not read as offsets
+    intraday = HEADER + "2024-01-04 00:00:00+09:00,1,2,0.5,1.5,3\n2024-01-04 09:00:00+09:00,1,2,0.5,1.5,3\n"
+    df = load_csv(write(tmp_path, intraday, "intraday.csv"))
+    assert list(df.index) == [pd.Timestamp("2024-01-03 15:00"), pd.Timestamp("2024-01-04 00:00")]
+    us = HEADER + "01-04-2024,1,2,0.5,1.5,3\n01-05-2024,1,2,0.5,1.5,3\n"
+    assert list(load_csv(write(tmp_path, us, "us.csv")).index) == [pd.Timestamp("2024-01-04"), pd.Timestamp("2024-01-05")]
