@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .bank import to_ns
+from .eviction import lru_order
 
 __all__ = ["TierConfig", "TieredMemory", "dequantize_int8", "int8_recall", "quantize_int8"]
 
@@ -142,15 +143,7 @@ class _Tier:
 
     def oldest(self, count: int) -> np.ndarray:
         """The ``count`` least recently used rows (ties: lowest entry id, i.e. inserted first); O(n)."""
-        n = self.n
-        if count >= n:
-            return np.arange(n)
-        last, ids = self.last[:n], self.ids[:n]
-        l0, i0 = int(last.min()), int(ids.min())
-        span = int(ids.max()) - i0 + 1
-        if (int(last.max()) - l0 + 1) * span < 1 << 62:  # one distinct int64 key: argpartition, no sort
-            return np.argpartition((last - l0) * span + (ids - i0), count - 1)[:count]
-        return np.lexsort((ids, last))[:count]  # pragma: no cover - clocks x ids beyond 2^62
+        return lru_order(self.last[: self.n], self.ids[: self.n], count)
 
     def topk(self, q: np.ndarray, as_of: np.ndarray | None, k: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, rows) of this tier for each query, ``-inf``/-1 where fewer qualify.
