@@ -152,11 +152,16 @@ def _train_metrics(preds: list[torch.Tensor], signals: list[torch.Tensor], y: np
     """
     pred = torch.cat(preds).cpu().numpy().astype(np.float64)
     signal = torch.cat(signals).cpu().numpy()
+    return {f"train_{name}": value for name, value in _forecast_scores(pred, signal, y).items()}
+
+
+def _forecast_scores(pred: np.ndarray, signal: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """MSE and MAE of the return forecast (return units), direction accuracy of ``signal``, rank IC."""
     return {
-        "train_mse": float(np.mean((pred - y) ** 2)),
-        "train_mae": float(np.mean(np.abs(pred - y))),
-        "train_direction_accuracy": direction_accuracy(signal, y),
-        "train_ic": information_coefficient(pred, y),
+        "mse": float(np.mean((pred - y) ** 2)),
+        "mae": float(np.mean(np.abs(pred - y))),
+        "direction_accuracy": direction_accuracy(signal, y),
+        "ic": information_coefficient(pred, y),
     }
 
 
@@ -536,10 +541,7 @@ class MemoryTransformerTrainer:
         signal = raw["probs"][:, 2] - raw["probs"][:, 0]
         return {
             "loss": float(loss),
-            "mse": float(np.mean((raw["pred_return"] - y) ** 2)),
-            "mae": float(np.mean(np.abs(raw["pred_return"] - y))),
-            "direction_accuracy": direction_accuracy(signal, y),
-            "ic": information_coefficient(raw["pred_return"], y),
+            **_forecast_scores(raw["pred_return"], signal, y),
             "gate": float(np.mean(raw["gate"])) if "gate" in raw else float("nan"),
             "blend": float(np.mean(raw["blend"])) if "blend" in raw else float("nan"),
         }
