@@ -62,6 +62,8 @@ _OTHER_DELIMITERS = (";", "\t", "|")
 _DMY = re.compile(r"(\d{1,2})([/.-])(\d{1,2})\2(\d{4})(?:([ T])(\d{1,2}):(\d{2})(?::(\d{2})(\.\d{1,9})?)?)?")
 # A time of day on its own (H:M[:S[.fraction]]), as in files that split Date and Time into two columns.
 _CLOCK = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?")
+# A time of day followed by a UTC offset: "... 00:00:00-05:00", "...T00:00+0900", "... 00:00:00Z".
+_TRAILING_OFFSET = re.compile(_CLOCK.pattern + r"\s*(Z|[+-]\d{2}:?\d{2})$")
 _COLUMN_ALIASES = {
     "o": "open",
     "h": "high",
@@ -233,9 +235,6 @@ def _parse_time(raw: pd.Series, where: str, dayfirst: bool | None = None) -> tup
     utc = pd.DatetimeIndex(parsed).tz_convert("UTC").tz_localize(None)
     return _local_midnight_dates(text, utc), hint
 
-
-# a time of day followed by a UTC offset: "... 00:00:00-05:00", "...T00:00+0900", "... 00:00:00Z"
-_TRAILING_OFFSET = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})$")
 
 
 def _local_midnight_dates(text: pd.Series, utc: pd.DatetimeIndex) -> pd.DatetimeIndex:
