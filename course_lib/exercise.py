@@ -8,13 +8,15 @@ Design choices:
   ``NotImplementedError``) is reported as *not attempted*, never as a crash.
 * A failed check says what is wrong (shape, a look-ahead, a wrong value at a place) without printing the
   expected value, so the learner still has something to find.
+* Hints come in levels: ``hint()`` prints the nudge, ``hint(2)`` the approach; neither shows code, only
+  ``solution()`` does.
 * Every result prints one marker line (``[check] lesson01.q1: correct``) that the notebook tests read: all
   solutions must print ``correct``; no untouched exercise may.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,15 +76,20 @@ class Task:
         prompt: One-line statement of the task.
         checker: ``checker(answer)`` raises :class:`CheckFailed` with a helpful message if wrong. It may call
             the answer if it is a function; a placeholder or ``NotImplementedError`` counts as not attempted.
-        hint: Nudge shown by ``hint()``.
+        hint: The hints, weakest first: one string, or a sequence of them (a nudge, then the approach).
+            ``hint()`` prints the first, ``hint(2)`` the second. Hints never contain code.
         solution: Reference code shown by ``solution()``.
     """
 
-    def __init__(self, name: str, prompt: str, checker: Callable[[Any], None], hint: str, solution: str):
+    def __init__(
+        self, name: str, prompt: str, checker: Callable[[Any], None], hint: str | Sequence[str], solution: str
+    ):
         self.name = name
         self.prompt = prompt
         self._checker = checker
-        self._hint = hint
+        self._hints: tuple[str, ...] = (hint,) if isinstance(hint, str) else tuple(hint)
+        if not self._hints or not all(isinstance(h, str) and h.strip() for h in self._hints):
+            raise ValueError(f"{name}: give at least one non-empty hint")
         self._solution = solution
 
     def __repr__(self) -> str:
@@ -108,8 +115,21 @@ class Task:
         """Check ``answer`` and print the verdict (use :meth:`evaluate` to get it as a value)."""
         print(self.evaluate(answer))
 
-    def hint(self) -> None:
-        print(f"Hint ({self.name}): {self._hint}")
+    @property
+    def hints(self) -> tuple[str, ...]:
+        """Every hint level, weakest first."""
+        return self._hints
+
+    def hint(self, level: int = 1) -> None:
+        """Print hint ``level`` (1: a nudge, 2: the approach); asking past the last one says so."""
+        if level < 1:
+            raise ValueError(f"hint levels start at 1, got {level}")
+        n = len(self._hints)
+        if level > n:
+            print(f"Hint ({self.name}): there are {n} hint level(s); call solution() to see the code.")
+            return
+        more = f"  (more: hint({level + 1}))" if level < n else "  (last hint; solution() shows the code)"
+        print(f"Hint {level}/{n} ({self.name}): {self._hints[level - 1]}{more}")
 
     def solution(self) -> None:
         print(f"Solution ({self.name}):\n{self._solution}")

@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .memory.time_filter import NO_TIME_FILTER, query_times
+
 __all__ = [
     "FUSIONS",
     "GATES",
@@ -239,12 +241,15 @@ def retrieve(memory: MemorySearch, queries: torch.Tensor, k: int, as_of: Any = N
     """Search ``memory`` with ``queries`` (B, Q, key_dim); ``as_of`` (B,) int64 ns: one time per window.
 
     Every query of a window shares its ``as_of`` (the window's end time), so no query sees an entry whose
-    label was not known when the window closed. Results come back as constant tensors (no gradient).
+    label was not known when the window closed. ``as_of`` is required; ``NO_TIME_FILTER`` is the explicit
+    opt-out. Results come back as constant tensors (no gradient).
     """
     b, q, dk = queries.shape
     flat = F.normalize(queries.detach().reshape(b * q, dk).float(), dim=-1)
-    times = None
-    if as_of is not None:
+    if as_of is None:
+        query_times(None, b, "model(x, memory=...)")  # raises: the window times are required
+    times = NO_TIME_FILTER
+    if as_of is not NO_TIME_FILTER:
         times = np.asarray(as_of.cpu() if isinstance(as_of, torch.Tensor) else as_of, dtype=np.int64).reshape(-1)
         if times.size == 1 and b > 1:
             times = np.full(b, times[0], dtype=np.int64)
@@ -501,7 +506,9 @@ class MemoryEncoderLayer(nn.Module):
 class MemoryAugmentedTransformer(nn.Module):
     """Transformer encoder over a window of bars with kNN attention over an external memory of the past.
 
-    Call ``model(x, memory=bank, as_of=end_time_ns)``; ``memory=None`` runs the local path only (the same
+    Call ``model(x, memory=bank, as_of=end_time_ns)``: ``as_of`` is required with a memory (a
+    :class:`MissingTimeError` otherwise), so a window never retrieves itself or a later window;
+    ``as_of=NO_TIME_FILTER`` is the explicit opt-out. ``memory=None`` runs the local path only (the same
     computation as ``use_memory=False``). ``retrieved`` bypasses the search with a ready
     :class:`RetrievedMemory` (handy in lessons and tests). The output dict holds ``reg`` (standardised
     return forecast), ``pred_return`` (in return units), ``logits``/``probs`` (down, flat, up), ``position``

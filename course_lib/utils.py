@@ -1,4 +1,5 @@
-"""Small shared helpers: reproducible seeding, device choice, atomic file writes."""
+"""Small shared helpers: reproducible seeding, device choice, atomic file writes, and the two things every
+lesson does at its end: report computed results as prose, print the versions it ran with."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "seed_everything", "select_device"]
+__all__ = ["atomic_path", "print_versions", "seed_everything", "select_device", "show_markdown", "versions"]
 
 
 def seed_everything(seed: int = 42, deterministic: bool = True) -> None:
@@ -66,3 +67,52 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+_VERSIONED = ("numpy", "pandas", "torch", "faiss-cpu", "scipy", "scikit-learn", "hmmlearn", "statsmodels",
+              "matplotlib")
+
+
+def versions() -> dict[str, str]:
+    """Python, the course's core libraries and the compute device, as printed at the end of each lesson."""
+    import platform
+    from importlib import metadata
+
+    found = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
+    for name in _VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    try:
+        import torch
+
+        found["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        found["cpu threads"] = str(torch.get_num_threads())
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        pass
+    return found
+
+
+def print_versions() -> None:
+    """Print :func:`versions` one per line: a reader comparing numbers with yours needs these."""
+    for name, value in versions().items():
+        print(f"{name:>12}: {value}")
+
+
+def show_markdown(text: str) -> None:
+    """Show Markdown built from computed values: rendered in Jupyter, plain text elsewhere.
+
+    Lessons report every measured result this way (an f-string over the numbers the cell just computed),
+    so the prose can never disagree with the run the reader is looking at.
+    """
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:  # pragma: no cover - IPython comes with the lab extra
+        print(text)
+        return
+    if get_ipython() is None:
+        print(text)
+    else:
+        display(Markdown(text))

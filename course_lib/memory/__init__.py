@@ -2,7 +2,8 @@
 approximate search backends, FIFO/LRU/importance eviction, and a hot/warm/cold tiered store."""
 
 from .backends import CausalFilter, faiss_available, recall_at_k
-from .bank import ExternalMemoryBank, SearchResult, to_ns
+from .bank import ExternalMemoryBank, SearchResult
+from .time_filter import NO_TIME_FILTER, MissingTimeError, query_times, to_ns
 from .config import BACKENDS, EVICTIONS, MemoryConfig
 from .embedding import WindowEmbedder
 from .eviction import sample_by_priority
@@ -17,6 +18,8 @@ __all__ = [
     "ExternalMemoryBank",
     "MemoryConfig",
     "MemoryFileError",
+    "MissingTimeError",
+    "NO_TIME_FILTER",
     "SearchResult",
     "TierConfig",
     "TieredMemory",
@@ -27,6 +30,7 @@ __all__ = [
     "latency_table",
     "quantize_int8",
     "faiss_available",
+    "query_times",
     "recall_at_k",
     "sample_by_priority",
     "to_ns",

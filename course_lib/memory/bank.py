@@ -30,6 +30,7 @@ from . import backends as B
 from .config import MemoryConfig
 from .eviction import VictimQueue, fifo_victims, importance_order, lru_order, sample_by_priority, victim_block
 from .persistence import MemoryFileError, read_npz, write_npz
+from .time_filter import query_times, to_ns
 
 __all__ = ["ExternalMemoryBank", "SearchResult", "to_ns"]
 
@@ -49,38 +50,6 @@ def _ann_overfetch(k: int) -> int:
     beam (efSearch) must grow with the over-fetch, so a wide one makes every query slow; queries further
     back are grouped by time and searched with an ID selector instead (``backends._FaissANN.search``)."""
     return 4 * k
-
-
-def to_ns(times: Any, n: int | None = None) -> np.ndarray | None:
-    """Times as int64 nanoseconds: accepts int64 ns, datetime64, ``DatetimeIndex``/``Series``, Timestamps.
-
-    A scalar is broadcast to ``n`` rows. ``None`` stays ``None``.
-    """
-    if times is None:
-        return None
-    if isinstance(times, torch.Tensor):
-        times = times.detach().cpu().numpy()
-    if isinstance(times, pd.DatetimeIndex):
-        out = times.as_unit("ns").asi8
-    elif isinstance(times, pd.Series) and pd.api.types.is_datetime64_any_dtype(times):
-        out = pd.DatetimeIndex(times).as_unit("ns").asi8
-    elif isinstance(times, (pd.Timestamp, np.datetime64)) or times is pd.NaT:
-        out = np.array([pd.Timestamp(times).as_unit("ns").value])
-    else:
-        arr = np.asarray(times)
-        if np.issubdtype(arr.dtype, np.datetime64):
-            out = arr.astype("datetime64[ns]").view(np.int64)
-        elif arr.dtype.kind in "iu":
-            out = arr.astype(np.int64)
-        else:
-            raise TypeError(f"times must be int64 nanoseconds or datetimes, got dtype {arr.dtype}")
-    out = np.asarray(out, dtype=np.int64).reshape(-1)
-    if n is not None:
-        if out.size == 1 and n != 1:
-            out = np.full(n, out[0], dtype=np.int64)
-        if out.size != n:
-            raise ValueError(f"expected {n} times (one per row), got {out.size}")
-    return out
 
 
 def _fill_value(dtype: np.dtype) -> Any:
@@ -461,8 +430,9 @@ class ExternalMemoryBank:
         Args:
             queries: (q, key_dim) numpy array or torch tensor (normalised here; gradients are not kept).
             k: number of result columns, always returned; ``mask`` marks which are real.
-            as_of: ``None`` (no filter), one time for all queries, or (q,) times: an entry is eligible
-                for query i only if ``available_at <= as_of[i]``.
+            as_of: required. One time for all queries, or (q,) times: an entry is eligible for query i
+                only if ``available_at <= as_of[i]``. ``NO_TIME_FILTER`` searches every entry (an explicit
+                look-ahead opt-out); leaving it out raises :class:`MissingTimeError`.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
@@ -475,7 +445,7 @@ class ExternalMemoryBank:
             raise ValueError(f"queries must have shape (q, {self.config.key_dim}), got {tuple(qt.shape)}")
         qt = torch.nn.functional.normalize(qt.float(), dim=1, eps=1e-12)
         nq = qt.shape[0]
-        times = to_ns(as_of, nq)
+        times = query_times(as_of, nq, "ExternalMemoryBank.search")
         n = self._size
         filt = None
         if times is not None and n:

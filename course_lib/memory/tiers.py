@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .bank import to_ns
+from .time_filter import query_times, to_ns
 from .eviction import lru_order
 
 __all__ = ["TierConfig", "TieredMemory", "dequantize_int8", "int8_recall", "quantize_int8"]
@@ -259,7 +259,7 @@ class TieredMemory:
         -1 invalid) and ``mask``.
         """
         q = _unit(queries, self.config.key_dim)
-        times = to_ns(as_of, len(q))
+        times = query_times(as_of, len(q), "TieredMemory.search")
         self._clock += 1
         parts_s, parts_r, parts_t = [], [], []
         for ti, name in enumerate(self.TIERS):
