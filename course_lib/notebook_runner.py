@@ -15,10 +15,20 @@ import sys
 import time
 from pathlib import Path
 
-__all__: list[str] = []
+__all__ = ["REPO_URL", "colab_url"]
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = ("notebooks", "exercises", "solutions")
+#: The course's public repository: the one place that names it. Every notebook's Colab badge and setup cell
+#: (which clones it on Colab) use this URL, and tests/test_lesson_text.py checks that they do.
+REPO_URL = "https://github.com/memory-transformers-course/course"
+
+
+def colab_url(path: str, branch: str = "main") -> str:
+    """The "Open in Colab" address of a notebook, ``path`` relative to the repository root
+    (e.g. ``"notebooks/01_data_preparation.ipynb"``): Colab opens it straight from :data:`REPO_URL`."""
+    repo = REPO_URL.removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{repo}/blob/{branch}/{path.lstrip('/')}"
 
 
 def discover(folders: tuple[str, ...] = FOLDERS, root: Path = ROOT) -> list[Path]:
