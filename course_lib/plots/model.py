@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "architecture_boxes",
+    "plot_architecture",
     "plot_fusion_comparison",
     "plot_gate",
     "plot_learning_curves",
@@ -16,6 +18,114 @@ __all__ = [
     "plot_neighbour_attention",
     "plot_retrieved_dates",
 ]
+
+
+_FUSION_TEXT = {
+    "gated": "gated mix: (1 - g)·local + g·memory",
+    "concat": "concat: Linear([local; memory])",
+    "cross_attention": "cross-attention over {local, memory}",
+    "joint": "joint softmax over [window bars; neighbours]",
+}
+
+
+def architecture_boxes(config) -> dict[str, list[str]]:
+    """The text of every box of :func:`plot_architecture`, read off a ``MemoryTransformerConfig``.
+
+    ``"main"`` lists the boxes of the local path from input to heads (one per encoder layer), ``"memory"``
+    the retrieval path (empty without memory). Kept apart from the drawing so a test can check that the
+    figure says what the config says.
+    """
+    c = config
+    mem_ids = set(c.memory_layer_ids)
+    main = [
+        f"input window x: (B, S={c.seq_len}, F={c.input_dim})",
+        f"Conv1d token embedding (kernel {c.conv_kernel}) + sinusoidal positions -> (B, S, D={c.d_model})",
+    ]
+    for i in range(c.n_layers):
+        what = f"local self-attention ({c.n_heads} heads)"
+        if i in mem_ids:
+            fused = _FUSION_TEXT[c.fusion]
+            if c.fusion == "gated":
+                fused += f" ({c.gate} gate, bias {c.gate_bias:g})"
+            what += f" ⊕ kNN memory attention; {fused}"
+        main.append(f"encoder layer {i}: pre-norm {what}; feed-forward {c.d_ff}")
+    heads = "heads on the last token: return (MSE), down/flat/up (cross-entropy), position (tanh, utility)"
+    if c.use_memory and c.knn_blend:
+        heads += "; kNN blend λ mixes the neighbours' outcomes in"
+    main.append(heads)
+    memory: list[str] = []
+    if c.use_memory:
+        first = min(mem_ids)
+        recent = f" + W_r·(last {c.recent_bars} bars of the input path)" if c.recent_bars else ""
+        where = "every position" if c.retrieval == "position" else "the last token"
+        memory = [
+            f"key q = W_key·LayerNorm(h) of {where} at layer {first}'s input{recent}; key_dim {c.key_dim}",
+            f"external memory: key, outcome (return, down/flat/up), available_at; search k={c.n_neighbors}, "
+            "as_of = window end t",
+            f"cosine attention over the {c.n_neighbors} neighbours: softmax(cos(W_q q, W_k k_j) / τ), "
+            f"τ starts at {c.temperature:g}" + (" (learned)" if c.learn_temperature else " (fixed)"),
+        ]
+    return {"main": main, "memory": memory}
+
+
+def plot_architecture(config, ax=None, title: str | None = None):
+    """Draw the memory-augmented transformer described by ``config`` (a ``MemoryTransformerConfig``).
+
+    The boxes are generated from the config (:func:`architecture_boxes`), so the picture shows the sizes,
+    the memory layer(s), the fusion and the number of neighbours of the model you actually built: change the
+    config and the figure changes with it.
+    """
+    from matplotlib.patches import FancyBboxPatch
+
+    boxes = architecture_boxes(config)
+    main, memory = boxes["main"], boxes["memory"]
+    n = len(main)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(13, 1.0 + 0.95 * n))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.5, n - 0.3)
+    ax.axis("off")
+    ys = [n - 1 - i for i in range(n)]
+    mem_ids = set(config.memory_layer_ids)
+    main_x, main_w = 0.02, 0.50 if memory else 0.96
+
+    def box(x, y, w, text, color):
+        ax.add_patch(FancyBboxPatch((x, y - 0.3), w, 0.6, boxstyle="round,pad=0.01", fc=color, ec="0.3", lw=1))
+        ax.text(x + w / 2, y, _wrap(text, int(w * 125)), ha="center", va="center", fontsize=8.5)
+
+    def arrow(x0, y0, x1, y1, color="0.3", style="-|>"):
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=dict(arrowstyle=style, color=color, lw=1.3))
+
+    for i, (y, text) in enumerate(zip(ys, main)):
+        layer = i - 2
+        color = "#f3d9fa" if layer in mem_ids else ("#dbe9f6" if 0 <= layer < config.n_layers else "#eeeeee")
+        box(main_x, y, main_w, text, color)
+        if i:
+            arrow(main_x + main_w / 2, ys[i - 1] - 0.3, main_x + main_w / 2, y + 0.3)
+    if memory:
+        first_y = ys[2 + min(mem_ids)]
+        mem_x, mem_w = 0.58, 0.40
+        mem_ys = [first_y + 0.9, first_y, first_y - 0.9] if len(main) > 4 else [first_y + 0.8, first_y, first_y - 0.8]
+        for y, text, color in zip(mem_ys, memory, ["#fdebd0", "#fff7c2", "#fdebd0"]):
+            box(mem_x, y, mem_w, text, color)
+        src = ys[1 + min(mem_ids)]                           # the box whose output is the first memory layer's input
+        arrow(main_x + main_w, src - 0.15, mem_x, mem_ys[0], color="tab:purple")       # hidden state -> key
+        arrow(mem_x + mem_w / 2, mem_ys[0] - 0.3, mem_x + mem_w / 2, mem_ys[1] + 0.3, color="tab:purple")
+        arrow(mem_x + mem_w / 2, mem_ys[1] - 0.3, mem_x + mem_w / 2, mem_ys[2] + 0.3, color="tab:purple")
+        for lid in sorted(mem_ids):                                                    # read-out -> each memory layer
+            arrow(mem_x, mem_ys[2], main_x + main_w, ys[2 + lid], color="tab:purple")
+        if config.knn_blend:                                                           # outcomes -> blend head
+            arrow(mem_x + 0.05, mem_ys[1] - 0.3, main_x + main_w, ys[-1] + 0.1, color="tab:orange")
+    label = "memory-augmented transformer" if memory else "transformer without memory (use_memory=False)"
+    ax.set_title(title or f"{label}: d_model={config.d_model}, {config.n_layers} layer(s), {config.n_heads} heads",
+                 fontsize=11)
+    return ax
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, max(20, width)))
 
 
 def plot_learning_curves(history: pd.DataFrame | dict[str, pd.DataFrame], axes=None):
