@@ -125,7 +125,9 @@ class BarFrequency:
 
     Attributes:
         bar: median spacing between consecutive bars.
-        trades_weekends: True for a 24/7 market (crypto): bars fall on Saturdays and Sundays.
+        trades_weekends: True for a market open every day of the week (crypto, 24/7); False for a 5-day
+            week, whichever two days it is closed (Saturday-Sunday, or Friday-Saturday for a
+            Sunday-to-Thursday week).
         bars_per_day: median number of bars per calendar date (intraday data), else 1.
         periods_per_year: the annualisation factor P.
         description: human-readable summary, e.g. ``"1h bars, 24/7 market: 8760 bars/year"``.
@@ -138,6 +140,11 @@ class BarFrequency:
     description: str
 
 
+_DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+#: Share of bars on the two closed days of the week above which a market counts as open every day.
+_EVERY_DAY_SHARE = 0.6 * 2 / 7
+
+
 def _fmt_td(td: pd.Timedelta) -> str:
     secs = td.total_seconds()
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
@@ -146,16 +153,42 @@ def _fmt_td(td: pd.Timedelta) -> str:
     return str(td)
 
 
+def _trades_every_day(day_counts: np.ndarray, span_ns) -> np.ndarray:
+    """Whether a market is open every day of the week, from its bars per weekday (one row per index).
+
+    A market's days off are the two days of the week with the fewest bars: Saturday and Sunday for most
+    exchanges, Friday and Saturday for a Sunday-to-Thursday week (FX daily candles stamped at the New York
+    close, Middle-East exchanges). It trades every day when those two days still hold more than
+    ``0.6 * 2/7`` of the bars (the weekend threshold backtesting.py uses). Until the index spans a week
+    (``span_ns``, first to last timestamp) not every weekday had its chance to appear, so the share on
+    Saturday and Sunday decides.
+    """
+    counts = np.atleast_2d(np.asarray(day_counts, dtype=float))
+    quietest = np.sort(counts, axis=1)[:, :2].sum(axis=1)
+    weekend = counts[:, 5] + counts[:, 6]
+    off = np.where(np.asarray(span_ns) >= pd.Timedelta(days=7).value, quietest, weekend)
+    return off / counts.sum(axis=1) > _EVERY_DAY_SHARE
+
+
+def _week_description(day_counts: np.ndarray) -> str:
+    """``"weekdays only"`` or, for another 5-day week, the days it is closed (``"closed Fri, Sat"``)."""
+    share = day_counts / day_counts.sum()
+    closed = [name for name, s in zip(_DAY_NAMES, share, strict=True) if s < _EVERY_DAY_SHARE / 2]
+    return "weekdays only" if closed in ([], ["Sat", "Sun"]) else "closed " + ", ".join(closed)
+
+
 def infer_frequency(index: pd.DatetimeIndex) -> BarFrequency:
     """Infer bars-per-year from the timestamps themselves (hourly is not 252).
 
-    Rules, in order (``dt`` = median bar spacing; weekend bars = more than 0.6 * 2/7 of bars fall on a
-    Saturday or Sunday, the same threshold backtesting.py uses):
+    Rules, in order (``dt`` = median bar spacing; a market is open every day when its two quietest days
+    of the week hold more than 0.6 * 2/7 of the bars, the weekend threshold backtesting.py uses, see
+    :func:`_trades_every_day`):
 
     * ``dt >= 20 days``: monthly, P = 12; ``dt >= 5 days``: weekly, P = 52;
-    * ``dt >= 20 hours`` (daily): P = 365 with weekend bars (crypto), else 252 (exchange trading days);
-    * intraday with weekend bars: P = 365 days / dt (hourly crypto: 24 * 365 = 8760);
-    * intraday without weekend bars: P = 252 * (median bars per calendar date). The course counts bars,
+    * ``dt >= 20 hours`` (daily): P = 365 when open every day (crypto), else 252 exchange trading days,
+      whichever two days the week is closed (a Sunday-to-Thursday market has the same 5 days a week);
+    * intraday, open every day: P = 365 days / dt (hourly crypto: 24 * 365 = 8760);
+    * intraday, 5-day week: P = 252 * (median bars per calendar date). The course counts bars,
       not hours: hourly US-equity bars stamped 9:30 ... 15:30 are 7 bars a day (the last is half an
       hour), so P = 1764, slightly above the 252 * 6.5 = 1638 rule of thumb, and a 24-hour weekday
       market (FX) gives 252 * 24.
@@ -179,8 +212,9 @@ def infer_frequency(index: pd.DatetimeIndex) -> BarFrequency:
             "timestamps must be strictly increasing to infer the bar frequency (sort and de-duplicate)."
         )
     dt = pd.Timedelta(int(np.median(gaps)), unit="ns")
-    weekend_share = float(np.mean(index.day_of_week >= 5))
-    weekends = weekend_share > 0.6 * 2 / 7
+    day_counts = np.bincount(index.day_of_week, minlength=7)
+    weekends = bool(_trades_every_day(day_counts, ns[-1] - ns[0])[0])
+    week = _week_description(day_counts)
     day = pd.Timedelta(days=1)
     bars_per_day = 1.0
     if dt >= pd.Timedelta(days=20):
@@ -188,7 +222,7 @@ def infer_frequency(index: pd.DatetimeIndex) -> BarFrequency:
     elif dt >= pd.Timedelta(days=5):
         p, what = 52.0, "weekly bars"
     elif dt >= pd.Timedelta(hours=20):
-        p, what = (365.0, "daily bars, 24/7 market") if weekends else (252.0, "daily bars, weekdays only")
+        p, what = (365.0, "daily bars, 24/7 market") if weekends else (252.0, f"daily bars, {week}")
     elif weekends:
         p = day / dt * 365.0
         bars_per_day = day / dt
@@ -197,7 +231,7 @@ def infer_frequency(index: pd.DatetimeIndex) -> BarFrequency:
         counts = pd.Series(1, index=index.normalize()).groupby(level=0).size()
         bars_per_day = float(np.median(counts.to_numpy()))
         p = 252.0 * bars_per_day
-        what = f"{_fmt_td(dt)} bars, weekdays only, {bars_per_day:g} bars/day"
+        what = f"{_fmt_td(dt)} bars, {week}, {bars_per_day:g} bars/day"
     return BarFrequency(dt, weekends, bars_per_day, float(p), f"{what}: {p:g} bars/year")
 
 

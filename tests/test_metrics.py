@@ -166,6 +166,24 @@ def test_intraday_equities_count_bars_per_trading_day():
     assert periods_per_year(half) == 252 * 14
 
 
+def test_a_sunday_to_thursday_week_is_a_five_day_week_not_a_24_7_market():
+    # FX daily candles stamped at the New York close and Middle-East exchanges trade Sunday..Thursday:
+    # Sunday bars are a fifth of them, which the Saturday+Sunday share used to read as crypto (365/year)
+    days = pd.date_range("2020-01-01", periods=420, freq="D")
+    sun_thu = days[(days.day_of_week <= 3) | (days.day_of_week == 6)]
+    freq = infer_frequency(sun_thu)
+    assert freq.periods_per_year == 252 and not freq.trades_weekends
+    assert "closed Fri, Sat" in freq.description
+    hours = pd.date_range("2020-01-05", periods=24 * 60, freq="h")
+    session = hours[((hours.day_of_week <= 3) | (hours.day_of_week == 6)) & (hours.hour >= 7) & (hours.hour < 14)]
+    assert periods_per_year(session) == 252 * 7  # 7 bars a day, 5 days a week
+    # a week open every day is still 24/7, also when the sample is shorter than a week
+    assert periods_per_year(days[:10]) == 365 and periods_per_year(days[2:5]) == 365  # Fri, Sat, Sun
+    assert infer_frequency(pd.bdate_range("2020-01-01", periods=300)).description.startswith(
+        "daily bars, weekdays only"
+    )
+
+
 def test_frequency_needs_a_time_index():
     with pytest.raises(ValueError, match="at least 3"):
         infer_frequency(pd.DatetimeIndex(["2020-01-01", "2020-01-02"]))
