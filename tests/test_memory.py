@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from course_lib import ExternalMemoryBank, MemoryConfig, recall_at_k, sample_by_priority
+from course_lib import NO_TIME_FILTER, ExternalMemoryBank, MemoryConfig, recall_at_k, sample_by_priority
 
 EXACT = ["numpy", "torch", "faiss", "auto"]
 
@@ -40,7 +40,7 @@ def _bank(n=500, d=16, backend="auto", cap=None, **kw):
 def test_exact_backends_agree_with_brute_force(backend, batch):
     bank, keys, t = _bank(backend=backend, auto_faiss_min_batch=1000)
     q = np.random.default_rng(batch).normal(size=(batch, keys.shape[1]))
-    res = bank.search(q, k=10)
+    res = bank.search(q, k=10, as_of=NO_TIME_FILTER)
     idx, top = _brute(keys, q, 10)
     assert res.scores.shape == res.indices.shape == res.mask.shape == (batch, 10)
     np.testing.assert_allclose(res.scores, top, atol=1e-5)
@@ -85,7 +85,7 @@ def test_adding_future_entries_does_not_change_past_queries():
 
 def test_exactly_k_with_mask_when_memory_is_small():
     bank = ExternalMemoryBank(MemoryConfig(key_dim=4, value_dim=2, capacity=10))
-    res = bank.search(np.ones((3, 4)), k=5)
+    res = bank.search(np.ones((3, 4)), k=5, as_of=NO_TIME_FILTER)
     assert res.indices.shape == (3, 5) and not res.mask.any() and (res.indices == -1).all()
     bank.add(np.eye(4)[:3], values=np.ones((3, 2)), timestamp=[1, 2, 3], available_at=[5, 6, 7])
     res = bank.search(np.ones((2, 4)), k=5, as_of=[6, 100])
@@ -99,7 +99,7 @@ def test_exactly_k_with_mask_when_memory_is_small():
 def test_torch_queries_give_torch_results():
     bank, keys, _ = _bank(n=100)
     q = torch.randn(4, 16, requires_grad=True)
-    res = bank.search(q, k=3)
+    res = bank.search(q, k=3, as_of=NO_TIME_FILTER)
     assert isinstance(res.scores, torch.Tensor) and res.keys.shape == (4, 3, 16)
     assert res.indices.dtype == torch.int64 and res.mask.dtype == torch.bool and not res.scores.requires_grad
 
@@ -132,7 +132,7 @@ def test_fifo_wraparound_overwrites_oldest():
 def test_lru_evicts_least_recently_retrieved():
     bank = ExternalMemoryBank(MemoryConfig(key_dim=4, capacity=4, eviction="lru", backend="numpy"))
     bank.add(np.eye(4), timestamp=[0, 1, 2, 3])
-    bank.search(np.eye(4)[[0]], k=1)  # entry 0 used recently
+    bank.search(np.eye(4)[[0]], k=1, as_of=NO_TIME_FILTER)  # entry 0 used recently
     bank.add(np.ones((1, 4)), timestamp=[9])
     assert sorted(bank.metadata("timestamp").tolist()) == [0, 2, 3, 9]  # 1 was the least recently used
 
@@ -170,10 +170,10 @@ def test_update_keys_changes_search_and_ann_index():
         bank, keys, _ = _bank(n=3000, backend=backend)
         target = np.zeros((1, 16))
         target[0, 3] = 1.0
-        before = bank.search(target, k=1).indices[0, 0]
+        before = bank.search(target, k=1, as_of=NO_TIME_FILTER).indices[0, 0]
         slot = (before + 1) % 3000
         bank.update_keys([slot], target)
-        assert bank.search(target, k=1).indices[0, 0] == slot, backend
+        assert bank.search(target, k=1, as_of=NO_TIME_FILTER).indices[0, 0] == slot, backend
 
 
 def test_approximate_backends_recall():
@@ -183,11 +183,11 @@ def test_approximate_backends_recall():
     q = centers[rng.integers(0, 50, 100)] + 0.3 * rng.normal(size=(100, 32))
     exact = ExternalMemoryBank(MemoryConfig(key_dim=32, capacity=8000, backend="torch"))
     exact.add(keys)
-    ref = exact.search(q, k=10).indices
+    ref = exact.search(q, k=10, as_of=NO_TIME_FILTER).indices
     for backend in ("ivf", "hnsw"):
         bank = ExternalMemoryBank(MemoryConfig(key_dim=32, capacity=8000, backend=backend, ivf_nprobe=32))
         bank.add(keys)
-        assert recall_at_k(bank.search(q, k=10).indices, ref) > 0.9, backend
+        assert recall_at_k(bank.search(q, k=10, as_of=NO_TIME_FILTER).indices, ref) > 0.9, backend
 
 
 def test_recall_at_k():
@@ -212,7 +212,7 @@ def test_reset_and_free_form_metadata():
     bank.add(np.ones((2, 2)), timestamp=[1, 2], available_at=[1, 2], vol=[0.1, 0.2], tag=["a", "bb"])
     bank.add(np.ones((1, 2)))  # omitted fields are filled
     assert np.isnan(bank.metadata("vol")[2]) and bank.metadata("tag")[2] == ""
-    res = bank.search(np.ones((1, 2)), k=4)
+    res = bank.search(np.ones((1, 2)), k=4, as_of=NO_TIME_FILTER)
     assert set(res.metadata("tag")[0]) == {"a", "bb", ""}
     bank.reset()
     assert len(bank) == 0 and "vol" not in bank.metadata_names
@@ -261,14 +261,14 @@ def test_lru_block_eviction_is_exact_and_amortised(monkeypatch):
     keys = rng.normal(size=(cap, 8))
     for s in range(0, cap, 64):
         bank.add(keys[s:s + 64], timestamp=np.arange(s, s + 64))
-    bank.search(keys[rng.integers(0, cap, 50)], k=3)
+    bank.search(keys[rng.integers(0, cap, 50)], k=3, as_of=NO_TIME_FILTER)
     for step in range(120):
         expect = np.lexsort((bank._insert_seq, bank._last_access))[0]
         slot = bank.add(rng.normal(size=(1, 8)), timestamp=[cap + step])
         assert slot.tolist() == [expect], step
         if step % 7 == 0:  # retrieve the next queued victims: they must now survive
             queued = bank._victims.slots[bank._victims.pos:bank._victims.pos + 2]
-            bank.search(bank.keys[queued], k=1)
+            bank.search(bank.keys[queued], k=1, as_of=NO_TIME_FILTER)
     assert len(calls) <= 120 // (cap // 64) + 15  # one selection per block, plus refills after skips
 
 
@@ -316,9 +316,9 @@ def test_latest_available_bound_skips_scan_and_stays_causal(monkeypatch):
 def test_access_count_counts_repeated_hits():
     bank = ExternalMemoryBank(MemoryConfig(key_dim=2, capacity=4, backend="numpy"))
     bank.add(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]]))
-    bank.search(np.array([[1.0, 0.0], [1.0, 0.05], [0.0, 1.0]]), k=2)
+    bank.search(np.array([[1.0, 0.0], [1.0, 0.05], [0.0, 1.0]]), k=2, as_of=NO_TIME_FILTER)
     assert bank.access_count.tolist() == [2, 1, 3]  # slot 2 is second best for the third query too
-    bank.search(np.array([[1.0, 0.0]]), k=1)
+    bank.search(np.array([[1.0, 0.0]]), k=1, as_of=NO_TIME_FILTER)
     assert bank.access_count.tolist() == [3, 1, 3]
 
 
@@ -343,7 +343,7 @@ def test_two_stage_topk_with_causal_filter_matches_brute_force():
     np.testing.assert_array_equal(res.mask, idx >= 0)
     assert res.mask[0].sum() == 6  # as_of 10 sees entries 0..5 only
     assert (res.indices[1, 0] == 40_000) and not (res.indices[2] == 39_990).any()
-    free = bank.search(q, k=16)
+    free = bank.search(q, k=16, as_of=NO_TIME_FILTER)
     np.testing.assert_allclose(free.scores, _brute(keys, q, 16)[1], atol=1e-5)
 
 
@@ -389,3 +389,58 @@ def test_causal_filter_dense_and_sparse_paths_match_brute_force(backend, spread)
     np.testing.assert_array_equal(res.mask, idx >= 0)
     np.testing.assert_allclose(res.scores, np.where(np.isfinite(top), top, 0.0), atol=1e-5)
     assert (avail[res.indices[res.mask]] <= np.repeat(as_of[:, None], 12, 1)[res.mask]).all()
+
+
+@pytest.mark.parametrize("sampling", [False, True])
+def test_importance_eviction_never_ranks_by_an_unresolved_label(sampling):
+    """Change the outcomes of entries still pending at t: the entries a query at t can see do not move.
+
+    Labels resolve 20 bars after the window ends; the default priority is |future_return|. Before the fix,
+    eviction ranked pending entries by their (future) |return| too, so a big future move rescued an entry
+    and pushed out a resolved one that a query at t could otherwise still see.
+    """
+    n, cap, h, t_cut = 600, 100, 20, 400
+
+    def visible_at_cut(future_scale: float) -> list[int]:
+        rng = np.random.default_rng(0)
+        ret = rng.normal(0, 0.01, size=n)
+        ret[t_cut - h:] *= future_scale  # outcomes resolved only after t_cut
+        bank = ExternalMemoryBank(MemoryConfig(key_dim=8, capacity=cap, eviction="importance",
+                                               importance_sampling=sampling, seed=3))
+        keys = rng.normal(size=(n, 8))
+        for s in range(0, t_cut, 10):  # a stream up to the cut; each add happens at its batch's last bar
+            sl = slice(s, s + 10)
+            bank.add(keys[sl], timestamp=np.arange(n)[sl], available_at=np.arange(n)[sl] + h,
+                     future_return=ret[sl])
+        res = bank.search(np.eye(8), k=cap, as_of=t_cut - 1)
+        return sorted(res.metadata("timestamp")[res.mask].tolist())
+
+    base = visible_at_cut(1.0)
+    assert base, "some resolved entries must be visible"
+    for scale in (0.0, 50.0):
+        assert visible_at_cut(scale) == base
+
+
+def test_importance_eviction_falls_back_to_oldest_pending_when_nothing_is_resolved():
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=2, capacity=3, eviction="importance", importance_sampling=False))
+    bank.add(np.eye(2)[[0, 1, 0]], timestamp=[0, 1, 2], available_at=[100, 100, 100], future_return=[0.0, 9.0, 9.0])
+    bank.add(np.eye(2)[[1]], timestamp=[3], available_at=[100], future_return=[5.0])
+    assert sorted(bank.metadata("timestamp").tolist()) == [1, 2, 3]  # the oldest pending went, not the smallest
+
+
+def test_search_without_a_time_is_refused_and_the_opt_out_is_named():
+    from course_lib import MissingTimeError, TierConfig, TieredMemory
+
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=2, capacity=4))
+    bank.add(np.eye(2), timestamp=[0, 5], available_at=[0, 5])
+    with pytest.raises(MissingTimeError, match="NO_TIME_FILTER"):
+        bank.search(np.eye(2), k=2)
+    with pytest.raises(MissingTimeError):
+        bank.search(np.eye(2), k=2, as_of=None)
+    assert bank.search(np.eye(2), k=2, as_of=NO_TIME_FILTER).mask.all()
+    assert bank.search(np.eye(2), k=2, as_of=0).mask.sum() == 2  # one eligible entry per query
+    tm = TieredMemory(TierConfig(key_dim=2, hot_capacity=2, warm_capacity=2, cold_capacity=2))
+    tm.add(np.eye(2), available_at=[0, 5])
+    with pytest.raises(MissingTimeError):
+        tm.search(np.eye(2), k=1)
+    assert tm.search(np.eye(2), k=1, as_of=NO_TIME_FILTER)["mask"].all()

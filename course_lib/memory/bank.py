@@ -28,7 +28,14 @@ import torch
 
 from . import backends as B
 from .config import MemoryConfig
-from .eviction import VictimQueue, fifo_victims, importance_order, lru_order, sample_by_priority, victim_block
+from .eviction import (
+    VictimQueue,
+    causal_importance_order,
+    fifo_victims,
+    lru_order,
+    sample_by_priority,
+    victim_block,
+)
 from .persistence import MemoryFileError, read_npz, write_npz
 from .time_filter import query_times, to_ns
 
@@ -268,7 +275,7 @@ class ExternalMemoryBank:
     # ------------------------------------------------------------------ writing
     def add(self, keys: Any, values: Any = None, timestamp: Any = None, available_at: Any = None,
             future_return: Any = None, symbol: Any = None, regime: Any = None, importance: Any = None,
-            **extra: Any) -> np.ndarray:
+            now: Any = None, **extra: Any) -> np.ndarray:
         """Store a batch of entries; returns the slot id of each row.
 
         Keys are L2-normalised on the way in. ``timestamp`` is the window's end time t and
@@ -284,7 +291,9 @@ class ExternalMemoryBank:
         defaults to ``|future_return|`` (first column), else 1. Any other keyword is stored as a
         free-form per-entry field.
 
-        When the bank is full, the eviction policy chooses which old entries are overwritten. A batch
+        When the bank is full, the eviction policy chooses which old entries are overwritten, deciding with
+        what is known at ``now`` (default: the batch's latest ``timestamp``): importance eviction never ranks
+        an entry by a priority whose label is still pending at ``now`` (see :mod:`.eviction`). A batch
         longer than the capacity keeps only its last ``capacity`` rows.
         """
         k = self._prep_keys(keys)
@@ -320,7 +329,8 @@ class ExternalMemoryBank:
             cols = {c: a[start:] if a is not None and np.ndim(a) > 0 and len(a) == n else a
                     for c, a in cols.items()}
             n = len(k)
-        slots = self._allocate(n)
+        now_ns = int(to_ns(now, 1)[0]) if now is not None else int(ts.max())
+        slots = self._allocate(n, now_ns)
         self._note_available(self._meta["available_at"][slots], cols["available_at"])
         self._keys[slots] = k
         if vals is not None:
@@ -675,8 +685,9 @@ class ExternalMemoryBank:
             raise IndexError(f"slot ids must be in [0, {self._size}); got min {s.min()}, max {s.max()}")
         return s
 
-    def _allocate(self, n: int) -> np.ndarray:
-        """Slots for ``n`` new rows: free slots first, then victims of the eviction policy."""
+    def _allocate(self, n: int, now: int) -> np.ndarray:
+        """Slots for ``n`` new rows: free slots first, then victims of the eviction policy (chosen with
+        what is known at ``now``, int64 ns)."""
         cap, size = self.capacity, self._size
         fresh = min(n, cap - size)
         new = np.arange(size, size + fresh, dtype=np.int64)
@@ -694,9 +705,11 @@ class ExternalMemoryBank:
                                          lambda s: la[s])
         else:
             cfg, imp = self.config, self._meta["importance"][:size]
+            avail, seq = self._meta["available_at"][:size], self._insert_seq[:size]
             victims = self._victims.take(
                 r, victim_block(cap, r),
-                lambda c, ex: importance_order(imp, c, cfg.importance_alpha, cfg.importance_sampling, self._rng, ex),
+                lambda c, ex: causal_importance_order(imp, avail, seq, now, c, cfg.importance_alpha,
+                                                      cfg.importance_sampling, self._rng, ex),
                 lambda s: imp[s])
         self._size += fresh
         return np.concatenate([new, victims.astype(np.int64)])

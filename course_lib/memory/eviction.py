@@ -6,6 +6,11 @@
 * ``importance``: entries with a low priority p_i go first. With sampling, victims are drawn without
   replacement with probability proportional to p_i^-alpha (Efraimidis-Spirakis keys, vectorised), so a
   low-priority entry is likely, not certain, to go; rare high-|return| events (crashes) outlive FIFO.
+  Eviction decides with what is known when it runs: the default priority is |future return|, which for an
+  entry whose label is not resolved yet (``available_at`` after the eviction's time) is the future. Such
+  pending entries are never ranked by it: they are protected until they resolve, and only when no resolved
+  entry is left do the oldest pending entries go first (:func:`causal_importance_order`). Otherwise which
+  resolved entries a query at t can still see would depend on outcomes known only after t.
   :func:`sample_by_priority` is the complementary replay sampler, P(i) = p_i^alpha / sum_j p_j^alpha.
 
 Choosing lru/importance victims means looking at every entry, O(M). Doing that on every ``add`` made a
@@ -86,6 +91,22 @@ def importance_order(priority: np.ndarray, count: int, alpha: float, sampling: b
     else:  # float32 bits of a positive number (< 2^31) in the high word, the slot breaks ties
         key = (np.nan_to_num(p, nan=np.inf).view(np.int32).astype(np.int64) << 31) | np.arange(len(p))
     return _smallest(key, count, exclude)
+
+
+def causal_importance_order(priority: np.ndarray, available_at: np.ndarray, insert_seq: np.ndarray, now: int,
+                            count: int, alpha: float, sampling: bool, rng: np.random.Generator,
+                            exclude: np.ndarray | None = None) -> np.ndarray:
+    """:func:`importance_order` over the entries resolved by ``now`` (``available_at <= now``), then the
+    oldest pending entries (by insertion) if more victims are needed: a pending entry's priority is never
+    read, so the choice depends on nothing unknown at ``now``."""
+    ex = np.zeros(0, np.int64) if exclude is None else np.asarray(exclude, np.int64)
+    pending = np.flatnonzero(available_at > now)
+    first = importance_order(priority, count, alpha, sampling, rng, np.concatenate([ex, pending]))
+    if len(first) >= count or not len(pending):
+        return first
+    resolved = np.flatnonzero(available_at <= now)
+    rest = _smallest(insert_seq, count - len(first), np.concatenate([ex, resolved]))
+    return np.concatenate([first, rest])
 
 
 class VictimQueue:
