@@ -24,7 +24,7 @@ import torch
 
 import course_lib as cl  # first: it sets faiss's OpenMP wait policy before faiss loads (see memory/backends)
 import faiss
-from course_lib.memory import ExternalMemoryBank, MemoryConfig, WindowEmbedder, recall_at_k
+from course_lib.memory import NO_TIME_FILTER, ExternalMemoryBank, MemoryConfig, WindowEmbedder, recall_at_k
 from course_lib.memory.backends import faiss_blas_threshold
 
 K, D = 32, 64
@@ -134,7 +134,7 @@ def bench_evicting_add(keys: np.ndarray, m: int) -> None:
         for batch in (1, 256, 4096):
             bank = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m, eviction=policy))
             bank.add(keys[:m], timestamp=ts[:m], available_at=ts[:m] + 1, importance=prio[:m])
-            bank.search(keys[:64], k=K)  # some entries retrieved (drives lru)
+            bank.search(keys[:64], k=K, as_of=NO_TIME_FILTER)  # some entries retrieved (drives lru)
             n_rows = min(m, 20_000) if batch == 1 else m
             t0 = time.perf_counter()
             for s in range(0, n_rows, batch):
@@ -165,12 +165,12 @@ def bench_search(keys, queries, sizes, batches, ann_params, with_hnsw: bool = Tr
             banks[name] = ExternalMemoryBank(cfg)
             banks[name].add(xb)
         t0 = time.perf_counter()
-        banks["ivf"].search(queries[:1], k=K)
+        banks["ivf"].search(queries[:1], k=K, as_of=NO_TIME_FILTER)
         t_ivf = time.perf_counter() - t0
         t_hnsw = float("nan")
         if with_hnsw:
             t0 = time.perf_counter()
-            banks["hnsw"].search(queries[:1], k=K)
+            banks["hnsw"].search(queries[:1], k=K, as_of=NO_TIME_FILTER)
             t_hnsw = time.perf_counter() - t0
         print(f"{'':>16}(index build at M={m:,}: ivf {t_ivf:.1f} s, hnsw {t_hnsw:.1f} s; hnsw at 1e6: see below)")
         for b in batches:
@@ -188,22 +188,22 @@ def bench_search(keys, queries, sizes, batches, ann_params, with_hnsw: bool = Tr
                 "raw torch": timeit(lambda: raw_torch(tb, tq[:sub], K), reps) * scale,
                 "raw faiss": timeit(lambda: raw_faiss(xb_unit, xq_unit, K), reps),
                 "faiss IP": timeit(lambda: flat.search(xq_unit, K), reps),
-                "bank np": timeit(lambda: banks["numpy"].search(xq[:sub], k=K), reps) * scale,
+                "bank np": timeit(lambda: banks["numpy"].search(xq[:sub], k=K, as_of=NO_TIME_FILTER), reps) * scale,
             }
             row["hnsw"] = float("nan")
             for name in ("torch", "faiss", "auto", "ivf", "hnsw"):
                 if name not in banks:
                     continue
                 row[f"bank {name}" if name in ("torch", "faiss", "auto") else name] = timeit(
-                    lambda name=name: banks[name].search(xq, k=K), reps)
+                    lambda name=name: banks[name].search(xq, k=K, as_of=NO_TIME_FILTER), reps)
             best_raw = min(row["raw np"], row["raw torch"], row["raw faiss"])
             mark = "*" if big else " "
             cells = "".join(f"{row[c] * 1e3:>11.1f}{mark if c in ('raw np', 'raw torch', 'bank np') else ' '}"
                             for c in cols)
             print(f"{m:>9,}{b:>7}{cells}{row['bank auto'] / best_raw:>10.2f}{row['faiss IP'] / row['bank auto']:>9.1f}")
             if b == batches[min(1, len(batches) - 1)]:
-                exact = banks["torch"].search(xq, k=K).indices
-                recalls[m] = {name: recall_at_k(banks[name].search(xq, k=K).indices, exact)
+                exact = banks["torch"].search(xq, k=K, as_of=NO_TIME_FILTER).indices
+                recalls[m] = {name: recall_at_k(banks[name].search(xq, k=K, as_of=NO_TIME_FILTER).indices, exact)
                               for name in ("ivf", "hnsw") if name in banks}
                 print(f"{'':>16}recall@{K} at batch {b}: " + ", ".join(f"{n} {r:.3f}" for n, r in recalls[m].items()))
         banks.clear()
@@ -218,8 +218,8 @@ def bench_ann_settings(keys, queries, m, batch, nprobes, efs) -> None:
     as_of = np.random.default_rng(1).integers(m // 10, m, batch)  # a walk-forward-like mix of query times
     exact_bank = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m, backend="auto"))
     exact_bank.add(xb, timestamp=ts, available_at=ts + 1)
-    t_exact = timeit(lambda: exact_bank.search(xq, k=K), 1)
-    exact = exact_bank.search(xq, k=K).indices
+    t_exact = timeit(lambda: exact_bank.search(xq, k=K, as_of=NO_TIME_FILTER), 1)
+    exact = exact_bank.search(xq, k=K, as_of=NO_TIME_FILTER).indices
     print(f"{'setting':<28}{'recall@32':>10}{'ms':>10}{'speed-up':>10}")
     print(f"{'exact (auto)':<28}{1.0:>10.3f}{t_exact * 1e3:>10.1f}{1.0:>10.1f}")
     t_exact_causal = timeit(lambda: exact_bank.search(xq, k=K, as_of=as_of), 1)
@@ -237,8 +237,8 @@ def bench_ann_settings(keys, queries, m, batch, nprobes, efs) -> None:
     for npb in nprobes:
         ivf.config.ivf_nprobe = npb
         ivf._ann.nprobe = npb
-        t = timeit(lambda: ivf.search(xq, k=K), 2)
-        r = recall_at_k(ivf.search(xq, k=K).indices, exact)
+        t = timeit(lambda: ivf.search(xq, k=K, as_of=NO_TIME_FILTER), 2)
+        r = recall_at_k(ivf.search(xq, k=K, as_of=NO_TIME_FILTER).indices, exact)
         print(f"{f'ivf nlist={ivf._ann.index.nlist} nprobe={npb}':<28}{r:>10.3f}{t * 1e3:>10.1f}{t_exact / t:>10.1f}")
     causal_row(ivf, f"ivf nprobe={nprobes[-1]}, causal")
     ivf = None
@@ -246,12 +246,12 @@ def bench_ann_settings(keys, queries, m, batch, nprobes, efs) -> None:
                                            hnsw_ef_construction=40))
     hnsw.add(xb, timestamp=ts, available_at=ts + 1)
     t0 = time.perf_counter()
-    hnsw.search(xq[:1], k=K)
+    hnsw.search(xq[:1], k=K, as_of=NO_TIME_FILTER)
     print(f"{'(hnsw M=16 build, s)':<28}{'':>10}{time.perf_counter() - t0:>10.1f}")
     for ef in efs:
         hnsw._ann.efs = ef
-        t = timeit(lambda: hnsw.search(xq, k=K), 2)
-        r = recall_at_k(hnsw.search(xq, k=K).indices, exact)
+        t = timeit(lambda: hnsw.search(xq, k=K, as_of=NO_TIME_FILTER), 2)
+        r = recall_at_k(hnsw.search(xq, k=K, as_of=NO_TIME_FILTER).indices, exact)
         print(f"{f'hnsw M=16 efSearch={ef}':<28}{r:>10.3f}{t * 1e3:>10.1f}{t_exact / t:>10.1f}")
     causal_row(hnsw, f"hnsw efSearch={efs[-1]}, causal")
 
@@ -267,9 +267,9 @@ def bench_int8(keys, queries) -> None:
     ids = tiers.add(keys[:m])
     exact = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m, backend="numpy"))
     exact.add(keys[:m])
-    truth = ids[exact.search(queries[:256], k=K).indices]
-    t = timeit(lambda: tiers.search(queries[:256], k=K), 3)
-    r = recall_at_k(tiers.search(queries[:256], k=K)["ids"], truth)
+    truth = ids[exact.search(queries[:256], k=K, as_of=NO_TIME_FILTER).indices]
+    t = timeit(lambda: tiers.search(queries[:256], k=K, as_of=NO_TIME_FILTER), 3)
+    r = recall_at_k(tiers.search(queries[:256], k=K, as_of=NO_TIME_FILTER)["ids"], truth)
     sizes, nbytes = tiers.tier_sizes(), tiers.nbytes()
     print(f"TieredMemory M={m:,} (hot {sizes['hot']:,} / warm int8 {sizes['warm']:,} / cold mmap {sizes['cold']:,}): "
           f"recall@{K} = {r:.4f}, {t * 1e3:.1f} ms per batch of 256; RAM {(nbytes['hot'] + nbytes['warm']) / 2**20:.1f} "

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from course_lib import (
+    NO_TIME_FILTER,
     ExternalMemoryBank,
     MemoryConfig,
     MemoryFileError,
@@ -27,7 +28,7 @@ def _filled(tmp_path=None):
     bank.add(rng.normal(size=(60, 8)), values=rng.normal(size=(60, 2)), timestamp=t, available_at=t + 500,
              future_return=rng.normal(size=(60, 3)), symbol=["BTCUSDT-PERP"] * 30 + ["SPX"] * 30,
              regime=rng.integers(0, 4, 60), note=rng.normal(size=60))
-    bank.search(rng.normal(size=(5, 8)), k=3)
+    bank.search(rng.normal(size=(5, 8)), k=3, as_of=NO_TIME_FILTER)
     return bank
 
 
@@ -153,18 +154,18 @@ def test_tiers_demote_promote_and_search(tmp_path):
     assert tm.tier_sizes() == {"hot": 20, "warm": 50, "cold": 80}
     assert tm.tier_of(ids[:3]).tolist() == ["cold"] * 3 and tm.tier_of([149]).tolist() == ["hot"]
     # every tier is searched: a cold entry's own key finds it
-    res = tm.search(keys[:5], k=3)
+    res = tm.search(keys[:5], k=3, as_of=NO_TIME_FILTER)
     assert res["ids"][:, 0].tolist() == [0, 1, 2, 3, 4] and (res["tier"][:, 0] == 2).all()
     # causal filter across tiers
     res = tm.search(keys[:5], k=3, as_of=2)
     assert set(res["ids"][res["mask"]].tolist()) <= {0, 1, 2}
     # repeated use promotes cold -> warm -> hot
     for _ in range(3):
-        tm.search(keys[:5], k=1)
+        tm.search(keys[:5], k=1, as_of=NO_TIME_FILTER)
     tm.manage_tiers()
     assert (tm.tier_of(ids[:5]) == "warm").all()
     for _ in range(3):
-        tm.search(keys[:5], k=1)
+        tm.search(keys[:5], k=1, as_of=NO_TIME_FILTER)
     tm.manage_tiers()
     assert (tm.tier_of(ids[:5]) == "hot").all()
     assert sum(tm.tier_sizes().values()) == 150
@@ -225,7 +226,7 @@ def test_bank_saved_on_gpu_loads_on_cpu(tmp_path):
     assert res.mask.all()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert ExternalMemoryBank.load(gpu, device="cpu", backend="torch").search(np.ones((1, 8)), k=2).mask.all()
+        assert ExternalMemoryBank.load(gpu, device="cpu", backend="torch").search(np.ones((1, 8)), k=2, as_of=NO_TIME_FILTER).mask.all()
     with pytest.raises(RuntimeError, match="not available on this machine"):
         ExternalMemoryBank.load(gpu, device="cuda")
     fgpu = _rewrite(path, tmp_path / "fgpu.npz", header_change=lambda h: h["config"].update(backend="faiss-gpu"))
@@ -306,7 +307,7 @@ def test_tier_search_memory_is_bounded_by_the_chunk(tmp_path):
                                  chunk_rows=2048, cold_path=str(tmp_path / "c.f32")))
     tm.add(rng.normal(size=(n, 8)))
     tracemalloc.start()
-    tm.search(rng.normal(size=(q, 8)), k=5)
+    tm.search(rng.normal(size=(q, 8)), k=5, as_of=NO_TIME_FILTER)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < q * n * 4 / 4, f"search held {peak / 2**20:.1f} MiB: scores of the whole tier at once"

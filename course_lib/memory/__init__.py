@@ -3,12 +3,12 @@ approximate search backends, FIFO/LRU/importance eviction, and a hot/warm/cold t
 
 from .backends import CausalFilter, faiss_available, recall_at_k
 from .bank import ExternalMemoryBank, SearchResult
-from .time_filter import NO_TIME_FILTER, MissingTimeError, query_times, to_ns
 from .config import BACKENDS, EVICTIONS, MemoryConfig
 from .embedding import WindowEmbedder
 from .eviction import sample_by_priority
 from .persistence import MemoryFileError
 from .tiers import TierConfig, TieredMemory, dequantize_int8, int8_recall, quantize_int8
+from .time_filter import NO_TIME_FILTER, MissingTimeError, query_times, to_ns
 from .timing import jittered_keys, latency_table
 
 __all__ = [

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .time_filter import query_times, to_ns
 from .eviction import lru_order
+from .time_filter import query_times, to_ns
 
 __all__ = ["TierConfig", "TieredMemory", "dequantize_int8", "int8_recall", "quantize_int8"]
 

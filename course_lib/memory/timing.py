@@ -11,6 +11,7 @@ import pandas as pd
 
 from .bank import ExternalMemoryBank
 from .config import MemoryConfig
+from .time_filter import NO_TIME_FILTER
 
 __all__ = ["jittered_keys", "latency_table"]
 
@@ -40,13 +41,13 @@ def latency_table(keys: np.ndarray, queries: np.ndarray, sizes: Sequence[int], b
         for name in backends:
             bank = ExternalMemoryBank(MemoryConfig(key_dim=keys.shape[1], capacity=m, backend=name, **config))
             bank.add(keys[:m])
-            res = bank.search(queries, k=k)  # warm-up (builds approximate indexes)
+            res = bank.search(queries, k=k, as_of=NO_TIME_FILTER)  # warm-up (builds approximate indexes)
             if exact is None and name in ("numpy", "torch", "faiss", "auto"):
                 exact = res.indices
             times = []
             for _ in range(reps):
                 t0 = time.perf_counter()
-                bank.search(queries, k=k)
+                bank.search(queries, k=k, as_of=NO_TIME_FILTER)
                 times.append(time.perf_counter() - t0)
             recall = recall_at_k(res.indices, exact) if exact is not None else np.nan
             rows.append({"M": m, "backend": name, "ms": 1e3 * float(np.median(times)), "recall": recall})
