@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .memory import ExternalMemoryBank, MemoryConfig
 from .model import MemoryAugmentedTransformer, MemoryTransformerConfig, direction_classes, encode_outcomes
 from .utils import atomic_path, seed_everything, select_device
 from .windows import FeatureScaler, WindowSet
@@ -180,58 +181,8 @@ def _native_bf16() -> bool:
         return bool(torch.cuda.is_bf16_supported())
 
 
-# --- a private exact memory, used only if the course memory bank is unavailable ------------------------
-class _ExactMemory:
-    """Brute-force cosine search with the bank's causal ``as_of`` filter (fallback; same interface subset)."""
-
-    def __init__(self, key_dim: int, value_dim: int, device: torch.device):
-        self.device = device
-        self.keys = torch.zeros(0, key_dim, device=device)
-        self.values = torch.zeros(0, value_dim, device=device)
-        self.available_at = torch.zeros(0, dtype=torch.long, device=device)
-
-    def __len__(self) -> int:
-        return self.keys.shape[0]
-
-    def add(self, keys, values=None, timestamp=None, available_at=None, **_: Any) -> np.ndarray:
-        k = F.normalize(torch.as_tensor(keys, dtype=torch.float32, device=self.device), dim=-1)
-        start = len(self)
-        self.keys = torch.cat([self.keys, k])
-        self.values = torch.cat([self.values, torch.as_tensor(values, dtype=torch.float32, device=self.device)])
-        self.available_at = torch.cat([self.available_at, torch.as_tensor(available_at, device=self.device).long()])
-        return np.arange(start, len(self))
-
-    def update_keys(self, slots, new_keys) -> None:
-        k = F.normalize(torch.as_tensor(new_keys, dtype=torch.float32, device=self.device), dim=-1)
-        self.keys[torch.as_tensor(slots, device=self.device).long()] = k
-
-    def search(self, queries, k: int = 32, as_of=None) -> SimpleNamespace:
-        q = F.normalize(torch.as_tensor(queries, dtype=torch.float32).to(self.device), dim=-1)
-        scores = q @ self.keys.T
-        if as_of is not None:
-            t = torch.as_tensor(np.asarray(as_of, dtype=np.int64), device=self.device).reshape(-1, 1)
-            scores = scores.masked_fill(self.available_at[None, :] > t, float("-inf"))
-        if scores.shape[1] < k:
-            scores = F.pad(scores, (0, k - scores.shape[1]), value=float("-inf"))
-        top, idx = scores.topk(k, dim=1)
-        mask = torch.isfinite(top)
-        safe = torch.where(mask, idx, torch.zeros_like(idx)).clamp(max=max(len(self) - 1, 0))
-        empty = len(self) == 0
-        dev = self.device
-        keys = torch.zeros(*safe.shape, self.keys.shape[1], device=dev) if empty else self.keys[safe]
-        values = torch.zeros(*safe.shape, self.values.shape[1], device=dev) if empty else self.values[safe]
-        return SimpleNamespace(
-            scores=torch.where(mask, top, torch.zeros_like(top)), indices=torch.where(mask, idx, -torch.ones_like(idx)),
-            mask=mask, keys=keys, values=values,
-        )
-
-
-def _make_bank(key_dim: int, value_dim: int, capacity: int, backend: str, device: torch.device):
-    """The course's :class:`ExternalMemoryBank` (exact search for the sizes used here), else the fallback."""
-    try:
-        from .memory import ExternalMemoryBank, MemoryConfig
-    except ImportError:
-        return _ExactMemory(key_dim, value_dim, device)
+def _make_bank(key_dim: int, value_dim: int, capacity: int, backend: str, device: torch.device) -> ExternalMemoryBank:
+    """The course's :class:`ExternalMemoryBank` on the trainer's device (exact search for these sizes)."""
     cfg = MemoryConfig(
         key_dim=key_dim, value_dim=value_dim, capacity=capacity, backend=backend,
         device="cuda" if device.type == "cuda" else "cpu",
@@ -491,8 +442,18 @@ class MemoryTransformerTrainer:
 
     # ---- inference ---------------------------------------------------------------------------
     def _online_memory(self, windows: WindowSet) -> Any:
-        """Training memory plus the predicted windows' own resolved entries (causal via as_of)."""
-        labelled = np.isfinite(windows.y)
+        """Training memory plus the predicted windows' own resolved entries (causal via as_of).
+
+        A predicted window already in the training memory (same end time: one series, one window per bar,
+        e.g. walk-forward's calibration pass over the training set) is not stored again; a window repeated
+        within ``windows`` is stored once. Otherwise most queries got the same neighbour twice.
+        """
+        ends = windows.end_time_ns()
+        labelled = np.isfinite(windows.y) & ~np.isin(ends, self._mem_windows.end_time_ns())
+        _, first = np.unique(ends, return_index=True)
+        once = np.zeros(len(windows), dtype=bool)
+        once[first] = True
+        labelled &= once
         if not labelled.any():
             return self.memory
         extra = windows.subset(np.flatnonzero(labelled))

@@ -149,6 +149,28 @@ def test_online_memory_is_causal_and_uses_resolved_test_windows(splits):
     pd.testing.assert_frame_equal(full.loc[early].drop(columns="y"), moved.loc[early].drop(columns="y"))
 
 
+def test_online_memory_stores_each_window_once(splits):
+    """Predicting the training windows themselves (walk-forward's calibration pass) must not store them a
+    second time: before the fix, most queries got the same neighbour twice."""
+    trainer = MemoryTransformerTrainer(mcfg(), tcfg(epochs=1, predict_memory="online"))
+    trainer.fit(splits.train, splits.val)
+    train = splits.train
+    online = trainer._online_memory(train)
+    assert len(online) == len(trainer.memory)  # nothing new: every window is already in memory
+    idx = np.r_[np.arange(len(splits.test)), np.arange(len(splits.test))]
+    both = splits.test.subset(idx)
+    online = trainer._online_memory(both)
+    assert len(online) == len(trainer.memory) + int(np.isfinite(splits.test.y).sum())
+    times = online.metadata("timestamp")
+    assert len(np.unique(times)) == len(times), "a window is stored twice"
+    res = online.search(trainer._compute_keys(train.X), k=8, as_of=train.end_time_ns() + 10**15)
+    slots = np.where(res.mask, res.indices, -1)
+    ts = np.where(res.mask, times[np.maximum(slots, 0)], -1)
+    for row in ts:
+        row = row[row >= 0]
+        assert len(np.unique(row)) == len(row), "the same neighbour returned twice"
+
+
 def test_save_load_round_trip_reproduces_predictions(splits, tmp_path):
     trainer = MemoryTransformerTrainer(mcfg(), tcfg(epochs=1), scaler=splits.scaler)
     trainer.fit(splits.train, splits.val)
