@@ -80,6 +80,7 @@ __all__ = [
     "max_drawdown",
     "max_drawdown_duration",
     "periods_per_year",
+    "periods_per_year_to_date",
     "profit_factor",
     "rolling_sharpe",
     "sharpe_confidence_interval",
@@ -233,6 +234,69 @@ def infer_frequency(index: pd.DatetimeIndex) -> BarFrequency:
         p = 252.0 * bars_per_day
         what = f"{_fmt_td(dt)} bars, {week}, {bars_per_day:g} bars/day"
     return BarFrequency(dt, weekends, bars_per_day, float(p), f"{what}: {p:g} bars/year")
+
+
+def _rank_with(prev: np.ndarray, extra: np.ndarray, r: int) -> np.ndarray:
+    """The r-th smallest value of the sorted ``prev`` plus one more value, for each value in ``extra``."""
+    if len(prev) == 0:
+        return extra
+    at = np.searchsorted(prev, extra)  # where each extra value falls among prev
+    return np.where(r < at, prev[min(r, len(prev) - 1)], np.where(r == at, extra, prev[max(r - 1, 0)]))
+
+
+def _median_bars_per_date_to_date(days: np.ndarray) -> np.ndarray:
+    """For every bar t, the median number of bars per calendar date among the bars up to t.
+
+    ``days`` holds each bar's date (sorted, so a date's bars are contiguous); the date of bar t counts the
+    bars it has so far. That is the multiset of the earlier dates' final counts plus one more value, whose
+    middle elements are read off the sorted earlier counts without re-sorting.
+    """
+    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]])
+    ends = np.r_[starts[1:], len(days)]
+    out = np.empty(len(days))
+    done: list[int] = []  # final bar counts of the earlier dates, sorted
+    for start, end in zip(starts, ends, strict=True):
+        prev = np.asarray(done, dtype=float)
+        so_far = np.arange(1, end - start + 1, dtype=float)
+        m = len(prev) + 1
+        out[start:end] = (_rank_with(prev, so_far, (m - 1) // 2) + _rank_with(prev, so_far, m // 2)) / 2
+        done.insert(int(np.searchsorted(prev, end - start)), end - start)
+    return out
+
+
+def periods_per_year_to_date(index: pd.DatetimeIndex) -> np.ndarray:
+    """``P`` at every bar t from the timestamps up to t only: ``infer_frequency(index[: t + 1])``.
+
+    What a causal rule may use (position sizing at t): a venue that starts trading at weekends later does
+    not change the annualisation of earlier bars. NaN for the first two bars (three timestamps are the
+    least :func:`infer_frequency` reads). Vectorised: O(n log n), not n calls of O(n).
+    """
+    if not isinstance(index, pd.DatetimeIndex):
+        raise TypeError("periods_per_year_to_date needs a DatetimeIndex; pass periods_per_year=... for arrays.")
+    n = len(index)
+    out = np.full(n, np.nan)
+    if n < 3:
+        return out
+    ns = index.as_unit("ns").asi8
+    gaps = np.diff(ns)
+    if (gaps <= 0).any():
+        raise ValueError(
+            "timestamps must be strictly increasing to infer the bar frequency (sort and de-duplicate)."
+        )
+    dt = np.trunc(pd.Series(gaps, dtype=float).expanding().median().to_numpy())[1:]  # bars 2..n-1
+    counts = np.cumsum(np.eye(7, dtype=np.int64)[index.day_of_week], axis=0)[2:]
+    every_day = _trades_every_day(counts, ns[2:] - ns[0])
+    day = float(pd.Timedelta(days=1).value)
+    daily = dt >= day * 20 / 24
+    bars_per_day = np.ones(n - 2)
+    if (~daily & ~every_day).any():  # intraday, 5-day week: P counts the bars of a trading day
+        bars_per_day = _median_bars_per_date_to_date(index.normalize().as_unit("ns").asi8)[2:]
+    out[2:] = np.select(
+        [dt >= 20 * day, dt >= 5 * day, daily & every_day, daily, every_day],
+        [12.0, 52.0, 365.0, 252.0, day / dt * 365.0],
+        default=252.0 * bars_per_day,
+    )
+    return out
 
 
 def periods_per_year(index: pd.DatetimeIndex) -> float:

@@ -6,7 +6,8 @@ did not move.
 
 * :func:`agreement_sizing` - the chapter's rule: direction from the model, confidence up when the
   neighbours' outcomes in memory agree with it, halved when they disagree.
-* :func:`volatility_target` - scale to a target annual volatility with a trailing volatility estimate.
+* :func:`volatility_target` - scale to a target annual volatility with a trailing volatility estimate,
+  annualised with the bar frequency known at t.
 * :func:`kelly_fraction` / :func:`continuous_kelly` - (fractional) Kelly bets; :func:`kelly_sizing` - the
   causal sizing stage built on them (trailing mean/variance up to t).
 * :func:`cvar_limit` - shrink positions whose trailing expected shortfall exceeds a loss budget.
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .metrics import infer_frequency
+from .metrics import periods_per_year_to_date
 
 __all__ = [
     "SizingConfig",
@@ -169,17 +170,23 @@ def volatility_target(
 ) -> pd.Series:
     """Scale positions so the trailing-volatility forecast of the position is ``target_vol`` a year.
 
-    ``scale_t = target_vol / (std(r_{t-window+1..t}) * sqrt(P))``, capped at ``max_leverage``; the
+    ``scale_t = target_vol / (std(r_{t-window+1..t}) * sqrt(P_t))``, capped at ``max_leverage``; the
     returns up to bar t are known at t's close, when the position is chosen. Pass the asset's whole
     return history as a time-indexed Series and the estimate is warm from the first position; bars
     without ``window`` earlier returns get size 0 (no estimate, no bet).
+
+    ``P_t`` is ``periods_per_year`` when given, else inferred from the return timestamps up to bar t
+    only (:func:`course_lib.periods_per_year_to_date`): bars with another spacing arriving later (a
+    venue that starts trading at weekends) do not resize earlier bars.
     """
     pos, r = _align(positions, asset_returns)
     if periods_per_year is None:
         if not isinstance(r.index, pd.DatetimeIndex):
             raise ValueError("periods_per_year is required without a DatetimeIndex.")
-        periods_per_year = infer_frequency(r.index).periods_per_year
-    vol = (r.rolling(window, min_periods=window).std() * math.sqrt(periods_per_year)).reindex(pos.index)
+        p = pd.Series(periods_per_year_to_date(r.index), index=r.index)
+    else:
+        p = float(periods_per_year)
+    vol = (r.rolling(window, min_periods=window).std() * np.sqrt(p)).reindex(pos.index)
     scale = (target_vol / vol.where(vol > 0)).clip(upper=max_leverage).fillna(0.0)
     return (pos * scale).clip(-max_leverage, max_leverage).rename("position")
 
@@ -366,7 +373,11 @@ def apply_sizing(
     config: SizingConfig | None = None,
     periods_per_year: float | None = None,
 ) -> pd.Series:
-    """Run :class:`SizingConfig`'s stages on raw positions (each causal, so the chain is causal)."""
+    """Run :class:`SizingConfig`'s stages on raw positions (each causal, so the chain is causal).
+
+    ``periods_per_year`` annualises the volatility target; None infers it at each bar from the
+    timestamps up to that bar (see :func:`volatility_target`).
+    """
     cfg = config or SizingConfig()
     out, _ = _align(positions, asset_returns)
     if cfg.kelly_fraction is not None:

@@ -21,6 +21,7 @@ from course_lib import (
     max_drawdown,
     max_drawdown_duration,
     periods_per_year,
+    periods_per_year_to_date,
     profit_factor,
     rolling_sharpe,
     sharpe_confidence_interval,
@@ -182,6 +183,23 @@ def test_a_sunday_to_thursday_week_is_a_five_day_week_not_a_24_7_market():
     assert infer_frequency(pd.bdate_range("2020-01-01", periods=300)).description.startswith(
         "daily bars, weekdays only"
     )
+
+
+def test_periods_per_year_to_date_reads_only_the_timestamps_up_to_each_bar():
+    rng = np.random.default_rng(2)
+    hours = pd.date_range("2024-01-01", periods=24 * 12, freq="h")
+    days = pd.date_range("2020-01-01", periods=120, freq="D")
+    cases = [
+        hours[(hours.day_of_week < 5) & (hours.hour >= 14) & (hours.hour <= 20)],  # 7 bars a weekday
+        hours[rng.random(len(hours)) < 0.5],  # irregular 24/7 bars
+        days[(days.day_of_week <= 3) | (days.day_of_week == 6)],  # Sunday..Thursday
+        pd.bdate_range("2020-01-01", periods=60).append(pd.date_range("2020-03-30", periods=60)),  # opens weekends
+    ]
+    for index in cases:
+        got = periods_per_year_to_date(index)
+        want = [infer_frequency(index[: t + 1]).periods_per_year for t in range(2, len(index))]
+        assert np.isnan(got[:2]).all()
+        np.testing.assert_array_equal(got[2:], want)
 
 
 def test_frequency_needs_a_time_index():

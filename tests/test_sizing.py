@@ -118,6 +118,30 @@ def test_a_longer_return_history_warms_the_estimates_causally():
     assert capped.notna().all() and (capped < 1).all()
 
 
+def test_volatility_target_annualises_with_the_timestamps_known_at_t():
+    # a venue that trades weekdays, then every day: the later weekend bars must not resize the early bars
+    rng = np.random.default_rng(7)
+    T = 150
+    weekdays = pd.bdate_range("2020-01-01", periods=T + 300)
+    opens_weekends = weekdays[:T].append(pd.date_range(weekdays[T - 1] + pd.Timedelta(days=1), periods=300))
+    values = rng.normal(0, 0.01, T + 300)
+    sizes, piped = {}, {}
+    for name, idx in {"weekdays": weekdays, "weekends": opens_weekends}.items():
+        r, ones = pd.Series(values, index=idx), pd.Series(1.0, index=idx)
+        sizes[name] = volatility_target(ones, r, target_vol=0.1, window=20)
+        piped[name] = apply_sizing(ones, r, SizingConfig(target_vol=0.1, vol_window=20))
+    np.testing.assert_array_equal(sizes["weekdays"].iloc[:T], sizes["weekends"].iloc[:T])
+    np.testing.assert_array_equal(piped["weekdays"].iloc[:T], piped["weekends"].iloc[:T])
+    first = 0.1 / (np.std(values[:20], ddof=1) * np.sqrt(252))  # 20 weekday bars known at bar 19
+    assert sizes["weekends"].iloc[19] == pytest.approx(min(first, 1.0))
+    last = 0.1 / (np.std(values[-20:], ddof=1) * np.sqrt(365))  # by then the history shows a 7-day week
+    assert sizes["weekends"].iloc[-1] == pytest.approx(min(last, 1.0))
+    # a frequency given by the caller is used as is, at every bar
+    fixed = volatility_target(pd.Series(1.0, index=opens_weekends), pd.Series(values, index=opens_weekends),
+                              0.1, 20, periods_per_year=252)  # fmt: skip
+    assert fixed.iloc[-1] == pytest.approx(min(0.1 / (np.std(values[-20:], ddof=1) * np.sqrt(252)), 1.0))
+
+
 def test_kelly_sizing_by_hand():
     idx = pd.bdate_range("2021-01-01", periods=6)
     r = pd.Series([0.0, 0.02, -0.01, 0.01, -0.018, 0.05], index=idx)
