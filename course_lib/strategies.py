@@ -11,7 +11,7 @@ outcomes were known by ``t`` (``as_of``).
 * :class:`HistoricalSimilarityStrategy` - LONG / SHORT / HOLD from the share of the nearest past
   windows that were followed by a rise.
 * :class:`KNNAnalogForecaster` - memory alone, no network: the nearest past windows (cosine on the scaled
-  features of their last bars) vote with what followed them.
+  features of their last bars, searched by :mod:`course_lib.similarity`) vote with what followed them.
 * :class:`MomentumStrategy`, :class:`BuyAndHoldStrategy` - the baselines any model has to beat.
 """
 
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .similarity import AnalogIndex, embed_windows
 from .sizing import agreement_sizing, trailing_scale
 from .windows import WindowSet
 
@@ -277,28 +278,33 @@ def _make_memory(key_dim: int, capacity: int):
 class KNNAnalogForecaster:
     """Memory alone: "what happened after the past moments that looked most like now?"
 
-    Each window's key is its last ``lookback`` bars of scaled features, flattened (cosine similarity, so
-    the shape matters, not the overall size). :meth:`fit` stores the training windows with their outcomes
-    and ``available_at`` times in a memory bank; :meth:`predict` retrieves the ``k`` most similar windows
-    *whose outcomes were known at the query's end time* (``as_of``), never the query itself or a later
-    window. With ``online=True`` the predicted windows are added too and become retrievable once their
-    own labels resolve (what a live system would do); each window is stored once, however many times it
-    is queried (``predict`` then ``similar`` on the same windows does not duplicate it).
+    Each window's key is its last ``lookback`` bars of scaled features, flattened (the ``"raw"`` description
+    of :func:`course_lib.embed_windows`; cosine similarity by default, so the shape matters, not the overall
+    size). :meth:`fit` stores the training windows with their outcomes and ``available_at`` times in a
+    :class:`course_lib.AnalogIndex`; :meth:`predict` retrieves the ``k`` most similar windows *whose outcomes
+    were known at the query's end time* (``as_of``), never the query itself or a later window. With
+    ``online=True`` the predicted windows are added too and become retrievable once their own labels
+    resolve (what a live system would do); each window is stored once, however many times it is queried
+    (``predict`` then ``similar`` on the same windows does not duplicate it).
+
+    ``exclusion`` (bars, default 0: plain k nearest neighbours) keeps the neighbours distinct episodes: no
+    two of them, and none and the query, end fewer than ``exclusion`` bars apart (see
+    :func:`course_lib.find_analogs`; ``exclusion=seq_len`` is the lesson's choice).
 
     Output columns: ``pred_return`` = ``memory_return`` (mean outcome of the neighbours, or
-    similarity-softmax weighted with ``temperature``), ``memory_up_share``, ``n_neighbors``,
-    ``top_similarity``.
+    similarity-softmax weighted with ``temperature``), ``memory_spread`` (their weighted standard
+    deviation), ``memory_up_share``, ``n_neighbors``, ``top_similarity``.
     """
 
     k: int = 32
     lookback: int = 16
     temperature: float | None = None
     online: bool = False
+    exclusion: int = 0
+    metric: str = "cosine"
 
     def __post_init__(self) -> None:
-        self._memory = None
-        self._slot_returns = np.zeros(0)
-        self._slot_times = np.zeros(0, np.int64)
+        self._memory: AnalogIndex | None = None
         self._added = np.zeros(0, np.int64)  # sorted end times (ns) of the windows already stored
 
     @property
@@ -306,9 +312,16 @@ class KNNAnalogForecaster:
         """Number of windows stored in the memory (each window once, however often it was queried)."""
         return len(self._added)
 
+    @property
+    def _slot_returns(self) -> np.ndarray:
+        return self._memory.outcome if self._memory is not None else np.zeros(0)
+
+    @property
+    def _slot_times(self) -> np.ndarray:
+        return self._memory.end_ns if self._memory is not None else np.zeros(0, np.int64)
+
     def _keys(self, windows: WindowSet) -> np.ndarray:
-        L = min(self.lookback, windows.seq_len)
-        return np.ascontiguousarray(windows.X[:, -L:, :].reshape(len(windows), -1), dtype=np.float32)
+        return embed_windows(windows, "raw", min(self.lookback, windows.seq_len)).vectors
 
     def _add(self, windows: WindowSet) -> None:
         """Store the labelled windows not stored yet.
@@ -326,34 +339,24 @@ class KNNAnalogForecaster:
         if not keep.any():
             return
         w = windows.subset(np.flatnonzero(keep))
-        slots = np.asarray(
-            self._memory.add(
-                self._keys(w),
-                timestamp=w.end_time_ns(),
-                available_at=w.available_at_ns(),
-                future_return=np.asarray(w.y, dtype=np.float64),
-            ),
-            dtype=np.int64,
-        )
-        size = max(len(self._slot_returns), int(slots.max()) + 1)
-        if size > len(self._slot_returns):
-            self._slot_returns = np.concatenate(
-                [self._slot_returns, np.full(size - len(self._slot_returns), np.nan)]
-            )
-            self._slot_times = np.concatenate(
-                [self._slot_times, np.zeros(size - len(self._slot_times), np.int64)]
-            )
-        self._slot_returns[slots] = np.asarray(w.y, dtype=float)
-        self._slot_times[slots] = w.end_time_ns()
+        self._memory.add(self._keys(w), w.end_time_ns(), w.available_at_ns(), w.end_pos, np.asarray(w.y, float))
         self._added = np.union1d(self._added, w.end_time_ns())
 
     def fit(self, windows: WindowSet, capacity: int = 1_000_000) -> KNNAnalogForecaster:
-        """Store ``windows`` (past, labelled) as the memory."""
+        """Store ``windows`` (past, labelled) as the memory. (``capacity`` is kept for compatibility: the
+        analog index grows as needed.)"""
         L = min(self.lookback, windows.seq_len)
-        self._memory = _make_memory(L * windows.n_features, max(capacity, len(windows)))
-        self._slot_returns = np.zeros(0)
-        self._slot_times = np.zeros(0, np.int64)
+        self._memory = AnalogIndex(L * windows.n_features, self.metric)
         self._added = np.zeros(0, np.int64)
+        self._add(windows)
+        return self
+
+    def remember(self, windows: WindowSet) -> KNNAnalogForecaster:
+        """Add labelled windows to the memory without predicting (what ``online=True`` does on each query
+        batch). Safe to call with future windows: each stays hidden from queries until its outcome is known
+        (``available_at``), so adding a whole test period at once equals adding it bar by bar."""
+        if self._memory is None:
+            raise ValueError("KNNAnalogForecaster is not fitted: call fit(train_windows) first.")
         self._add(windows)
         return self
 
@@ -363,10 +366,11 @@ class KNNAnalogForecaster:
             raise ValueError("KNNAnalogForecaster is not fitted: call fit(train_windows) first.")
         if self.online:
             self._add(windows)
-        res = self._memory.search(self._keys(windows), k=self.k, as_of=windows.end_time_ns())
-        idx = np.asarray(res.indices, dtype=np.int64)
-        mask = np.asarray(res.mask, dtype=bool) & (idx >= 0)
-        return idx, np.asarray(res.scores, dtype=float), mask
+        res = self._memory.search(
+            self._keys(windows), k=self.k, as_of=windows.end_time_ns(), query_pos=windows.end_pos,
+            exclusion=self.exclusion,
+        )
+        return res.indices, res.similarity, res.mask
 
     def predict(self, windows: WindowSet) -> pd.DataFrame:
         idx, sims, mask = self.neighbours(windows)
@@ -381,12 +385,15 @@ class KNNAnalogForecaster:
         n = mask.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(n > 0, np.nansum(w * np.nan_to_num(outcomes), axis=1) / w.sum(axis=1), np.nan)
+            dev = np.where(mask, np.nan_to_num(outcomes) - np.nan_to_num(mean)[:, None], 0.0)
+            spread = np.where(n > 0, np.sqrt(np.sum(w * dev * dev, axis=1) / w.sum(axis=1)), np.nan)
             up = np.where(n > 0, np.sum(mask & (np.nan_to_num(outcomes) > 0), axis=1) / n, np.nan)
         top = np.where(n > 0, np.max(np.where(mask, sims, -np.inf), axis=1), np.nan)
         return pd.DataFrame(
             {
                 "pred_return": mean,
                 "memory_return": mean,
+                "memory_spread": spread,
                 "memory_up_share": up,
                 "n_neighbors": n,
                 "top_similarity": top,
