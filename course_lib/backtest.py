@@ -173,6 +173,49 @@ def simulate(
     }
 
 
+def _at(values, i: int) -> str:
+    """Where bar ``i`` is, for messages: its timestamp when the data has one, else its position."""
+    return f"{values.index[i]}" if isinstance(values, pd.Series) else f"position {i}"
+
+
+def _check_prices(close: pd.Series) -> None:
+    """Refuse what :func:`course_lib.load_csv` refuses: a NaN, infinite or non-positive close.
+
+    A NaN close used to become two 0% bars and an infinite one a -100% total return, silently.
+    """
+    values = close.to_numpy(dtype=float)
+    bad = ~np.isfinite(values) | (values <= 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"prices must be finite and > 0 to compute returns, but the close is {values[i]} at {_at(close, i)} "
+            f"({int(bad.sum())} such bar(s)). Drop or fill those bars (e.g. prices.dropna()), or load the file "
+            "with cl.load_csv, which names every bad row."
+        )
+
+
+def _check_returns(returns, log_returns: bool) -> None:
+    """Refuse NaN/inf returns (the first bar may be NaN: ``pct_change`` leaves it so, and it is never earned)
+    and simple returns of -100% or less (the price would reach 0)."""
+    values = np.asarray(returns, dtype=float)
+    bad = ~np.isfinite(values)
+    if len(values) and np.isnan(values[0]):
+        bad[0] = False
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"returns must be finite (only the first bar may be NaN), but the return is {values[i]} at "
+            f"{_at(returns, i)} ({int(bad.sum())} such bar(s)): a NaN would be booked as 0%. Drop or fill those "
+            "bars in the prices before computing returns, or pass prices=... and let the backtester compute them."
+        )
+    if not log_returns and (values <= -1).any():
+        i = int(np.flatnonzero(values <= -1)[0])
+        raise DataError(
+            f"a simple return of {values[i]} at {_at(returns, i)} means the price fell to 0 or below; "
+            "if these are log returns, pass log_returns=True."
+        )
+
+
 @dataclass
 class BacktestResult:
     """Everything a backtest produced: per-bar series, the metrics, and buy-and-hold on the same bars.
@@ -286,11 +329,11 @@ class Backtester:
             close = prices["close"] if isinstance(prices, pd.DataFrame) else prices
             if not isinstance(close, pd.Series):
                 raise TypeError("prices must be an OHLCV DataFrame or a close-price Series.")
-            if (close.to_numpy(dtype=float) <= 0).any():
-                raise DataError("prices must be > 0 to compute returns.")
+            _check_prices(close)
             asset = close.astype(float).pct_change()
         else:
             asset = returns
+            _check_returns(asset, log_returns)
             if log_returns:
                 asset = (
                     np.expm1(asset) if isinstance(asset, pd.Series) else np.expm1(np.asarray(asset, float))

@@ -122,6 +122,36 @@ def test_positions_are_aligned_to_price_bars():
         Backtester().run(pos)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 0.0])
+def test_nan_inf_or_zero_prices_are_a_data_error(bad):
+    # a NaN close used to become two 0% bars, an inf close a -100% total return
+    close = CLOSE.copy()
+    close.iloc[2] = bad
+    pos = pd.Series(1.0, index=IDX)
+    with pytest.raises(DataError, match=r"finite and > 0.*at 2024-01-03.*dropna"):
+        Backtester(BacktestConfig(n_boot=0)).run(pos, close)
+    with pytest.raises(DataError, match="finite and > 0"):
+        Backtester(BacktestConfig(n_boot=0)).run(pos, pd.DataFrame({"close": close}))
+
+
+def test_nan_or_inf_returns_are_a_data_error_except_the_first_bar():
+    pos = pd.Series(1.0, index=IDX)
+    returns = CLOSE.pct_change()  # NaN on the first bar: never earned, accepted
+    ok = Backtester(BacktestConfig(cost_bps=0, n_boot=0)).run(pos, returns=returns)
+    np.testing.assert_allclose(ok.returns.to_numpy(), run([1, 1, 1, 1, 1]).returns.to_numpy())
+    for bad in (np.nan, np.inf):
+        broken = returns.copy()
+        broken.iloc[3] = bad
+        with pytest.raises(DataError, match=r"returns must be finite.*at 2024-01-04"):
+            Backtester(BacktestConfig(n_boot=0)).run(pos, returns=broken)
+        with pytest.raises(DataError, match="position 3"):
+            Backtester(BacktestConfig(n_boot=0, periods_per_year=252)).run(
+                np.ones(5), returns=broken.to_numpy(), log_returns=True
+            )
+    with pytest.raises(DataError, match="log_returns=True"):
+        Backtester(BacktestConfig(n_boot=0)).run(pos, returns=returns.fillna(0) - 1.5)
+
+
 def test_annualisation_follows_the_bars_and_can_be_overridden():
     idx = pd.date_range("2024-01-01", periods=300, freq="h")  # 12.5 days: weekends included
     close = pd.Series(100 * np.exp(np.cumsum(np.full(300, 0.001))), index=idx)
