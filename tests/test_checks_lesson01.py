@@ -209,6 +209,8 @@ def test_check_prints_marker(capsys):
     assert "[check] lesson01.q2: not attempted" in out
     ex.q3.hint()
     ex.q3.solution()
+    assert "np.arange" not in capsys.readouterr().out.split("Solution")[0]
+    ex.q3.solution()
     assert "np.arange" in capsys.readouterr().out
 
 
@@ -221,3 +223,36 @@ def test_blank_or_not_implemented_is_not_attempted(task):
     assert task.evaluate(____).status == "not attempted"
     assert task.evaluate(lambda *a: ____).status == "not attempted"
     assert task.evaluate(_raise).status == "not attempted"
+
+
+# --- q5, q6 experiment: a centred (leaky) feature ----------------------------------------------------------
+def _centred_ic(w, centred=True):
+    close = ex.load_sample("sp500")["close"]
+    r, y = np.log(close).diff(), np.log(close.shift(-1) / close)
+    f = r.rolling(w, center=centred).mean()
+    ok = f.notna() & y.notna()
+    return f[ok].rank().corr(y[ok].rank())
+
+
+def test_q5_accepts_the_measured_ic_and_names_the_usual_slips():
+    truth = _centred_ic(5)
+    assert verdict(ex.q5, truth).status == "correct"
+    assert verdict(ex.q5, truth + 0.003).status == "correct"  # tolerant
+    assert "trailing" in verdict(ex.q5, _centred_ic(5, centred=False)).message
+    assert "percentage" in verdict(ex.q5, 100 * truth).message
+    wrong = verdict(ex.q5, truth + 0.05)
+    assert wrong.status == "incorrect" and not re.search(r"\d\.\d", wrong.message)
+    assert verdict(ex.q5, "0.4").status == "incorrect"
+    assert verdict(ex.q5, ____).status == "not attempted"
+
+
+def test_q6_truth_is_computed_and_only_letters_count():
+    ics = {w: _centred_ic(w) for w in (3, 5, 21)}
+    right = {3: "a", 5: "b", 21: "c"}[max(ics, key=ics.get)]
+    assert verdict(ex.q6, right).status == "correct"
+    assert verdict(ex.q6, right.upper() + ")").status == "correct"
+    for other in set("abcd") - {right}:
+        result = verdict(ex.q6, other)
+        assert result.status == "incorrect" and right not in result.message.split("'")
+    assert "letters" in verdict(ex.q6, "e").message
+    assert verdict(ex.q6, ____).status == "not attempted"

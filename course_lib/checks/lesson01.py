@@ -1,4 +1,5 @@
-"""Checks for exercises/01_data_preparation: log returns, a causal z-score, an embargoed split, the target.
+"""Checks for exercises/01_data_preparation: log returns, a causal z-score, an embargoed split, the target,
+and an experiment with a leaky (centred) feature.
 
 Each checker runs the learner's function on its own seeded random prices, then:
 
@@ -7,19 +8,27 @@ Each checker runs the learner's function on its own seeded random prices, then:
 * recognises the typical wrong answers (simple instead of log returns, a centred window, a full-sample
   z-score, a split without an embargo, a backward-looking target) and explains them;
 * never prints the expected numbers.
+
+The experiment tasks (q5, q6) recompute their truth here, on the bundled S&P 500, with the library's own
+functions, so an answer cannot be copied and a wrong one is never answered with the right value.
 """
 
 from __future__ import annotations
 
 import inspect
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..data import load_sample
 from ..exercise import CheckFailed, Task, _PlaceholderReturned, call_answer, is_placeholder
+from ..features import forward_log_return
+from ..features import log_returns as _lib_log_returns
+from ._common import choice_checker, format_options, numeric_checker
 
-__all__ = ["q1", "q2", "q3", "q4"]
+__all__ = ["q1", "q2", "q3", "q4", "q5", "q6"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -162,10 +171,15 @@ def _check_log_returns(answer: Any) -> None:
 
 q1 = Task(
     name="lesson01.q1",
-    prompt="log_returns(close): the log return of every bar, NaN for the first bar.",
+    prompt="Write log_returns(close): each bar's price move as a number that adds up across bars (the moves of "
+    "a week sum to the week's move) and is known at that bar's close; missing where there is no previous bar.",
     checker=_check_log_returns,
-    hint="np.log of the price divided by the previous bar's price; pandas' .shift(1) gives the previous bar, "
-    "or take .diff() of the log price.",
+    hint=(
+        "Which transform of a ratio of prices turns products (compounding) into sums?",
+        "Take the logarithm of each close divided by the close one bar earlier. Pandas can line the previous "
+        "bar up with the current row, or you can difference the log price. The first bar has no previous "
+        "close: leave it missing, don't fill it and don't drop it.",
+    ),
     solution="def log_returns(close):\n    return np.log(close).diff()   # same as np.log(close / close.shift(1))",
 )
 
@@ -228,10 +242,15 @@ def _check_zscore(answer: Any) -> None:
 
 q2 = Task(
     name="lesson01.q2",
-    prompt="causal_zscore(x, window): (x_t - mean) / std over the last `window` bars up to and including t.",
+    prompt="Write causal_zscore(x, window): how many standard deviations x_t sits from its recent average, where "
+    "'recent' means the last `window` values known at the close of t (t included); missing until a window is full.",
     checker=_check_zscore,
-    hint="x.rolling(window) gives trailing windows that end at t. Take its .mean() and .std(), then "
-    "standardise x with them. Don't pass center=True, and don't use x.mean() of the whole series.",
+    hint=(
+        "Which pandas tool computes statistics over a window that ends at each row?",
+        "Take a trailing rolling mean and rolling standard deviation over `window` rows (not centred, not "
+        "the whole series), subtract the one and divide by the other. The default minimum number of "
+        "observations already leaves the first window - 1 rows missing.",
+    ),
     solution="def causal_zscore(x, window):\n    roll = x.rolling(window)\n    return (x - roll.mean()) / roll.std()",
 )
 
@@ -296,12 +315,16 @@ def _check_split(answer: Any) -> None:
 
 q3 = Task(
     name="lesson01.q3",
-    prompt="embargoed_split(n_samples, train_frac, val_frac, gap) -> (train, val, test) position arrays, "
-    "in time order, with `gap` samples skipped at each boundary.",
+    prompt="Write embargoed_split(n_samples, train_frac, val_frac, gap) -> (train, val, test) sample positions in time "
+    "order: the first int(n_samples * train_frac) train, int(n_samples * val_frac) validate, the rest test. Labels "
+    "look `gap` samples ahead: no label of one part may reach into the next, and no more data is wasted than that.",
     checker=_check_split,
-    hint="n_train = int(n_samples * train_frac), n_val = int(n_samples * val_frac). Validation starts at "
-    "n_train + gap; test starts `gap` samples after validation ends and runs to n_samples. np.arange builds "
-    "each block.",
+    hint=(
+        "Take the last training sample: how far into the future does its label reach, and which samples does "
+        "that make unusable for validation?",
+        "Build three consecutive ranges of positions and leave exactly `gap` unused positions between train "
+        "and validation and again between validation and test; test runs to the last sample.",
+    ),
     solution=(
         "def embargoed_split(n_samples, train_frac, val_frac, gap):\n"
         "    n_train = int(n_samples * train_frac)\n"
@@ -348,9 +371,104 @@ def _check_target(answer: Any) -> None:
 
 q4 = Task(
     name="lesson01.q4",
-    prompt="forward_return(close, horizon): the target at t, log(close_{t+horizon} / close_t); NaN at the end.",
+    prompt="Write forward_return(close, horizon): what a model at the close of bar t must predict: the log move from "
+    "that close to the close `horizon` bars later; missing where that later close is not in the data.",
     checker=_check_target,
-    hint="close.shift(-horizon) brings the price `horizon` bars ahead to row t. Rows at the end have no "
-    "such price: shift leaves NaN there, which is exactly right.",
+    hint=(
+        "Which way must a series be shifted so that row t sees a later price?",
+        "Bring the close `horizon` bars ahead up to row t with a negative shift, divide by the current close "
+        "and take the log. The last `horizon` rows have no future price; the shift leaves them missing, "
+        "which is exactly right.",
+    ),
     solution="def forward_return(close, horizon):\n    return np.log(close.shift(-horizon) / close)",
+)
+
+
+# ----------------------------------------------------------------------------------------------------
+# q5, q6: experiment - what a centred (leaky) feature seems to predict
+# ----------------------------------------------------------------------------------------------------
+def _rank_ic(feature: pd.Series, target: pd.Series) -> float:
+    ok = feature.notna() & target.notna()
+    return float(feature[ok].rank().corr(target[ok].rank()))
+
+
+@lru_cache(maxsize=1)
+def _leak_study() -> dict[tuple[int, bool], float]:
+    """Rank IC of the w-bar mean log return (trailing or centred) with the next bar's log return."""
+    close = load_sample("sp500")["close"]
+    r, target = _lib_log_returns(close), forward_log_return(close, 1)
+    return {(w, centred): _rank_ic(r.rolling(w, center=centred).mean(), target)
+            for w in (3, 5, 21) for centred in (False, True)}
+
+
+def _leak_mistakes(got: float) -> str | None:
+    study = _leak_study()
+    if abs(got - study[(5, False)]) < 0.005:
+        return "that is the IC of the trailing (honest) 5-bar mean; the task asks for the centred one."
+    close = load_sample("sp500")["close"]
+    f = _lib_log_returns(close).rolling(5, center=True).mean()
+    y = forward_log_return(close, 1)
+    ok = f.notna() & y.notna()
+    if abs(got - float(np.corrcoef(f[ok], y[ok])[0, 1])) < 0.005:
+        return "that is the Pearson correlation of the raw values; the IC correlates their ranks (Spearman)."
+    return None
+
+
+q5 = Task(
+    "lesson01.q5",
+    "Experiment: on the bundled S&P 500, build the 5-bar mean of log returns centred on t (the window reaches 2 "
+    "bars into the future) and report its rank IC (Spearman) with the next bar's log return, over the bars where "
+    "both are defined.",
+    numeric_checker(lambda: _leak_study()[(5, True)], "the centred feature's IC", abs_tol=0.005,
+                    mistakes=_leak_mistakes),
+    hint=(
+        "You already wrote both halves: the feature is a rolling mean with one switch flipped, the target is "
+        "your forward return with horizon 1.",
+        "Compute the log returns, take a 5-bar rolling mean centred on each bar, keep the rows where feature "
+        "and target are both defined, rank both and correlate the ranks. Compare with the trailing version "
+        "of the same feature before you answer.",
+    ),
+    solution=(
+        "r = log_returns(close)\n"
+        "target = forward_return(close, 1)\n"
+        "leaky = r.rolling(5, center=True).mean()\n"
+        "ok = leaky.notna() & target.notna()\n"
+        "centred_ic = leaky[ok].rank().corr(target[ok].rank())"
+    ),
+)
+
+_LEAK_OPTIONS = {
+    "a": "the 3-bar centred window",
+    "b": "the 5-bar centred window",
+    "c": "the 21-bar centred window",
+    "d": "all three about the same (within 0.02 of each other)",
+}
+
+
+def _leak_truth() -> str:
+    ics = {w: _leak_study()[(w, True)] for w in (3, 5, 21)}
+    if max(ics.values()) - min(ics.values()) < 0.02:
+        return "d"
+    return {3: "a", 5: "b", 21: "c"}[max(ics, key=ics.get)]
+
+
+q6 = Task(
+    "lesson01.q6",
+    "Interpret: repeat the experiment with centred windows of 3, 5 and 21 bars. Which shows the largest fake edge? "
+    + format_options(_LEAK_OPTIONS),
+    choice_checker(_LEAK_OPTIONS, _leak_truth, "the window with the largest fake edge"),
+    hint=(
+        "How many of the bars averaged by a centred window is the target itself, and what weight does it get?",
+        "Loop over the three windows, compute the centred feature's IC as in the previous task, and compare. "
+        "Then explain the order: the next bar's return is one of the w averaged values, so its share of the "
+        "feature is 1 / w.",
+    ),
+    solution=(
+        "def centred_ic(w):\n"
+        "    f = r.rolling(w, center=True).mean()\n"
+        "    ok = f.notna() & target.notna()\n"
+        "    return f[ok].rank().corr(target[ok].rank())\n\n"
+        "ics = {w: centred_ic(w) for w in (3, 5, 21)}\n"
+        "answer = {3: 'a', 5: 'b', 21: 'c'}[max(ics, key=ics.get)]"
+    ),
 )
