@@ -45,3 +45,42 @@ def test_q3_causal_mask():
     assert res.status == "incorrect" and "<=" in res.message
     assert ex.q3.evaluate(lambda a, t: np.ones((len(t), len(a)), bool)).status == "incorrect"
     assert ex.q3.evaluate(lambda a, t: ____).status == "not attempted"
+
+
+def _small_memory_recall():
+    """The experiment of q4, written independently of the checker (window ids as metadata)."""
+    import course_lib as cl
+
+    splits = cl.prepare_dataset(cl.load_sample("sp500"), seq_len=32)
+    w = splits.windows
+    keys = cl.WindowEmbedder(n_components=16, lookback=8).fit(splits.train.X).transform(w.X)
+    ns, avail = w.end_time_ns(), w.available_at_ns()
+    stored, queries = np.arange(len(w) - 250), np.arange(len(w) - 250, len(w))
+    found = {}
+    for capacity in (len(stored), 500):
+        bank = cl.ExternalMemoryBank(cl.MemoryConfig(key_dim=16, capacity=capacity, eviction="fifo"))
+        bank.add(keys[stored], timestamp=ns[stored], available_at=avail[stored], window=stored)
+        found[capacity] = bank.search(keys[queries], k=10, as_of=ns[queries]).metadata("window")
+    slots = {}
+    for capacity in (len(stored), 500):  # the classic slip: comparing slot numbers across the two banks
+        bank = cl.ExternalMemoryBank(cl.MemoryConfig(key_dim=16, capacity=capacity, eviction="fifo"))
+        bank.add(keys[stored], timestamp=ns[stored], available_at=avail[stored])
+        slots[capacity] = bank.search(keys[queries], k=10, as_of=ns[queries]).indices
+    return (cl.recall_at_k(found[500], found[len(stored)]), cl.recall_at_k(slots[500], slots[len(stored)]),
+            500 / len(stored))
+
+
+def test_q4_q5_experiment_truth_is_recomputed():
+    recall, by_slot, share = _small_memory_recall()
+    assert ex.q4.evaluate(recall).passed
+    assert ex.q4.evaluate(np.float64(recall + 0.005)).passed  # tolerant
+    assert ex.q4.evaluate(by_slot).status == "incorrect"  # slot numbers mean different windows in the two banks
+    assert "share of the history" in ex.q4.evaluate(share).message
+    assert "between 0 and 1" in ex.q4.evaluate(1.5).message
+    assert ex.q4.evaluate(____).status == "not attempted"
+    ratio = recall / share
+    right = "a" if 0.8 <= ratio <= 1.2 else ("b" if ratio > 1.2 else "c")
+    assert ex.q5.evaluate(right).passed
+    assert all(ex.q5.evaluate(x).status == "incorrect" for x in "abc" if x != right)
+    for letter in "abc":  # a wrong answer never names the right letter
+        assert f"({right})" not in ex.q5.evaluate(letter).message
