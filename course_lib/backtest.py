@@ -194,6 +194,25 @@ def _check_prices(close: pd.Series) -> None:
         )
 
 
+def _check_time_index(index: pd.Index, what: str) -> None:
+    """The bars must be sorted with one row per timestamp: a repeated time has no single next bar to earn."""
+    if not isinstance(index, pd.DatetimeIndex):
+        return
+    dup = index.duplicated()
+    if dup.any():
+        raise DataError(
+            f"{what} have {int(dup.sum())} duplicate timestamp(s), first {index[np.flatnonzero(dup)[0]]}: each "
+            "bar needs its own time (a daylight-saving fall-back turned naive repeats an hour). Keep one row per "
+            "time, e.g. prices[~prices.index.duplicated(keep='last')], or load the times in UTC (cl.load_csv "
+            "converts times that carry an offset)."
+        )
+    if not index.is_monotonic_increasing:
+        i = int(np.flatnonzero(np.diff(index.asi8) < 0)[0])
+        raise DataError(
+            f"{what} are not sorted by time: {index[i + 1]} comes after {index[i]}. Sort them (.sort_index())."
+        )
+
+
 def _check_returns(returns, log_returns: bool) -> None:
     """Refuse NaN/inf returns (the first bar may be NaN: ``pct_change`` leaves it so, and it is never earned)
     and simple returns of -100% or less (the price would reach 0)."""
@@ -338,6 +357,8 @@ class Backtester:
                 asset = (
                     np.expm1(asset) if isinstance(asset, pd.Series) else np.expm1(np.asarray(asset, float))
                 )
+        if isinstance(asset, pd.Series):
+            _check_time_index(asset.index, "prices" if prices is not None else "returns")
         if isinstance(positions, pd.Series):
             if not isinstance(asset, pd.Series):
                 raise TypeError("positions is a Series: pass prices/returns as a time-indexed Series too.")

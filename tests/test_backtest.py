@@ -152,6 +152,20 @@ def test_nan_or_inf_returns_are_a_data_error_except_the_first_bar():
         Backtester(BacktestConfig(n_boot=0)).run(pos, returns=returns.fillna(0) - 1.5)
 
 
+def test_duplicate_or_unsorted_timestamps_are_a_data_error():
+    # a DST fall-back made naive repeats 01:00; this used to fail with "TypeError: ... 'slice' and 'int'"
+    idx = pd.DatetimeIndex(["2024-11-03 00:00", "2024-11-03 01:00", "2024-11-03 01:00", "2024-11-03 02:00",
+                            "2024-11-03 03:00"])  # fmt: skip
+    close = pd.Series([100.0, 101, 102, 103, 104], index=idx)
+    pos = pd.Series([1.0, 0.0], index=idx[[0, 1]])  # a decision at the repeated hour
+    with pytest.raises(DataError, match=r"1 duplicate timestamp.*2024-11-03 01:00.*duplicated\(keep='last'\)"):
+        Backtester(BacktestConfig(n_boot=0)).run(pos, close)
+    with pytest.raises(DataError, match="returns have 1 duplicate"):
+        Backtester(BacktestConfig(n_boot=0)).run(np.ones(5), returns=close.pct_change())
+    with pytest.raises(DataError, match=r"not sorted.*sort_index"):
+        Backtester(BacktestConfig(n_boot=0)).run(pos, CLOSE.iloc[[0, 2, 1, 3, 4]])
+
+
 def test_annualisation_follows_the_bars_and_can_be_overridden():
     idx = pd.date_range("2024-01-01", periods=300, freq="h")  # 12.5 days: weekends included
     close = pd.Series(100 * np.exp(np.cumsum(np.full(300, 0.001))), index=idx)
