@@ -318,7 +318,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------- similar
 def cmd_similar(args: argparse.Namespace) -> int:
     from .features import compute_features, forward_log_return
-    from .strategies import KNNAnalogForecaster
+    from .similarity import analog_forecast, find_analogs
     from .windows import FeatureScaler, make_windows
 
     model_dir = _model_dir(args.model) if args.model else None
@@ -336,66 +336,63 @@ def cmd_similar(args: argparse.Namespace) -> int:
     if pos < 0:
         raise CliError(f"--date {when.date()} is before the data starts ({idx[0]}).")
     t = idx[pos]
-    ref = df  # the bars the neighbours were cut from: what followed them is read from these closes
+    horizons = tuple(sorted({1, 5, 20, int(args.horizon)}))
     if run is not None:
+        from .similarity import memory_windows
         from .training import MemoryTransformerTrainer
 
+        fitted_until = run["val_end"] or run["train_end"]
+        if t <= pd.Timestamp(fitted_until):
+            print(f"warning: --date {t} is inside the checkpoint's training/validation period (ends {fitted_until}): "
+                  "its scaler and weights were fitted on bars after that date, so the ranking of the neighbours "
+                  "uses information from after --date (their outcomes do not).", file=sys.stderr)  # fmt: skip
         trainer = MemoryTransformerTrainer.load(model_dir, device="cpu")
-        windows = _model_windows(trainer, run, df.loc[:t])
-        if len(windows) == 0 or windows.end_time[-1] != t:
-            windows = _unlabelled_last(trainer, run, df.loc[:t])
-        table = trainer.neighbours(windows.subset(np.array([len(windows) - 1])), top=args.top + args.min_gap)
-        table = table.rename(columns={"weight": "similarity"})  # attention weight, shown as "attention"
-        method = f"the model's memory ({model_dir})"
+        memory = memory_windows(trainer)
+        query = _unlabelled_last(trainer, run, df.loc[:t])
+        query = query.subset(np.array([len(query) - 1]))
+        method = f"the model's memory keys ({model_dir})"
+        ref = df  # the bars the memory's windows were cut from: what followed them is read from these closes
         if not same_data:
             # the memory holds windows of the checkpoint's own data, not of --data: their outcomes must
             # come from those bars (the query's closes at the same dates belong to another series)
             ref = _load_source(run["data"], model_dir)
             method += f", neighbours from its training data ({_describe(run['data'])})"
-        _check_memory_outcomes(table, ref["close"], int(run["horizon"]), model_dir)
+        exclusion = int(run["seq_len"]) if args.min_gap is None else args.min_gap
+        analogs = find_analogs(memory, k=args.top, method="memory_keys", trainer=trainer, exclusion=exclusion,
+                               close=ref["close"], horizons=horizons, query_window=query)  # fmt: skip
+        rows = pd.DatetimeIndex(memory.end_time).get_indexer(analogs["end_time"])
+        stored = pd.DataFrame({"neighbour_time": analogs["end_time"], "neighbour_return": memory.y[rows]})
+        _check_memory_outcomes(stored, ref["close"], int(run["horizon"]), model_dir)
     else:
-        feats = compute_features(df.loc[:t])
+        feats = compute_features(df.loc[:t])  # bars up to --date only: nothing later can enter
         if len(feats) < args.seq_len + 10:
             raise CliError(
                 f"too little history before {t} for windows of {args.seq_len} bars; pick a later --date."
             )
-        scaled = FeatureScaler().fit(feats).transform(feats)  # bars up to t only
-        target = forward_log_return(df["close"].loc[:t], args.horizon).reindex(feats.index)
-        windows = make_windows(scaled, target, args.seq_len, args.horizon, drop_unlabeled=False)
-        knn = KNNAnalogForecaster(k=args.top + args.min_gap, lookback=min(args.lookback, args.seq_len))
-        knn.fit(windows.subset(np.flatnonzero(np.isfinite(windows.y))))
-        query = windows.subset(np.array([len(windows) - 1]))
-        table = knn.similar(query, top=knn.k)
-        method = f"kNN on the last {knn.lookback} bars of scaled features"
-    # windows that end a few bars before the query overlap it: they are "similar" by construction
-    ref_idx, close = ref.index, ref["close"]
-    ref_pos = int(ref_idx.searchsorted(t, side="right")) - 1
-    table = table.assign(npos=_positions_of(ref_idx, table["neighbour_time"]))
-    table = table[ref_pos - table["npos"] > args.min_gap].head(args.top).copy()
-    table["rank"] = np.arange(1, len(table) + 1)
-    if table.empty:
+        scaled = FeatureScaler().fit(feats).transform(feats)
+        close = df["close"].loc[:t]
+        target = forward_log_return(close, 1).reindex(feats.index)
+        windows = make_windows(scaled, target, args.seq_len, 1, drop_unlabeled=False)
+        lookback = min(args.lookback, args.seq_len)
+        exclusion = args.seq_len if args.min_gap is None else args.min_gap
+        analogs = find_analogs(windows, t, k=args.top, method=args.method, lookback=lookback, exclusion=exclusion,
+                               close=close, horizons=horizons)  # fmt: skip
+        method = f"{args.method} description of the last {lookback} bars of scaled features"
+    if analogs.empty:
         raise CliError(f"no past window with a known outcome before {t}; pick a later --date.")
-    rows = []
-    horizons = (1, 5, 20)
-    for _, row in table.iterrows():
-        npos = int(row["npos"])
-        rec = {
-            "rank": int(row["rank"]),
-            "date": row["neighbour_time"],
-            "similarity": round(float(row["similarity"]), 3),
-        }
-        for h in horizons:
-            later = npos + h
-            known = later < len(ref_idx) and ref_idx[later] <= t
-            rec[f"next_{h}_bars_%"] = (
-                round(100 * (close.iloc[later] / close.iloc[npos] - 1), 2) if known else np.nan
-            )
-        rows.append(rec)
-    out = pd.DataFrame(rows).set_index("rank")
-    if args.model:
-        out = out.rename(columns={"similarity": "attention"})
-    print(f"Most similar past moments to {t} ({method}); what followed each (known by {t}):")
+    out = pd.DataFrame({"rank": analogs["rank"], "date": analogs["end_time"],
+                        "similarity": analogs["similarity"].round(3)})  # fmt: skip
+    for h in horizons:
+        out[f"next_{h}_bars_%"] = (100 * np.expm1(analogs[f"fwd_{h}"])).round(2)
+    out["weight"] = analogs["weight"].round(3)
+    out = out.set_index("rank")
+    print(f"Most similar past moments to {t} ({method}); distinct episodes at least {exclusion} bars apart; "
+          f"what followed each (known by {t}):")  # fmt: skip
     _print_table(out)
+    h = max(horizons)
+    f = analog_forecast(analogs, f"fwd_{h}")
+    print(f"analog forecast over {h} bars (simplex weights): {100 * np.expm1(f.mean):+.2f}%, "
+          f"{100 * f.up_share:.0f}% of the neighbours rose")  # fmt: skip
     query_close = df["close"]
     future = {h: query_close.iloc[pos + h] / query_close.iloc[pos] - 1 for h in horizons if pos + h < len(idx)}
     if future:
@@ -552,19 +549,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("similar", help="the most similar past moments to a date and what followed them",
-                       description="Only windows whose outcome was known by --date are searched (no look-ahead).")  # fmt: skip
+                       description="The most similar distinct past episodes to --date. Only windows whose outcomes "
+                       "over every horizon shown were known by --date are searched (no look-ahead in the outcomes). "
+                       "With --model and a --date inside the checkpoint's training/validation period, the "
+                       "checkpoint's scaler and weights were fitted on bars after --date, so the ranking uses later "
+                       "information: a warning says so (as `backtest` does for such a --start). Without --model the "
+                       "scaler is fitted on the bars up to --date only.")  # fmt: skip
     p.add_argument(
         "--date", required=True, help="the moment to look up (the last bar at or before it is used)"
     )
     _add_data_args(p)
     p.add_argument("--top", type=int, default=5)
-    p.add_argument("--model", help="use this checkpoint's memory and attention instead of plain kNN "
-                   "(without --data/--symbols: the data the checkpoint was trained on)")  # fmt: skip
+    p.add_argument("--model", help="compare with this checkpoint's memory keys over the windows in its memory "
+                   "instead of a kNN on the features (without --data/--symbols: the data the checkpoint was trained "
+                   "on). Warns when --date is inside its training/validation period (look-ahead in the ranking)")  # fmt: skip
+    p.add_argument("--method", choices=("raw", "shape", "stats"), default="raw",
+                   help="kNN window description: raw scaled features (keeps volatility), z-normalised shape "
+                   "(discards level and amplitude) or summary statistics (ignored with --model)")  # fmt: skip
     p.add_argument("--seq-len", type=int, default=64, help="kNN window length (ignored with --model)")
     p.add_argument("--lookback", type=int, default=16, help="bars of the window compared by kNN")
-    p.add_argument("--horizon", type=int, default=1, help="outcome horizon stored with each past window")
-    p.add_argument("--min-gap", type=int, default=20,
-                   help="skip neighbours ending within this many bars of --date (they overlap it)")  # fmt: skip
+    p.add_argument("--horizon", type=int, default=1,
+                   help="an extra outcome horizon to show, in bars (1, 5 and 20 are always shown)")  # fmt: skip
+    p.add_argument("--min-gap", type=int, default=None,
+                   help="exclusion zone in bars: no two neighbours, and no neighbour and --date, end closer than "
+                   "this (default: the window length), so each row is a distinct episode")  # fmt: skip
     p.set_defaults(func=cmd_similar)
     return parser
 

@@ -55,6 +55,7 @@ __all__ = [
     "forward_paths",
     "hit_rate",
     "inference_time_learning",
+    "memory_windows",
     "motif_recall",
     "novel_motif_market",
     "oos_r2",
@@ -182,8 +183,8 @@ class AnalogIndex:
 
     ``metric="cosine"``: similarity = cosine of the angle (the memory bank's measure; only the direction of
     the vector counts), distance = chord distance ``sqrt(2 - 2 cos)``. ``metric="euclidean"``: distance =
-    Euclidean, similarity = ``1 - d**2 / (2 * dim)``, which *is* the Pearson correlation for z-normalised
-    shapes and a correlation-like score that also penalises level and size differences for other vectors.
+    Euclidean (level and size count too), similarity = ``1 / (1 + d / sqrt(dim))``: 1 for a twin, 0.5 when
+    the root-mean-square difference per component is one (one standard deviation of a scaled feature).
 
     Every entry carries ``ready_ns`` (when its outcome is known) and ``pos`` (its end bar's position on one
     bar axis, for the exclusion zone). :meth:`search` requires ``as_of``, like every memory in the course.
@@ -246,7 +247,8 @@ class AnalogIndex:
             return sim, np.sqrt(np.maximum(2.0 - 2.0 * sim, 0.0))
         qq = np.einsum("ij,ij->i", q, q)[:, None]
         d2 = np.maximum(qq - 2.0 * dots + self._sq[None, :], 0.0)
-        return 1.0 - d2 / (2.0 * self.dim), np.sqrt(d2)
+        d = np.sqrt(d2)
+        return 1.0 / (1.0 + d / math.sqrt(self.dim)), d
 
     def search(
         self, queries: Any, k: int = 5, as_of: Any = None, query_pos: Any = None, exclusion: int = 0
@@ -330,6 +332,15 @@ def _distinct_top(scores: np.ndarray, pos: np.ndarray, k: int, exclusion: int) -
         if want >= n_ok:
             return np.asarray(taken, dtype=np.int64)
         want = min(n_ok, want * 4)
+
+
+def memory_windows(trainer: Any) -> WindowSet:
+    """The windows a trained :class:`course_lib.MemoryTransformerTrainer` holds in its memory (its training
+    windows, with their labels and times), to search with ``method="memory_keys"``."""
+    windows = getattr(trainer, "_mem_windows", None)
+    if windows is None:
+        raise ValueError("this trainer has no memory (trained with use_memory=False, or not fitted yet).")
+    return windows
 
 
 # ----------------------------------------------------------------------------------------- weights

@@ -287,3 +287,62 @@ def test_console_script_entry_point():
     done = _run_help([script])
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: course-lib") and "similar" in done.stdout
+
+
+def _similar_table(out: str) -> list[str]:
+    """The neighbour rows of `similar`'s output (what was known at --date), without the hindsight line."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Most similar past moments"))
+    return [line for line in lines[start:] if not line.startswith("what actually followed")]
+
+
+def test_similar_lists_distinct_episodes_and_ignores_prices_after_the_date(intraday_csv, tmp_path, capsys):
+    """Tripling every price after T leaves the table for a date before T unchanged; rows are distinct."""
+    from course_lib import load_csv
+
+    date = "2024-03-20 12:00"
+    args = ["similar", "--data", str(intraday_csv), "--date", date, "--seq-len", "16", "--top", "4"]
+    assert main(args) == 0
+    before = capsys.readouterr().out
+    prices = load_csv(intraday_csv)
+    later = prices.index > pd.Timestamp(date) + pd.Timedelta(hours=3)
+    prices.loc[later, ["open", "high", "low", "close"]] *= 3.0
+    changed = tmp_path / "tripled.csv"
+    prices.to_csv(changed)
+    assert main([*args[:2], str(changed), *args[3:]]) == 0
+    after = capsys.readouterr().out
+    assert _similar_table(before) == _similar_table(after)
+    assert before != after  # only the hindsight line saw the change
+    rows = [line.split() for line in _similar_table(before) if line[:1].isdigit()]
+    times = pd.to_datetime([r[1] + " " + r[2] for r in rows])
+    gaps = np.abs((times.values[:, None] - times.values[None, :]) / pd.Timedelta(hours=1))
+    assert len(rows) == 4 and (gaps[~np.eye(4, dtype=bool)] >= 16).all()
+    assert ((pd.Timestamp(date) - times) / pd.Timedelta(hours=1) >= 20).all()  # 20-bar outcome known
+
+
+def test_bundled_2008_neighbours_are_distinct_episodes(capsys):
+    assert main(["similar", "--date", "2008-10-10", "--top", "5"]) == 0
+    rows = [line.split() for line in _similar_table(capsys.readouterr().out) if line[:1].isdigit()]
+    from course_lib import load_sample
+
+    index = load_sample("sp500").index
+    pos = np.sort(index.get_indexer(pd.to_datetime([r[1] for r in rows])))
+    assert len(pos) == 5 and (np.diff(pos) >= 64).all()
+
+
+def test_similar_with_model_warns_inside_its_training_period(intraday_csv, tmp_path, capsys):
+    """The checkpoint's scaler and weights were fitted on bars up to its validation end: a --date before that
+    ranks neighbours with later information, and says so (leak 3 of the audit)."""
+    import json
+
+    ck = tmp_path / "btc"
+    assert main(["train", "--data", str(intraday_csv), *TINY, "--out", str(ck)]) == 0
+    run = json.loads((ck / "course_run.json").read_text())
+    capsys.readouterr()
+    inside = str(pd.Timestamp(run["train_end"]) - pd.Timedelta(hours=40))
+    assert main(["similar", "--model", str(ck), "--date", inside, "--top", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "inside the checkpoint's training/validation period" in err and "after --date" in err
+    assert main(["similar", "--model", str(ck), "--date", "2024-03-24 12:00", "--top", "2"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert "look-ahead in the ranking" in build_parser()._subparsers._group_actions[0].choices["similar"].format_help()
