@@ -14,8 +14,10 @@ in ``df.attrs["load_report"]``:
 * rows whose price fields are *all* empty (Yahoo writes ``null`` rows for some holidays) are dropped;
 * an ``adj_close`` column, when ``adjust=True``, rescales open/high/low/close by ``adj_close / close``.
 
-One advisory is reported the same way: an ``adj_close`` column loaded with ``adjust=False`` whose ratio to
-``close`` moves by more than 1% over the file (splits or dividends: unadjusted returns jump at those dates).
+Advisories are reported the same way: an ``adj_close`` column loaded with ``adjust=False`` whose ratio to
+``close`` moves by more than 1% over the file (splits or dividends: unadjusted returns jump at those dates);
+ambiguous d/m/Y-or-m/d/Y dates (the reading chosen and the ``dayfirst`` that gives the other); a last daily
+row stamped off local midnight (possibly a partial bar), dated like the rows before it.
 """
 
 from __future__ import annotations
@@ -169,11 +171,16 @@ def _day_month_format(text: pd.Series, where: str, dayfirst: bool | None) -> tup
             dayfirst = False
         else:  # ambiguous: US m/d/Y for "/" and "-" (Yahoo's export), European d.m.Y for "."
             dayfirst = sep == "."
-            read_as, other = ("day/month/year", "month-first") if dayfirst else ("month/day/year", "day-first")
-            hint = (
-                f"The dates are ambiguous (no day or month field above 12) and were read as {read_as}; "
-                f"they may be {other}: if so, pass dayfirst={not dayfirst}."
-            )
+            differ = np.flatnonzero(first != second)
+            if len(differ):  # the order matters (else both readings give the same dates)
+                i = int(differ[0])
+                day, month = (first[i], second[i]) if dayfirst else (second[i], first[i])
+                example = f"{text.iloc[i]!r} = {parts[3].iloc[i]}-{month:02d}-{day:02d}"
+                read_as, other = ("day/month/year", "month-first") if dayfirst else ("month/day/year", "day-first")
+                hint = (
+                    f"The dates are ambiguous (no day or month field above 12) and were read as {read_as} "
+                    f"({example}); they may be {other}: if so, pass dayfirst={not dayfirst}."
+                )
     date_fmt = sep.join(["%d", "%m", "%Y"] if dayfirst else ["%m", "%d", "%Y"])
     shapes = parts[4].fillna("") + parts[7].notna().astype(str) + parts[8].notna().astype(str)
     if shapes.nunique() > 1:
@@ -185,10 +192,13 @@ def _day_month_format(text: pd.Series, where: str, dayfirst: bool | None) -> tup
     return fmt, dayfirst, hint
 
 
-def _parse_time(raw: pd.Series, where: str, dayfirst: bool | None = None) -> tuple[pd.DatetimeIndex, str | None]:
+def _parse_time(
+    raw: pd.Series, where: str, dayfirst: bool | None = None
+) -> tuple[pd.DatetimeIndex, str | None, str | None]:
     """Parse epoch numbers (s, ms, us, ns: chosen by magnitude) or date strings (ISO, m/d/Y or d/m/Y).
 
-    Returns the index and, when the day/month order of the dates was a guess, a hint for error messages.
+    Returns the index; when the day/month order of the dates was a guess, a hint (warned, and repeated in
+    errors); and a note when a partial last daily bar was dated (see :func:`_local_midnight_dates`).
     """
     if raw.isna().any():
         row = int(np.flatnonzero(raw.isna().to_numpy())[0])
@@ -207,7 +217,7 @@ def _parse_time(raw: pd.Series, where: str, dayfirst: bool | None = None) -> tup
         else:
             unit = None
         if unit is not None:
-            return _epoch_index(numeric, unit), None
+            return _epoch_index(numeric, unit), None, None
     text = raw.astype(str).str.strip()
     fmt, hint, how = "mixed", None, ""
     chosen = _day_month_format(text, where, dayfirst)
@@ -233,22 +243,37 @@ def _parse_time(raw: pd.Series, where: str, dayfirst: bool | None = None) -> tup
             f"{where}: could not parse timestamps{loc}{how}. Use ISO dates like 2024-01-31 or epoch milliseconds.{order}"
         ) from exc
     utc = pd.DatetimeIndex(parsed).tz_convert("UTC").tz_localize(None)
-    return _local_midnight_dates(text, utc), hint
+    index, note = _local_midnight_dates(text, utc)
+    return index, hint, note
 
 
 
-def _local_midnight_dates(text: pd.Series, utc: pd.DatetimeIndex) -> pd.DatetimeIndex:
+def _local_midnight_dates(text: pd.Series, utc: pd.DatetimeIndex) -> tuple[pd.DatetimeIndex, str | None]:
     """Daily bars stamped at local midnight with an offset (yfinance's ``2024-01-02 00:00:00-05:00``,
     an exchange in Tokyo at ``+09:00``) keep their calendar date: in UTC they would move to 05:00, or to
-    15:00 of the *previous* day, and no longer match the dates a learner types. Anything else stays UTC."""
+    15:00 of the *previous* day, and no longer match the dates a learner types. Anything else stays UTC.
+
+    A last row at another time of a later date (a daily bar saved while still trading: ``10:30+09:00``)
+    does not turn the whole file to UTC: it is read as that date's bar, and the returned note says so.
+    """
     offsets = text.str.extract(_TRAILING_OFFSET, expand=False)
     if len(text) == 0 or offsets.isna().any():
-        return utc
+        return utc, None
     digits = offsets.str.replace(":", "", regex=False).str.replace("Z", "+0000", regex=False)
     minutes = digits.str[1:3].astype(int) * 60 + digits.str[3:5].astype(int)
     minutes = np.where(digits.str[0] == "-", -minutes, minutes)
     local = utc + pd.to_timedelta(minutes, unit="min")
-    return local if (local == local.normalize()).all() else utc
+    midnight = local == local.normalize()
+    if midnight.all():
+        return local, None
+    dates = local.normalize()
+    if len(local) >= 3 and midnight[:-1].all() and dates[-1] > dates[-2]:
+        note = (
+            f"the last row ({text.iloc[-1]!r}) is not at local midnight like the others: read as the daily bar "
+            f"of {dates[-1].date()} (a bar saved while still trading is partial: drop that row if so)"
+        )
+        return dates, note
+    return utc, None
 
 
 def validate_ohlcv(df: pd.DataFrame, where: str = "data", min_rows: int = 2) -> pd.DataFrame:
@@ -550,7 +575,8 @@ def load_csv(
     holding several. Epoch numbers are read in s/ms/us/ns by magnitude (fractions kept); timezone-aware
     times become naive UTC, except daily bars stamped at local midnight with an offset (yfinance's
     ``2024-01-02 00:00:00-05:00``), which keep their calendar date (in UTC a ``+09:00`` bar would move to the
-    previous day). A file with no header line whose first row is 6 or 7 numbers is read as a
+    previous day), also when the last row is stamped at another time of a later date (a partial bar; reported).
+    A file with no header line whose first row is 6 or 7 numbers is read as a
     saved Bybit ``result.list`` (startTime, open, high, low, close, volume[, turnover]; reported). A file
     whose header splits on ``;``, tab or ``|`` but not on commas (European Excel) is read with that
     separator, and with ``,`` as the decimal mark if the data rows contain commas.
@@ -558,8 +584,9 @@ def load_csv(
     Dates written d/m/Y or m/d/Y (separated by ``/``, ``.`` or ``-``, optionally with a time such as
     ``13/01/2024 09:30``) are parsed with one format for the whole column: day-first if some first field
     is above 12, month-first if some second field is. When neither is (an ambiguous column) the default
-    is month-first (US, Yahoo's export) for ``/`` and ``-`` and day-first for ``.`` (``02.01.2024``); if
-    the times then come out of order the error suggests passing ``dayfirst``.
+    is month-first (US, Yahoo's export) for ``/`` and ``-`` and day-first for ``.`` (``02.01.2024``), and a
+    :class:`DataWarning` names the reading chosen and the ``dayfirst`` to pass for the other one; if the
+    times then come out of order the error suggests passing ``dayfirst``.
 
     Args:
         path: CSV file (``.gz``/``.zip`` compression is inferred from the name).
@@ -649,13 +676,17 @@ def load_csv(
                 f"{where}: the time column {tcol!r} holds only times of day (e.g. {clock.iloc[0]!r}) and no date. "
                 "Add a Date column (it is combined with Time) or write full timestamps like 2024-01-31 09:30."
             )
-    frame.index, date_hint = _parse_time(stamps.reset_index(drop=True), where, dayfirst)
+    frame.index, date_hint, partial_note = _parse_time(stamps.reset_index(drop=True), where, dayfirst)
+    if partial_note:
+        report.append(partial_note)
     frame.index.name = "time"
     idx = frame.index
     if len(idx) > 1 and idx.is_monotonic_decreasing and not idx.has_duplicates:
         frame = frame.iloc[::-1]
         data_rows = data_rows[::-1]
         report.append("file was newest-first; reversed to oldest-first" + (f". {date_hint}" if date_hint else ""))
+    elif date_hint:
+        report.append(date_hint)
     idx = frame.index
     if date_hint and not idx.is_monotonic_increasing:
         pos = int(np.flatnonzero(np.diff(idx.asi8) < 0)[0])

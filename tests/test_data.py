@@ -449,6 +449,22 @@ def test_ambiguous_dates_reversed_newest_first_say_so(tmp_path):
         load_csv(write(tmp_path, HEADER + "".join(f"{d},1,2,0.5,1.5,3\n" for d in days)))
 
 
+def test_ambiguous_dates_warn_naming_the_reading_and_the_override(tmp_path):
+    # hourly bars 04/03/2024..08/03/2024 (every day <= 12): read month-first, the calendar is wrong unnoticed
+    rows = [f"0{d}/03/2024 {h:02d}:00,1,2,0.5,1.5,3\n" for d in range(4, 9) for h in range(9, 12)]
+    path = write(tmp_path, HEADER + "".join(rows))
+    with pytest.warns(DataWarning, match=r"ambiguous.*month/day/year \('04/03/2024 09:00' = 2024-04-03\).*dayfirst=True"):
+        df = load_csv(path)
+    assert "dayfirst=True" in df.attrs["load_report"][0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit choice is not warned about
+        assert load_csv(path, dayfirst=True).index[0] == pd.Timestamp("2024-03-04 09:00")
+        # dates whose two fields agree read the same either way: nothing to warn about
+        assert load_csv(write(tmp_path, HEADER + "01/01/2024,1,2,0.5,1.5,3\n02/02/2024,1,2,0.5,1.5,3\n", "same.csv")).attrs[
+            "load_report"
+        ] == []
+
+
 def test_dates_fitting_neither_order(tmp_path):
     text = HEADER + "13/01/2024,1,2,0.5,1.5,3\n01/14/2024,1,2,0.5,1.5,3\n"
     with pytest.raises(DataError, match=r"neither day-first nor month-first.*'13/01/2024'.*'01/14/2024'"):
@@ -620,3 +636,12 @@ def test_tz_aware_daily_bars_keep_their_calendar_date(tmp_path):
     assert list(df.index) == [pd.Timestamp("2024-01-03 15:00"), pd.Timestamp("2024-01-04 00:00")]
     us = HEADER + "01-04-2024,1,2,0.5,1.5,3\n01-05-2024,1,2,0.5,1.5,3\n"
     assert list(load_csv(write(tmp_path, us, "us.csv")).index) == [pd.Timestamp("2024-01-04"), pd.Timestamp("2024-01-05")]
+
+
+def test_tz_aware_daily_bars_with_a_partial_last_row_keep_their_dates(tmp_path):
+    """A Tokyo daily file saved during the session: its last row is stamped 10:30, not midnight."""
+    days = ["2024-01-04", "2024-01-05", "2024-01-09"]
+    text = HEADER + "".join(f"{d} 00:00:00+09:00,1,2,0.5,1.5,3\n" for d in days) + "2024-01-10 10:30:00+09:00,1,2,0.5,1.5,3\n"
+    with pytest.warns(DataWarning, match=r"last row \('2024-01-10 10:30:00\+09:00'\).*daily bar of 2024-01-10.*partial"):
+        df = load_csv(write(tmp_path, text))
+    assert list(df.index) == [pd.Timestamp(d) for d in [*days, "2024-01-10"]]  # was every date the day before
