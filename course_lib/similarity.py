@@ -309,28 +309,36 @@ class AnalogIndex:
 
 
 def _distinct_top(scores: np.ndarray, pos: np.ndarray, k: int, exclusion: int) -> np.ndarray:
-    """Greedy: best candidate first, skip any that ends within ``exclusion`` bars of one already taken."""
+    """Greedy: best candidate first, skip any that ends within ``exclusion`` bars of one already taken.
+
+    Taking an episode blocks the bars ``(p - exclusion, p + exclusion)`` on a boolean line, so each candidate
+    costs one lookup whatever ``k`` is.
+    """
     n_ok = int(np.isfinite(scores).sum())
     if n_ok == 0:
         return np.zeros(0, dtype=np.int64)
+    lo = int(pos.min())
+    blocked = np.zeros(int(pos.max()) - lo + 2 * exclusion + 1, dtype=bool)
     want = min(n_ok, k * (2 * exclusion + 1))
+    taken: list[int] = []
+    seen = 0
     while True:
         if want >= n_ok:
             cand = np.argsort(-scores, kind="stable")[:n_ok]
         else:
             part = np.argpartition(-scores, want - 1)[:want]
             cand = part[np.argsort(-scores[part], kind="stable")]
-        taken: list[int] = []
-        taken_pos: list[int] = []
-        for c in cand:
-            p = pos[c]
-            if all(abs(p - tp) >= exclusion for tp in taken_pos):
-                taken.append(int(c))
-                taken_pos.append(int(p))
-                if len(taken) == k:
-                    return np.asarray(taken, dtype=np.int64)
+        # candidates already examined in a narrower pass keep their verdicts: resume after them
+        for c, p in zip(cand[seen:].tolist(), (pos[cand[seen:]] - lo + exclusion).tolist()):
+            if blocked[p]:
+                continue
+            taken.append(c)
+            if len(taken) == k:
+                return np.asarray(taken, dtype=np.int64)
+            blocked[p - exclusion + 1 : p + exclusion] = True
         if want >= n_ok:
             return np.asarray(taken, dtype=np.int64)
+        seen = len(cand)
         want = min(n_ok, want * 4)
 
 
