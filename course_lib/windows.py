@@ -87,6 +87,24 @@ class WindowSet:
         return out
 
 
+def _check_finite(features: pd.DataFrame, where: str) -> None:
+    """Raise :class:`DataError` naming the column and the first bar of a NaN or +-inf feature value.
+
+    An inf used to pass into the windows and make :meth:`FeatureScaler.fit` store ``mean = inf``, which
+    silently mapped the whole column to the clip value.
+    """
+    values = features.to_numpy(dtype=float)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise DataError(
+            f"{where}: features contain NaN or inf: column {features.columns[col]!r} is {values[row, col]} at "
+            f"{features.index[row]} (the first bar with one; {int(bad.any(axis=0).sum())} column(s) affected). "
+            "NaN: drop the warm-up rows (compute_features(dropna=True)); inf (a log or ratio of 0): fix that "
+            "feature, or drop the rows (features.replace([np.inf, -np.inf], np.nan).dropna())."
+        )
+
+
 def make_windows(
     features: pd.DataFrame,
     target: pd.Series | None,
@@ -118,9 +136,7 @@ def make_windows(
             f"(target.attrs['horizon'], set by forward_log_return); each label would be marked available "
             f"{effect}. Pass horizon={built}, or build the target with forward_log_return(close, {horizon})."
         )
-    if features.isna().to_numpy().any():
-        row = features.index[features.isna().any(axis=1).to_numpy()][0]
-        raise DataError(f"features contain NaN (first at {row}); drop warm-up rows (compute_features(dropna=True)).")
+    _check_finite(features, "make_windows")
     n = len(features)
     if n < seq_len:
         raise DataError(f"only {n} feature rows for seq_len={seq_len}. Use more data or a shorter window.")
@@ -166,6 +182,7 @@ class FeatureScaler:
     def fit(self, train_features: pd.DataFrame) -> FeatureScaler:
         if len(train_features) < 2:
             raise DataError("FeatureScaler.fit needs at least 2 training rows.")
+        _check_finite(train_features, "FeatureScaler.fit")
         self.mean_ = train_features.mean()
         std = train_features.std(ddof=0)
         self.std_ = std.where(std > 0, 1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -164,6 +165,19 @@ def test_scaler_clips_and_errors():
         scaler.transform(feats.drop(columns=["rsi"]))
     with pytest.raises(DataError, match="at least 2"):
         FeatureScaler().fit(feats.iloc[:1])
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_features_are_refused_naming_the_column_and_first_bar(bad):
+    # an inf used to pass make_windows and make the scaler store mean=inf (the column became the clip value)
+    feats = compute_features(make_ohlcv(120), SMALL)
+    broken = feats.copy()
+    broken.iloc[[30, 40], broken.columns.get_loc("range")] = bad
+    first = re.escape(str(feats.index[30]))
+    with pytest.raises(DataError, match=rf"make_windows: .*NaN or inf: column 'range' is {bad} at {first}"):
+        make_windows(broken, None, 5)
+    with pytest.raises(DataError, match=rf"FeatureScaler.fit: .*column 'range' is {bad} at {first}.*dropna"):
+        FeatureScaler().fit(broken.iloc[:50])
 
 
 # ------------------------------------------------------------------------------------------------ splits
