@@ -108,6 +108,7 @@ def forward_log_return(close: pd.Series, horizon: int = 1) -> pd.Series:
     The horizon is recorded in ``target.attrs["horizon"]`` (pandas carries it through ``reindex`` and
     slicing) so that :func:`course_lib.make_windows` can refuse a different ``horizon``: it dates each
     label's availability from that argument, and a shorter one would let a model see labels early.
+    A DataFrame column (``df["target"]``, ``.assign``) drops it: ``make_windows`` then asks for ``horizon``.
     """
     if horizon < 1:
         raise DataError(f"horizon must be >= 1 bar, got {horizon}.")

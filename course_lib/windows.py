@@ -109,7 +109,7 @@ def make_windows(
     features: pd.DataFrame,
     target: pd.Series | None,
     seq_len: int,
-    horizon: int = 1,
+    horizon: int | None = None,
     drop_unlabeled: bool = True,
 ) -> WindowSet:
     """Cut ``features`` into overlapping windows of ``seq_len`` rows, one per possible end bar.
@@ -122,13 +122,25 @@ def make_windows(
     ``available_at`` is computed from ``horizon``, so it must be the horizon the target was built with:
     a target from :func:`course_lib.forward_log_return` carries it in ``target.attrs["horizon"]`` and a
     different ``horizon`` raises :class:`DataError` (a shorter one would release labels before they are
-    known, i.e. look-ahead).
+    known, i.e. look-ahead). Everyday pandas operations drop ``attrs`` (``df["target"]``, ``.assign``), so
+    a target that does not carry its horizon needs ``horizon`` passed explicitly: assuming 1 would let a
+    5-bar label out 4 bars early. Leaving ``horizon`` out means 1 for a target that records 1, and for
+    windows without a target.
     """
     if seq_len < 1:
         raise DataError(f"seq_len must be >= 1, got {seq_len}.")
+    built = target.attrs.get("horizon") if target is not None else None
+    if horizon is None:
+        if target is not None and built is None:
+            raise DataError(
+                "make_windows: pass horizon=h, the number of bars the target looks ahead (forward_log_return("
+                "close, h)). This target does not record it (pandas drops target.attrs['horizon'] in operations "
+                "such as df['target'] or .assign), and each label's availability time is dated from it: "
+                "assuming 1 would release longer-horizon labels before they are known (look-ahead)."
+            )
+        horizon = 1
     if horizon < 1:
         raise DataError(f"horizon must be >= 1 bar, got {horizon}.")
-    built = target.attrs.get("horizon") if target is not None else None
     if built is not None and int(built) != horizon:
         effect = "before it is known (look-ahead)" if horizon < int(built) else "later than it is known"
         raise DataError(

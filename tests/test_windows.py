@@ -123,6 +123,22 @@ def test_make_windows_refuses_a_target_built_with_another_horizon():
         make_windows(feats, None, 8, horizon=0)
 
 
+def test_a_target_that_lost_its_recorded_horizon_needs_an_explicit_one():
+    # pandas drops target.attrs when the target goes through a DataFrame column: the guard used to fall
+    # silent and a 5-bar target passed as horizon 1, releasing each label 4 bars early
+    df = make_ohlcv(120)
+    feats = compute_features(df, SMALL)
+    target = forward_log_return(df["close"], 5).reindex(feats.index)
+    for lost in (feats.assign(y=target)["y"], pd.DataFrame({"y": target})["y"]):
+        assert "horizon" not in lost.attrs
+        with pytest.raises(DataError, match=r"pass horizon=h.*does not record it.*look-ahead"):
+            make_windows(feats, lost, 8)
+        ws = make_windows(feats, lost, 8, horizon=5)
+        assert ws.horizon == 5 and (ws.available_at == feats.index[ws.end_pos + 5]).all()
+    assert make_windows(feats, None, 8).horizon == 1  # no target: no label to release
+    assert make_windows(feats, forward_log_return(df["close"]).reindex(feats.index), 8).horizon == 1
+
+
 def test_windowset_subset():
     df = make_ohlcv(100)
     ds = prepare_dataset(df, seq_len=6, feature_config=SMALL)
