@@ -261,3 +261,20 @@ def test_local_midnight_daily_file_keeps_its_dates_with_a_partial_last_row(seed,
     rows += [[s, *(repr(float(v)) for v in r)] for s, r in zip(stamps, df.to_numpy())]
     out = load(apply(rows, ",", True, []))
     assert (out.index[:-1] == df.index[:-1]).all()
+
+
+@known_defect("new defect (not in issue 10): a non-finite or out-of-range epoch time in the last row becomes NaT, "
+              "and validate_ohlcv's order check then overflows (int64 diff) and raises IndexError, not DataError")
+@given(st.integers(0, 2**31), st.integers(3, 20), st.sampled_from(["inf", "-inf", "1e400", "1e30", "-1e30", "1e19"]),
+       st.sampled_from([0, -1, 1]), st.booleans())
+def test_non_finite_epoch_time_is_a_data_error(seed, n, bad, where, newest_first):
+    """Epoch-millisecond files (Bybit): a time that is not a finite, representable number is refused with a
+    DataError naming the row, wherever the row is."""
+    df = random_bars(seed, n, "h")
+    rows, sep, header = render(df, "epoch_newest_first")
+    if not newest_first:
+        rows = [rows[0], *rows[1:][::-1]]
+    row = {0: 1, -1: len(rows) - 1, 1: len(rows) // 2}[where]
+    rows[row][0] = bad
+    with pytest.raises(cl.DataError):
+        load(apply(rows, sep, header, []))
