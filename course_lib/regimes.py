@@ -740,11 +740,16 @@ def align_labels(true: pd.Series, predicted: pd.Series) -> dict[Any, Any]:
     t, p = _paired(true, predicted, "align_labels")
     table = pd.crosstab(p, t)
     rows, cols = linear_sum_assignment(-table.to_numpy())
-    mapping = {table.index[r]: table.columns[c] for r, c in zip(rows, cols)}
+    mapping = {_plain(table.index[r]): _plain(table.columns[c]) for r, c in zip(rows, cols)}
     for state in table.index:
-        if state not in mapping:
-            mapping[state] = table.columns[int(np.argmax(table.loc[state].to_numpy()))]
+        if _plain(state) not in mapping:
+            mapping[_plain(state)] = _plain(table.columns[int(np.argmax(table.loc[state].to_numpy()))])
     return mapping
+
+
+def _plain(x: Any) -> Any:
+    """numpy scalars as plain Python values (a mapping prints as {0: 'calm'}, not {np.int64(0): ...})."""
+    return x.item() if isinstance(x, np.generic) else x
 
 
 def relabel(predicted: pd.Series, mapping: Mapping[Any, Any]) -> pd.Series:
