@@ -177,6 +177,14 @@ class ExternalMemoryBank:
     #: fields :meth:`add` accepts without ``available_at`` (known when the window ends; see ``add``)
     KNOWN_AT_TIMESTAMP = ("keys", "timestamp", "symbol")
 
+    def __new__(cls, config: MemoryConfig | None = None, **overrides: Any):
+        """``backend="milvus"`` returns a :class:`~course_lib.memory.milvus.MilvusMemoryBank` (same interface)."""
+        if overrides.get("backend", getattr(config, "backend", None)) == "milvus":
+            from .milvus import MilvusMemoryBank
+
+            return MilvusMemoryBank(config, **overrides)
+        return super().__new__(cls)
+
     def __init__(self, config: MemoryConfig | None = None, **overrides: Any):
         cfg = config or MemoryConfig(**overrides)
         if config is not None and overrides:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["BACKENDS", "EVICTIONS", "MemoryConfig"]
+__all__ = ["BACKENDS", "EVICTIONS", "MILVUS_INDEXES", "MemoryConfig"]
 
-BACKENDS = ("auto", "numpy", "torch", "faiss", "ivf", "hnsw", "faiss-gpu")
+BACKENDS = ("auto", "numpy", "torch", "faiss", "ivf", "hnsw", "faiss-gpu", "milvus")
+MILVUS_INDEXES = ("FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX")
 EVICTIONS = ("fifo", "lru", "importance")
 
 
@@ -22,7 +23,9 @@ class MemoryConfig:
             for a handful of queries or small memories, faiss's BLAS path from 16 queries on, torch when
             faiss is missing or the causal filter hides too many entries; torch on a GPU);
             ``"numpy"``, ``"torch"`` and ``"faiss"`` force one exact kernel; ``"ivf"`` and ``"hnsw"`` are
-            approximate faiss indexes (faster on big memories, recall < 1); ``"faiss-gpu"`` needs faiss-gpu.
+            approximate faiss indexes (faster on big memories, recall < 1); ``"faiss-gpu"`` needs faiss-gpu;
+            ``"milvus"`` keeps the memory in a Milvus collection at ``uri`` (optional extra ``scale``; see
+            :mod:`course_lib.memory.milvus`).
             IVF updates changed slots in place (O(batch) per add); an HNSW graph cannot forget a node, so
             overwriting slots (a full FIFO buffer, a key refresh) rebuilds it at the next search: use
             ``"hnsw"`` for big, read-mostly memories and ``"ivf"`` for one that streams.
@@ -43,6 +46,14 @@ class MemoryConfig:
         auto_numpy_max_batch, auto_faiss_min_batch: the batch-size switch points of ``backend="auto"``
             (measured by ``benchmarks/bench_memory.py`` on a 2-core CPU).
         chunk_mb: the largest block of scores held at once (queries are processed in chunks).
+        uri: where ``backend="milvus"`` keeps the memory: a local file path (``"memory.db"``: Milvus Lite,
+            embedded, in process) or a server/cluster address (``"http://host:19530"``). Ignored by the
+            other backends.
+        milvus_collection: the collection name inside ``uri`` (one uri can hold several memories).
+        milvus_index: the Milvus vector index: ``"FLAT"`` (exact: the same neighbours as the in-memory
+            bank), ``"IVF_FLAT"`` (uses ``ivf_nlist``/``ivf_nprobe``), ``"HNSW"`` (uses the ``hnsw_*``
+            settings) or ``"AUTOINDEX"`` (the server chooses). Credentials for a server are read from the
+            ``MILVUS_TOKEN`` environment variable, never stored in the config (it is saved with the memory).
     """
 
     key_dim: int = 64
@@ -63,6 +74,9 @@ class MemoryConfig:
     auto_numpy_max_batch: int = 8
     auto_faiss_min_batch: int = 16
     chunk_mb: int = 256
+    uri: str | None = None
+    milvus_collection: str = "course_memory"
+    milvus_index: str = "FLAT"
 
     def __post_init__(self) -> None:
         if self.key_dim < 1:
@@ -75,6 +89,11 @@ class MemoryConfig:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}.")
         if self.eviction not in EVICTIONS:
             raise ValueError(f"unknown eviction policy {self.eviction!r}; choose one of {EVICTIONS}.")
+        if self.milvus_index not in MILVUS_INDEXES:
+            raise ValueError(f"unknown milvus_index {self.milvus_index!r}; choose one of {MILVUS_INDEXES}.")
+        if self.backend == "milvus" and not self.uri:
+            raise ValueError('backend="milvus" needs uri=: a local file such as "memory.db" (Milvus Lite) '
+                             'or a server address such as "http://localhost:19530".')
         if self.importance_alpha < 0:
             raise ValueError(f"importance_alpha must be >= 0, got {self.importance_alpha}.")
 

@@ -1,0 +1,159 @@
+"""The Milvus memory backend, against Milvus Lite (the embedded engine) in a temporary file.
+
+Skipped when the optional extra ``scale`` (pymilvus, milvus-lite) is not installed; the test of the clear
+error for a missing extra runs always.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sys
+
+import numpy as np
+import pytest
+
+import course_lib as cl
+from course_lib.memory import NO_TIME_FILTER, ExternalMemoryBank, MemoryConfig, MissingTimeError
+
+D, K = 8, 5
+
+
+def _unit(rng, n):
+    x = rng.normal(size=(n, D)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_missing_extra_names_it(monkeypatch, tmp_path):
+    """Without pymilvus installed, asking for the backend says which extra to install."""
+    real_import = builtins.__import__
+
+    def no_pymilvus(name, *args, **kwargs):
+        if name == "pymilvus" or name.startswith("pymilvus."):
+            raise ImportError("No module named 'pymilvus'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "pymilvus", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_pymilvus)
+    with pytest.raises(ImportError, match=r'course-lib\[scale\]'):
+        ExternalMemoryBank(MemoryConfig(key_dim=D, backend="milvus", uri=str(tmp_path / "m.db")))
+
+
+def test_milvus_needs_a_uri():
+    with pytest.raises(ValueError, match="uri"):
+        MemoryConfig(backend="milvus")
+
+
+pymilvus = pytest.importorskip("pymilvus", reason='optional extra "scale" not installed')
+pytest.importorskip("milvus_lite", reason='optional extra "scale" not installed')
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("milvus") / "memory.db")
+
+
+@pytest.fixture(scope="module")
+def filled(db):
+    """One Milvus bank and the exact in-memory bank with the same 300 entries, times 0..299 (+3 to resolve)."""
+    rng = np.random.default_rng(0)
+    keys = _unit(rng, 300)
+    ts = np.arange(300, dtype=np.int64)
+    fr = rng.normal(size=300).astype(np.float32)
+    sym = np.array(["AAA", "BBBB"] * 150)
+    mil = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=1000, backend="milvus", uri=db,
+                                          milvus_collection="filled"))
+    exact = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=1000, backend="numpy"))
+    for bank in (mil, exact):
+        bank.add(keys, timestamp=ts, available_at=ts + 3, future_return=fr, symbol=sym)
+    yield mil, exact, keys
+    mil.close()
+
+
+def test_factory_returns_the_milvus_bank(filled):
+    mil, _, _ = filled
+    assert type(mil).__name__ == "MilvusMemoryBank"
+    assert len(mil) == 300
+
+
+def test_mixed_time_batch_has_no_lookahead_and_exactly_k(filled):
+    mil, _, keys = filled
+    rng = np.random.default_rng(1)
+    q = keys[rng.integers(0, 300, 40)] + 0.05 * rng.normal(size=(40, D)).astype(np.float32)
+    as_of = rng.integers(0, 300, 40)
+    as_of[:4] = [0, 2, 4, 5]  # queries that see nothing, or fewer than k entries
+    res = mil.search(q, k=K, as_of=as_of)
+    assert res.indices.shape == res.mask.shape == res.scores.shape == (40, K)
+    assert res.keys.shape == (40, K, D)
+    avail = res.metadata("available_at")
+    assert not (res.mask & (avail > as_of[:, None])).any()  # zero look-ahead leaks
+    assert (res.indices[~res.mask] == -1).all()
+    eligible = np.array([(np.arange(300) + 3 <= t).sum() for t in as_of])
+    assert (res.mask.sum(1) == np.minimum(K, eligible)).all()  # k eligible neighbours whenever they exist
+
+
+def test_filter_inside_search_not_after(filled):
+    """Queries early in time still get k neighbours although most entries are not yet available."""
+    mil, _, keys = filled
+    res = mil.search(keys[250:260], k=K, as_of=20)  # 18 of 300 entries visible
+    assert res.mask.all()
+    assert (res.metadata("available_at") <= 20).all()
+
+
+def test_flat_equals_exact_backend(filled):
+    mil, exact, keys = filled
+    rng = np.random.default_rng(2)
+    q = _unit(rng, 30)
+    as_of = rng.integers(0, 320, 30)
+    a, b = mil.search(q, k=K, as_of=as_of), exact.search(q, k=K, as_of=as_of)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    np.testing.assert_allclose(a.keys, b.keys, atol=1e-6)
+    for name in ("timestamp", "available_at", "symbol"):
+        np.testing.assert_array_equal(a.metadata(name), b.metadata(name))
+    np.testing.assert_allclose(a.metadata("future_return"), b.metadata("future_return"))
+    u, v = mil.search(q, k=K, as_of=NO_TIME_FILTER), exact.search(q, k=K, as_of=NO_TIME_FILTER)
+    np.testing.assert_array_equal(u.indices, v.indices)
+
+
+def test_search_requires_as_of(filled):
+    mil, _, keys = filled
+    with pytest.raises(MissingTimeError):
+        mil.search(keys[:2], k=K)
+    with pytest.raises(ValueError, match="available_at"):
+        mil.add(keys[:2], timestamp=[1, 2], future_return=[0.1, 0.2])
+
+
+def test_reopen_same_uri_holds_same_entries(db, tmp_path):
+    rng = np.random.default_rng(3)
+    keys = _unit(rng, 50)
+    ts = np.arange(50, dtype=np.int64) * 10
+    cfg = MemoryConfig(key_dim=D, value_dim=2, capacity=40, backend="milvus", uri=db, milvus_collection="reopen")
+    bank = ExternalMemoryBank(cfg)
+    vals = rng.normal(size=(50, 2)).astype(np.float32)
+    bank.add(keys[:30], values=vals[:30], timestamp=ts[:30], available_at=ts[:30] + 5, regime=np.arange(30))
+    bank.add(keys[30:], values=vals[30:], timestamp=ts[30:], available_at=ts[30:] + 5, regime=np.arange(30, 50))
+    assert len(bank) == 40  # FIFO: the 10 oldest were overwritten
+    before = bank.search(keys[:8], k=K, as_of=10_000)
+    bank.close()
+    again = ExternalMemoryBank(cfg)
+    assert len(again) == 40
+    after = again.search(keys[:8], k=K, as_of=10_000)
+    np.testing.assert_array_equal(before.indices, after.indices)
+    np.testing.assert_allclose(before.values, after.values)
+    assert sorted(again.metadata("timestamp")) == list(ts[10:])
+    np.testing.assert_array_equal(np.sort(again.metadata("regime")), np.arange(10, 50))
+    # save -> the standard bank file: an in-memory bank reads it, and it restores into Milvus
+    path = again.save(tmp_path / "mem.npz")
+    mem = ExternalMemoryBank.load(path)
+    assert len(mem) == 40 and mem.config.backend == "auto"
+    ref = mem.search(keys[:8], k=K, as_of=10_000)
+    np.testing.assert_allclose(np.sort(ref.scores, 1), np.sort(after.scores, 1), atol=1e-5)
+    restored = type(again).load(path, uri=db, milvus_collection="restored")
+    assert len(restored) == 40
+    np.testing.assert_allclose(restored.search(keys[:8], k=K, as_of=10_000).scores, after.scores, atol=1e-5)
+    with pytest.raises(cl.MemoryFileError, match="key_dim"):
+        ExternalMemoryBank(MemoryConfig(key_dim=D + 1, value_dim=2, capacity=40, backend="milvus", uri=db,
+                                        milvus_collection="reopen"))
+    again.drop()
+    restored.drop()
