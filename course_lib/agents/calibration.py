@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["brier_score", "calibrate_confidence", "reliability_table"]
+__all__ = ["brier_score", "calibrate_confidence", "calibration_report", "reliability_table"]
 
 
 def brier_score(prob, outcome) -> float:
@@ -115,3 +115,24 @@ def calibrate_confidence(decisions: pd.DataFrame, method: str = "isotonic", min_
             if len(block):
                 out[block] = np.clip(predict(conf[block]), 0.0, 1.0)
     return pd.Series(out, index=d.index, name="calibrated").reindex(decisions.index)
+
+
+def calibration_report(decisions: pd.DataFrame, method: str = "isotonic", min_history: int = 50,
+                       refit_every: int = 20, n_bins: int = 10) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Calibrate each agent's decisions causally; Brier score of the stated and the calibrated confidence on
+    the same decisions (those with a calibrated value and a known outcome), and pooled reliability tables."""
+    rows, stated, calibrated, wins = [], [], [], []
+    for agent, d in decisions.groupby("agent", sort=True):
+        cal = calibrate_confidence(d, method, min_history, refit_every)
+        ok = cal.notna() & d["pnl"].notna() & d["confidence"].notna()
+        y = (d.loc[ok, "pnl"] > 0).astype(float)
+        rows.append({"agent": agent, "n": int(ok.sum()), "win_rate": float(y.mean()) if ok.any() else np.nan,
+                     "mean_confidence": float(d.loc[ok, "confidence"].mean()) if ok.any() else np.nan,
+                     "brier_stated": brier_score(d.loc[ok, "confidence"], y),
+                     "brier_calibrated": brier_score(cal[ok], y)})
+        stated.append(d.loc[ok, "confidence"])
+        calibrated.append(cal[ok])
+        wins.append(y)
+    s, c, y = pd.concat(stated), pd.concat(calibrated), pd.concat(wins)
+    tables = {"stated": reliability_table(s, y, n_bins), f"calibrated ({method})": reliability_table(c, y, n_bins)}
+    return pd.DataFrame(rows).set_index("agent"), tables

@@ -32,6 +32,7 @@ __all__ = [
     "paired_bootstrap",
     "precision_at_k",
     "retrieval_table",
+    "simulate_memory_year",
 ]
 
 _SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "TSLA", "META", "GOOG", "JPM", "XOM", "BTC", "ETH", "GLD",
@@ -164,3 +165,30 @@ def retrieval_table(per_query: pd.DataFrame, baseline: str = "relevance only", n
             row[f"{m}_gain"], row[f"{m}_gain_low"], row[f"{m}_gain_high"] = gain, lo, hi
         rows.append(row)
     return pd.DataFrame(rows).set_index("setting")
+
+
+def simulate_memory_year(days: int = 365, per_day: int = 6, seed: int = 0, policy=None,
+                         maintain_every: int = 7, path: str = ":memory:") -> tuple[AgentMemory, pd.DataFrame]:
+    """A year in the life of a memory: every day agents write ``per_day`` items (importance mostly ordinary,
+    now and then high), one agent re-reads the day's hottest topic (an access), and every ``maintain_every``
+    days the tiers are maintained. Returns the store and the number of items per tier after each maintenance.
+    """
+    rng = np.random.default_rng(seed)
+    mem = AgentMemory(path)
+    t0 = pd.Timestamp("2024-01-01")
+    rows = []
+    topics = [f"{s} {e}" for s in _SYMBOLS[:6] for e in _EVENTS[:5]]
+    for day in range(days):
+        now = t0 + pd.Timedelta(days=day)
+        imp = np.where(rng.random(per_day) < 0.1, rng.uniform(3.0, 9.0, per_day), rng.uniform(0.5, 1.5, per_day))
+        mem.add_many([dict(agent=str(rng.choice(["momentum", "analog", "volatility"])),
+                           kind=str(rng.choice(["observation", "signal", "reflection"])),
+                           text=f"{topics[int(rng.integers(len(topics)))]} {' '.join(rng.choice(_FILLER, 3))}",
+                           now=now + pd.Timedelta(hours=int(h)), importance=float(i))
+                      for i, h in zip(imp, rng.integers(0, 23, per_day))])
+        mem.search(topics[int(rng.zipf(1.6)) % len(topics)], now=now + pd.Timedelta(hours=23), k=3)
+        if day % maintain_every == maintain_every - 1:
+            mem.maintain(now=now + pd.Timedelta(hours=23, minutes=30), policy=policy)
+            counts = mem.items(now=now + pd.Timedelta(hours=23, minutes=31))["tier"].value_counts()
+            rows.append({"time": now, **{t: int(counts.get(t, 0)) for t in ("short", "medium", "long")}})
+    return mem, pd.DataFrame(rows).set_index("time")
