@@ -274,3 +274,21 @@ def test_run_regime_study_small():
     assert lo < mean < hi and mean == pytest.approx(0.2)
     table = study.scores.assign(market="m", seed=0)
     assert set(cl.summarise_seeds(table, "ari")["detector"]) == set(cfg.detectors)
+
+
+def test_window_and_transformer_keys_are_causal():
+    market = cl.make_synthetic_market(300, seed=3)
+    feats = cl.compute_features(market.ohlcv)
+    scaled = cl.FeatureScaler().fit(feats.iloc[:100]).transform(feats)
+    changed = scaled.copy()
+    cut = 150
+    changed.iloc[cut:] = changed.iloc[cut:] * 3 + 1
+    mc = cl.MemoryTransformerConfig(input_dim=scaled.shape[1], seq_len=16, d_model=16, n_heads=2, n_layers=1,
+                                    d_ff=32, n_neighbors=4, key_dim=8, key_bars=8)
+    trainer = cl.MemoryTransformerTrainer(mc, cl.TrainerConfig(device="cpu", progress=False))
+    for make in (lambda x: cl.window_keys(x, 8), lambda x: cl.transformer_keys(trainer, x)):
+        a, b = make(scaled), make(changed)
+        assert a.index.equals(b.index)
+        before = a.index < scaled.index[cut]
+        np.testing.assert_allclose(a[before].to_numpy(), b[before].to_numpy(), atol=1e-6)
+        assert not np.allclose(a[~before].to_numpy(), b[~before].to_numpy())
