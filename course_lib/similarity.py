@@ -48,6 +48,7 @@ __all__ = [
     "LearningExperiment",
     "WindowEmbedding",
     "analog_forecast",
+    "analog_skill",
     "analog_weights",
     "embed_windows",
     "explain",
@@ -776,6 +777,78 @@ def hit_rate(pred: Any, y: Any, level: float = 0.95) -> dict[str, float]:
     return {"rate": hits / n, "low": float(ci.low), "high": float(ci.high), "n": n}
 
 
+def _trailing_variance(close: pd.Series, window: int, lam: float) -> tuple[pd.Series, pd.Series]:
+    """Per-bar variance of log returns known at each bar's close: a trailing window and RiskMetrics EWMA."""
+    r = np.log(close.astype(float)).diff()
+    trailing = r.rolling(window, min_periods=window).var(ddof=0)
+    ewma = (r * r).ewm(alpha=1 - lam, adjust=False, min_periods=window).mean()
+    return trailing, ewma
+
+
+def analog_skill(
+    ohlcv: pd.DataFrame,
+    *,
+    seq_len: int = 32,
+    horizon: int = 5,
+    lookback: int | None = None,
+    k: int = 10,
+    method: str = "raw",
+    feature_columns: Sequence[str] | None = None,
+    exclusion: int | None = None,
+    train_frac: float = 0.5,
+    subsets: Any = None,
+    vol_window: int = 20,
+    ewma_lambda: float = 0.94,
+) -> pd.DataFrame:
+    """Does the analog forecast know anything out of sample? Direction, size and volatility, with baselines.
+
+    ``method``, ``lookback`` and ``feature_columns`` choose what is compared (e.g. ``("log_return",)`` and
+    ``"shape"``: the path of returns only). One chronological cut at ``train_frac`` of the bars: the scaler is fitted on the bars up to the cut, the
+    kNN analog memory (distinct episodes, online: test windows join it once resolved) starts with the windows
+    resolved by the cut, and every later window is forecast. Scores, per row (``all`` and each mask that
+    ``subsets(test_windows)`` returns, a dict of name -> boolean mask):
+
+    * ``hit_rate`` (``hit_low``, ``hit_high``: 95% Wilson interval) of the sign of the forecast return;
+    * ``r2_return``: out-of-sample R^2 of the forecast return against the historical mean (training windows);
+    * ``r2_var_analog`` / ``r2_var_trailing`` / ``r2_var_ewma``: R^2 of forecasts of the squared return
+      over the horizon against the historical mean square: the neighbours' mean squared outcome, a
+      ``vol_window``-bar trailing variance and an EWMA variance (``ewma_lambda``) scaled to the horizon.
+    """
+    from .strategies import KNNAnalogForecaster
+
+    features = compute_features(ohlcv)
+    if feature_columns is not None:
+        features = features[list(feature_columns)]
+    cut = features.index[int(train_frac * len(features))]
+    scaler = FeatureScaler().fit(features.loc[:cut])
+    target = forward_log_return(ohlcv["close"], horizon).reindex(features.index)
+    w = make_windows(scaler.transform(features), target, seq_len, horizon)
+    train = w.subset(np.flatnonzero(w.available_at <= cut))
+    test = w.subset(np.flatnonzero(w.end_time > cut))
+    knn = KNNAnalogForecaster(k=k, lookback=lookback or seq_len, online=True, method=method,
+                              exclusion=seq_len if exclusion is None else exclusion).fit(train)  # fmt: skip
+    pred = knn.predict(test)
+    y = np.asarray(test.y, dtype=float)
+    trailing, ewma = _trailing_variance(ohlcv["close"], vol_window, ewma_lambda)
+    var_fc = {
+        "analog": (pred["memory_spread"] ** 2 + pred["memory_return"] ** 2).to_numpy(),
+        "trailing": horizon * trailing.reindex(test.end_time).to_numpy(),
+        "ewma": horizon * ewma.reindex(test.end_time).to_numpy(),
+    }
+    ytr = np.asarray(train.y, dtype=float)
+    masks = {"all": np.ones(len(test), dtype=bool), **(subsets(test) if subsets is not None else {})}
+    rows = []
+    for name, mask in masks.items():
+        m = np.asarray(mask, dtype=bool)
+        hr = hit_rate(pred["pred_return"].to_numpy()[m], y[m])
+        row = {"subset": name, "n": int(m.sum()), "hit_rate": hr["rate"], "hit_low": hr["low"], "hit_high": hr["high"],
+               "r2_return": oos_r2(pred["pred_return"].to_numpy()[m], y[m], ytr.mean())}  # fmt: skip
+        for arm, fc in var_fc.items():
+            row[f"r2_var_{arm}"] = oos_r2(fc[m], y[m] ** 2, np.mean(ytr**2))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("subset")
+
+
 def motif_recall(market: Any, query_times_: Any, neighbour_times: Sequence[Any], tolerance: int = 2) -> pd.DataFrame:
     """For queries at planted motif ends: the share of retrieved neighbours that are planted occurrences of
     the *same* motif (a neighbour counts if it ends within ``tolerance`` bars of such an occurrence's end).
@@ -933,6 +1006,8 @@ def inference_time_learning(
     horizon: int = 5,
     knn_k: int = 10,
     lookback: int = 12,
+    method: str = "shape",
+    feature_columns: Sequence[str] | None = ("log_return",),
     transformer: dict | None = None,
     trainer: dict | None = None,
     progress: bool = True,
@@ -942,7 +1017,9 @@ def inference_time_learning(
     For each seed: a :func:`novel_motif_market`; a scaler fitted on the first ``n_before`` bars only; every
     model fitted on the windows whose label resolved by then. Then, without any retraining, each arm predicts
     every later window in time order and is scored at the last bar of each novel motif occurrence (sign of the
-    forecast vs the planted aftermath direction):
+    forecast vs the planted aftermath direction). Every model reads ``feature_columns`` (default: the log
+    returns only, the motifs' medium); the kNN compares the ``method`` description of the last ``lookback``
+    bars:
 
     * ``knn frozen``: the kNN analog forecaster with its training memory; ``knn online``: the same, adding
       each window once its outcome is known (``online=True``);
@@ -964,6 +1041,8 @@ def inference_time_learning(
     for seed in tqdm(list(seeds), desc="seeds", disable=not progress):
         m = novel_motif_market(n_before, n_after, seed)
         feats = compute_features(m.ohlcv)
+        if feature_columns is not None:
+            feats = feats[list(feature_columns)]
         cut = m.ohlcv.index[n_before - 1]
         scaler = FeatureScaler().fit(feats.loc[:cut])
         target = forward_log_return(m.ohlcv["close"], horizon).reindex(feats.index)
@@ -980,7 +1059,7 @@ def inference_time_learning(
         preds: dict[str, np.ndarray] = {}
         scored = test.subset(at)  # the kNN is scored at the occurrences only (its memory still grows)
         for name, online in (("knn frozen", False), ("knn online", True)):
-            knn = KNNAnalogForecaster(k=knn_k, lookback=lookback, exclusion=seq_len).fit(train)
+            knn = KNNAnalogForecaster(k=knn_k, lookback=lookback, exclusion=seq_len, method=method).fit(train)
             if online:
                 knn.remember(test)  # every test window, each retrievable only once its outcome is known
             preds[name] = np.full(len(test), np.nan)

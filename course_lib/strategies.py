@@ -287,6 +287,7 @@ class KNNAnalogForecaster:
     resolve (what a live system would do); each window is stored once, however many times it is queried
     (``predict`` then ``similar`` on the same windows does not duplicate it).
 
+    ``method="shape"`` or ``"stats"`` describes each window differently (:data:`course_lib.EMBEDDING_DESCRIPTIONS`).
     ``exclusion`` (bars, default 0: plain k nearest neighbours) keeps the neighbours distinct episodes: no
     two of them, and none and the query, end fewer than ``exclusion`` bars apart (see
     :func:`course_lib.find_analogs`; ``exclusion=seq_len`` is the lesson's choice).
@@ -302,8 +303,11 @@ class KNNAnalogForecaster:
     online: bool = False
     exclusion: int = 0
     metric: str = "cosine"
+    method: str = "raw"
 
     def __post_init__(self) -> None:
+        if self.method not in ("raw", "shape", "stats"):
+            raise ValueError(f"method must be 'raw', 'shape' or 'stats' (see cl.embed_windows), got {self.method!r}.")
         self._memory: AnalogIndex | None = None
         self._added = np.zeros(0, np.int64)  # sorted end times (ns) of the windows already stored
 
@@ -321,7 +325,7 @@ class KNNAnalogForecaster:
         return self._memory.end_ns if self._memory is not None else np.zeros(0, np.int64)
 
     def _keys(self, windows: WindowSet) -> np.ndarray:
-        return embed_windows(windows, "raw", min(self.lookback, windows.seq_len)).vectors
+        return embed_windows(windows, self.method, min(self.lookback, windows.seq_len)).vectors
 
     def _add(self, windows: WindowSet) -> None:
         """Store the labelled windows not stored yet.
@@ -345,8 +349,7 @@ class KNNAnalogForecaster:
     def fit(self, windows: WindowSet, capacity: int = 1_000_000) -> KNNAnalogForecaster:
         """Store ``windows`` (past, labelled) as the memory. (``capacity`` is kept for compatibility: the
         analog index grows as needed.)"""
-        L = min(self.lookback, windows.seq_len)
-        self._memory = AnalogIndex(L * windows.n_features, self.metric)
+        self._memory = AnalogIndex(self._keys(windows.subset(slice(0, 1))).shape[1], self.metric)
         self._added = np.zeros(0, np.int64)
         self._add(windows)
         return self

@@ -305,3 +305,19 @@ def test_plots_draw_and_label_hindsight(market):
     ax = cl.plot_learning_curve({"online": exp})
     assert ax.get_legend() is not None
     plt.close("all")
+
+
+def test_analog_skill_scores_every_later_window_and_is_causal():
+    ohlcv = _ohlcv(700, seed=6)
+    res = cl.analog_skill(ohlcv, seq_len=16, horizon=3, lookback=8, k=5, method="shape",
+                          feature_columns=["log_return"])  # fmt: skip
+    row = res.loc["all"]
+    assert row.n > 250 and row.hit_low <= row.hit_rate <= row.hit_high
+    assert {"r2_return", "r2_var_analog", "r2_var_trailing", "r2_var_ewma"} <= set(res.columns)
+    knn = cl.KNNAnalogForecaster(k=3, lookback=8, method="stats")
+    with pytest.raises(ValueError, match="method"):
+        cl.KNNAnalogForecaster(method="fourier")
+    w = _windows(ohlcv)
+    lab = w.subset(np.flatnonzero(np.isfinite(w.y)))
+    p = knn.fit(lab.subset(np.arange(200))).predict(lab.subset(np.arange(300, 310)))
+    assert p["n_neighbors"].eq(3).all() and (p["memory_spread"] >= 0).all()
