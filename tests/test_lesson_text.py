@@ -19,7 +19,8 @@ section numbers (``section 3.2``, ``sec. 3.1``, ``eq. 2.4``, ``table 1.2``, ``fi
 question states (``within 0.02 of each other``, ``within 20% of it``, ``tolerance of 0.5 points``), a threshold
 of a rule's definition (a number next to *at least, at most, more than, less than, fewer than, above, below,
 under, over, exceed(s), up to*, or followed by *or more, or less, above, below*: ``bear if 20% or more below its
-high``, ``volatility of at least 25% a year``), integers
+high``, ``volatility of at least 25% a year``, ``the first 30% of the bars``), a quantile band (``a 10-90% band``),
+a short quoted example (``"the analogs say +2%"``), integers
 (lesson numbers, window counts, years), and every line that carries the escape hatch ``<!-- fact -->``
 (a documented fact from a paper or book, cited on that line).
 """
@@ -57,9 +58,13 @@ _SPARE = [
                r"|\bappendix)\s*\d+(?:\.\d+)+"),                                      # section 3.2
     re.compile(r"(?i)\b(?:within|tolerance(?: of)?)\s+[±+]?\d*\.?\d+\s*(?:%|points?|pp)?"),   # a tolerance
     # a threshold in a rule's definition: "at least 25%", "20% or more", "10% below its high", "above 0.5"
-    re.compile(r"(?i)\b(?:at least|at most|more than|less than|fewer than|above|below|under|over|exceeds?|up to)"
+    re.compile(r"(?i)\b(?:at least|at most|more than|less than|fewer than|above|below|under|over|exceeds?|up to"
+               r"|first|last|top|bottom)"
                r"\s+[+\-−]?\d*\.?\d+\s*%?"),
     re.compile(r"(?i)(?<![\w.])[+\-−]?\d*\.?\d+\s*%?\s+(?=(?:or (?:more|less|above|below|higher|lower)|above|below)\b)"),
+    # a quantile band: "a 10-90% band", "the 5–95 % range"
+    re.compile(r"(?i)\b\d+\s*[-–]\s*\d+\s*%\s*(?=band|range|quantiles?|percentiles?|interval)"),
+    re.compile(r"\"[^\"\n]{1,80}\"|“[^”\n]{1,80}”"),   # a quoted example: "the analogs say +2%"
 ]
 _NUM = r"[+\-−±]?\d+(?:[.,]\d+)*"
 _FLAGS = {
@@ -121,7 +126,8 @@ def test_literal_results_flags(text):
      "```\nacc = 0.538  # in a fenced block\n```",
      "(d) all three about the same (within 0.02 of each other)",
      "bear if the index is 20% or more below its high, correction if it is 10% below",
-     "its volatility is at least 25% a year", "an IC above 0.02 is rare", "recall is about that share (within 20% of it)", "<!-- measured 0.5 -->", "fold 1 of the walk-forward"],
+     "its volatility is at least 25% a year", "an IC above 0.02 is rare", "a 10-90% band around the mean",
+     'so "the analogs say +2%" can be read as', "the memory starts with the first 30% of the bars", "recall is about that share (within 20% of it)", "<!-- measured 0.5 -->", "fold 1 of the walk-forward"],
 )  # fmt: skip
 def test_literal_results_spares(text):
     assert not literal_results(text), f"should be spared: {text!r} -> {literal_results(text)}"
