@@ -290,12 +290,33 @@ def exact_faiss(keys: np.ndarray, queries: np.ndarray, k: int, filt: CausalFilte
 
 
 class _FaissANN:
-    """Shared bookkeeping of the approximate indexes: which slots changed since the index last saw them."""
+    """Shared machinery of the approximate indexes: index ids in ``available_at`` order, so the causal
+    filter is an id *range*.
+
+    Why: a query at time t may see exactly the entries with ``available_at <= t``. If the index numbers its
+    entries in ``available_at`` order, those are the ids ``[0, r)`` with ``r`` found by one binary search,
+    and faiss's ``IDSelectorRange(0, r)`` applies the rule *inside* the approximate search at O(1) set-up
+    cost (no O(M) bitmap per query, no over-fetch, never fewer than k eligible neighbours when they exist).
+    The search effort grows with the share of entries a query may not see (``nprobe`` / ``efSearch``
+    divided by the visible share), so a query early in time is as thorough among what it may see as one
+    that sees everything. Queries with the same visible range share one faiss call.
+
+    Entries usually arrive in time order, so new entries get the next ids; an entry that arrives out of
+    order (``available_at`` earlier than some indexed entry) makes the next search renumber the index.
+    """
 
     def __init__(self, dim: int, capacity: int):
         self.dim = dim
+        self.capacity = capacity
         self.dirty = np.zeros(capacity, dtype=bool)
         self.index = None
+        self._clear_ids()
+
+    def _clear_ids(self) -> None:
+        self.pos_slot = np.zeros(0, np.int64)  # index id -> slot (-1: removed)
+        self.slot_pos = np.full(self.capacity, -1, np.int64)  # slot -> index id (-1: not indexed)
+        self.pos_avail: np.ndarray | None = None  # available_at per id, made nondecreasing over removed ids
+        self._avail_stale = True
 
     def mark(self, slots: np.ndarray) -> None:
         self.dirty[slots] = True
@@ -303,106 +324,159 @@ class _FaissANN:
     def reset(self) -> None:
         self.dirty[:] = False
         self.index = None
+        self._clear_ids()
 
     def search(self, keys: np.ndarray, queries: np.ndarray, k: int, filt: CausalFilter | None,
                max_overfetch: int = 1024):
-        """Approximate top-k that respects the causal filter for any mix of query times.
-
-        Queries that may not see only a few entries (the usual "memory of the past, query now") are answered
-        in one call, over-fetching past the forbidden entries. Queries far back in time (walk-forward,
-        training) are sorted by ``as_of`` and cut into groups whose times span at most ``max_overfetch``
-        entries; each group searches with a faiss ID selector that admits only entries available by the
-        group's latest time, then over-fetches past the few that some of its queries still may not see.
-        """
-        self.sync(keys)
+        """Approximate top-k that respects the causal filter for any mix of query times (``max_overfetch``
+        is kept for the caller's signature: the range selector needs no over-fetch)."""
+        avail = None if filt is None or filt.trivial else filt.available_at
+        self.sync(keys, avail)
         n = keys.shape[0]
-        if filt is None or filt.trivial:
+        nq = len(queries)
+        if avail is None:
             d, i = self._search(queries, min(k, n))
-            return filter_overfetched(d, i.astype(np.int64), k, None, slice(None))
-        scores = np.empty((len(queries), k), np.float32)
-        slots = np.empty((len(queries), k), np.int64)
-        n_bad = filt.n_ineligible()
-        few = np.flatnonzero(n_bad <= max_overfetch)
-        if few.size:
-            kk = min(k + int(n_bad[few].max()), n)
-            d, i = self._search(np.ascontiguousarray(queries[few]), kk)
-            scores[few], slots[few] = filter_overfetched(d, i.astype(np.int64), k, filt, few)
-        many = np.flatnonzero(n_bad > max_overfetch)
-        if many.size:
-            avail_sorted = np.sort(filt.available_at)
-            many = many[np.argsort(filt.as_of[many], kind="stable")]
-            rank = np.searchsorted(avail_sorted, filt.as_of[many], side="right")  # entries visible per query
-            start = 0
-            while start < many.size:
-                stop = int(np.searchsorted(rank, rank[start] + max_overfetch, side="right"))
-                rows = many[start:stop]
-                latest = filt.as_of[rows].max()
-                allowed = np.packbits(filt.available_at <= latest, bitorder="little")
-                kk = min(k + int(rank[stop - 1] - rank[start]), n)
-                d, i = self._search(np.ascontiguousarray(queries[rows]), kk, allowed)
-                scores[rows], slots[rows] = filter_overfetched(d, i.astype(np.int64), k, filt, rows)
-                start = stop
-        return scores, slots
+            return self._finish_ids(d, i, k)
+        pos_avail = self._ordered_avail(avail)
+        live_cum = np.concatenate([[0], np.cumsum(self.pos_slot >= 0)])
+        ranks = np.searchsorted(pos_avail, filt.as_of, side="right")  # ids [0, r) are visible
+        n_live = int(live_cum[-1])
+        scores = np.empty((nq, k), np.float32)
+        slots = np.empty((nq, k), np.int64)
+        uniq, inv = np.unique(ranks, return_inverse=True)
+        for g, r in enumerate(uniq):
+            rows = np.flatnonzero(inv == g)
+            visible = int(live_cum[r])
+            if visible == 0:
+                scores[rows], slots[rows] = _NEG, -1
+                continue
+            effort = n_live / visible  # search harder when much is hidden: same work among the visible
+            d, i = self._search(np.ascontiguousarray(queries[rows]), min(k, visible),
+                                None if r >= len(self.pos_slot) else (0, int(r)), effort)
+            scores[rows], slots[rows] = self._finish_ids(d, i, k)
+        return _finish(scores, slots)
+
+    def _finish_ids(self, d: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = ids.astype(np.int64)
+        slots = np.where(ids >= 0, self.pos_slot[np.maximum(ids, 0)], -1)
+        d = np.where(slots >= 0, d, _NEG).astype(np.float32)
+        return _finish(*_pad(d, slots, k))
+
+    def _ordered_avail(self, avail: np.ndarray) -> np.ndarray:
+        """available_at per index id, nondecreasing (removed ids take their predecessor's value); renumbers
+        the index if entries are out of time order."""
+        if not self._avail_stale and self.pos_avail is not None and len(self.pos_avail) == len(self.pos_slot):
+            return self.pos_avail
+        live = self.pos_slot >= 0
+        pa = np.full(len(self.pos_slot), np.iinfo(np.int64).min, np.int64)
+        pa[live] = avail[self.pos_slot[live]]
+        if np.any(np.diff(pa[live]) < 0):  # an entry arrived out of time order: renumber
+            self.index = None
+            self._clear_ids()
+            self.sync(np.ascontiguousarray(self._keys_ref), avail)
+            return self._ordered_avail(avail)
+        self.pos_avail = np.maximum.accumulate(pa) if len(pa) else pa
+        self._avail_stale = False
+        return self.pos_avail
+
+    def _assign(self, slots: np.ndarray, avail: np.ndarray | None) -> np.ndarray:
+        """New ids for ``slots`` (appended after every existing id, in ``available_at`` order)."""
+        if avail is not None:
+            slots = slots[np.argsort(avail[slots], kind="stable")]
+        ids = len(self.pos_slot) + np.arange(len(slots), dtype=np.int64)
+        self.pos_slot = np.concatenate([self.pos_slot, slots])
+        self.slot_pos[slots] = ids
+        self._avail_stale = True
+        return slots
 
     @staticmethod
-    def _selector(allowed: np.ndarray | None):
-        """A faiss ID selector over a packed little-endian bitmap (the caller keeps ``allowed`` alive)."""
-        if allowed is None:
+    def _selector(rng: tuple[int, int] | None):
+        if rng is None:
             return None
         import faiss
 
-        return faiss.IDSelectorBitmap(len(allowed) * 8, faiss.swig_ptr(allowed))
+        return faiss.IDSelectorRange(rng[0], rng[1])
 
-    def sync(self, keys: np.ndarray) -> None:  # pragma: no cover - abstract
+    def sync(self, keys: np.ndarray, avail: np.ndarray | None = None) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _search(self, queries: np.ndarray, kk: int, allowed: np.ndarray | None = None):  # pragma: no cover
+    def _search(self, queries: np.ndarray, kk: int, rng: tuple[int, int] | None = None,
+                effort: float = 1.0):  # pragma: no cover - abstract
         raise NotImplementedError
 
 
 class IVFIndex(_FaissANN):
-    """faiss IVF-Flat over the bank's slots (inner product). Changed slots are removed and re-added by id,
-    so an add costs O(batch) work in the index, never a rebuild. Trained once, on the first search with
-    enough entries (a random sample of the keys)."""
+    """faiss IVF-Flat over the bank's slots (inner product), ids in ``available_at`` order. Changed slots are
+    removed and re-added by id, so an add costs O(batch) work in the index, never a rebuild. Trained once,
+    on the first search with enough entries (a random sample of the keys)."""
 
     def __init__(self, dim: int, capacity: int, nlist: int | None, nprobe: int, seed: int):
         super().__init__(dim, capacity)
         self.nlist_cfg, self.nprobe, self.seed = nlist, nprobe, seed
+        self._trained = None
 
-    def sync(self, keys: np.ndarray) -> None:
+    def sync(self, keys: np.ndarray, avail: np.ndarray | None = None) -> None:
         import faiss
 
         n = keys.shape[0]
+        self._keys_ref = keys
         if self.index is None:
-            nlist = self.nlist_cfg or int(max(1, min(4 * np.sqrt(n), n // 39)))
-            quantizer = faiss.IndexFlatIP(self.dim)
-            index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            rng = np.random.default_rng(self.seed)
-            sample = keys[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))]
-            index.train(np.ascontiguousarray(sample))
-            index.add_with_ids(keys, np.arange(n, dtype=np.int64))
-            self.index, self._quantizer = index, quantizer
+            if self._trained is None or self._trained[1] != self.dim:
+                nlist = self.nlist_cfg or int(max(1, min(4 * np.sqrt(n), n // 39)))
+                quantizer = faiss.IndexFlatIP(self.dim)
+                index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+                rng = np.random.default_rng(self.seed)
+                sample = keys[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))]
+                with faiss_blas_threshold():
+                    index.train(np.ascontiguousarray(sample))
+                self._trained = (index, self.dim, quantizer)
+            else:  # renumbering: keep the trained centroids, empty the lists
+                index = self._trained[0]
+                index.reset()
+            order = self._assign(np.arange(n, dtype=np.int64), avail)
+            with faiss_blas_threshold():
+                index.add_with_ids(np.ascontiguousarray(keys[order]), self.slot_pos[order])
+            self.index, self._quantizer = index, self._trained[2]
             self.dirty[:] = False
             return
         slots = np.flatnonzero(self.dirty[:n])
-        if slots.size:
-            self.index.remove_ids(faiss.IDSelectorBatch(slots.astype(np.int64)))
-            self.index.add_with_ids(np.ascontiguousarray(keys[slots]), slots.astype(np.int64))
-            self.dirty[slots] = False
+        if not slots.size:
+            return
+        old = self.slot_pos[slots]
+        had = old >= 0
+        if had.any():
+            self.index.remove_ids(faiss.IDSelectorBatch(old[had]))
+        # a key refresh keeps its id (same available_at, same place in time order); others get new ids
+        keep = np.zeros_like(had)
+        if avail is not None and self.pos_avail is not None and had.any():
+            ok = had & (old < len(self.pos_avail))
+            keep[ok] = self.pos_avail[old[ok]] == avail[slots[ok]]
+        self.pos_slot[old[had & ~keep]] = -1
+        self.slot_pos[slots[~keep]] = -1
+        fresh = self._assign(slots[~keep], avail)
+        ids = np.concatenate([old[keep], self.slot_pos[fresh]])
+        rows = np.concatenate([slots[keep], fresh])
+        with faiss_blas_threshold():
+            self.index.add_with_ids(np.ascontiguousarray(keys[rows]), ids)
+        self.dirty[slots] = False
+        self._avail_stale = True
 
-    def _search(self, queries: np.ndarray, kk: int, allowed: np.ndarray | None = None):
+    def _search(self, queries: np.ndarray, kk: int, rng: tuple[int, int] | None = None, effort: float = 1.0):
         import faiss
 
-        sel = self._selector(allowed)  # held here: faiss keeps only a pointer to it
-        params = faiss.SearchParametersIVF(nprobe=self.nprobe, sel=sel)
+        sel = self._selector(rng)  # held here: faiss keeps only a pointer to it
+        nprobe = int(min(self.index.nlist, max(self.nprobe, np.ceil(self.nprobe * effort))))
+        params = faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)
         with faiss_blas_threshold():  # the coarse quantizer is a flat index: same slow default as exact
             return self.index.search(queries, kk, params=params)
 
 
 class HNSWIndex(_FaissANN):
-    """faiss HNSW-Flat graph (inner product). Appends are inserted incrementally; a graph cannot forget a
-    node, so after slots are *overwritten* (buffer wrapped, keys refreshed) it is rebuilt lazily at the
-    next search. Use it for big, read-mostly memories."""
+    """faiss HNSW-Flat graph (inner product), nodes inserted in ``available_at`` order. Appends are inserted
+    incrementally; a graph cannot forget a node, so after slots are *overwritten* (buffer wrapped, keys
+    refreshed) it is rebuilt lazily at the next search. Use it for big, read-mostly memories."""
+
+    max_ef = 2048  # the largest beam a causally filtered query may widen to
 
     def __init__(self, dim: int, capacity: int, m: int, ef_construction: int, ef_search: int):
         super().__init__(dim, capacity)
@@ -415,21 +489,25 @@ class HNSWIndex(_FaissANN):
         index.hnsw.efConstruction = self.efc
         return index
 
-    def sync(self, keys: np.ndarray) -> None:
+    def sync(self, keys: np.ndarray, avail: np.ndarray | None = None) -> None:
         n = keys.shape[0]
-        if self.index is None:
+        self._keys_ref = keys
+        indexed = self.slot_pos[:n] >= 0
+        if self.index is None or (self.dirty[:n] & indexed).any():  # new, or an indexed slot changed: rebuild
             self.index = self._new()
-        have = self.index.ntotal
-        if self.dirty[:have].any():  # an indexed slot changed: rebuild
-            self.index = self._new()
-            have = 0
-        if n > have:
-            self.index.add(np.ascontiguousarray(keys[have:n]))
+            self._clear_ids()
+            new = np.arange(n, dtype=np.int64)
+        else:
+            new = np.flatnonzero(self.dirty[:n] | ~indexed)
+        if new.size:
+            order = self._assign(new, avail)
+            self.index.add(np.ascontiguousarray(keys[order]))
         self.dirty[:n] = False
 
-    def _search(self, queries: np.ndarray, kk: int, allowed: np.ndarray | None = None):
+    def _search(self, queries: np.ndarray, kk: int, rng: tuple[int, int] | None = None, effort: float = 1.0):
         import faiss
 
-        sel = self._selector(allowed)  # held here: faiss keeps only a pointer to it
-        params = faiss.SearchParametersHNSW(efSearch=max(self.efs, kk), sel=sel)
+        sel = self._selector(rng)  # held here: faiss keeps only a pointer to it
+        ef = int(min(max(self.max_ef, self.efs), max(self.efs, kk) * effort))
+        params = faiss.SearchParametersHNSW(efSearch=max(self.efs, kk, ef), sel=sel)
         return self.index.search(queries, kk, params=params)
