@@ -575,8 +575,6 @@ class RegimeAwareMemory:
     def __init__(self, key_dim: int, regimes: Sequence[Any]):
         self.key_dim = key_dim
         self.regimes = list(regimes)
-        cfg = MemoryConfig(key_dim=key_dim, capacity=1, backend="numpy")
-        self._cfg = cfg
         self._entries: dict[str, list] = {"keys": [], "timestamp": [], "available_at": [], "regime": [],
                                           "future_return": []}
         self._banks: dict[Any, ExternalMemoryBank] | None = None

@@ -235,7 +235,7 @@ def test_group_regimes_and_drawdown_rule():
 
 
 # ---------------------------------------------------------------- hypothesis: the future never leaks
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 1000), cut=st.integers(260, 380), factor=st.floats(0.2, 5.0))
 def test_detectors_ignore_the_future_property(seed, cut, factor):
     r = _returns(400, seed)
@@ -292,3 +292,16 @@ def test_window_and_transformer_keys_are_causal():
         before = a.index < scaled.index[cut]
         np.testing.assert_allclose(a[before].to_numpy(), b[before].to_numpy(), atol=1e-6)
         assert not np.allclose(a[~before].to_numpy(), b[~before].to_numpy())
+
+
+@pytest.fixture(scope="module")
+def markov(returns) -> cl.MarkovSwitchingDetector:
+    return cl.MarkovSwitchingDetector(2, em_iter=30).fit(returns.iloc[:300])
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(301, 590), factor=st.floats(0.2, 5.0), seed=st.integers(0, 1000))
+def test_markov_and_hmm_filters_ignore_the_future_property(markov, hmm, returns, cut, factor, seed):
+    changed = _change_after(returns, cut, factor, seed)
+    for det in (markov, hmm):
+        pd.testing.assert_frame_equal(det.filter(changed).iloc[:cut], det.filter(returns).iloc[:cut])
