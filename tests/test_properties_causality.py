@@ -17,14 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hypothesis import Phase, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import course_lib as cl
 from course_lib.memory.config import BACKENDS
 
 EXACT = tuple(b for b in BACKENDS if b in ("auto", "numpy", "torch", "faiss"))
-NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate]
 VALUE_CHANGES = ("scale", "crash", "noise", "new_path")
 ALL_CHANGES = (*VALUE_CHANGES, "truncate")
 SMALL_FEATURES = cl.FeatureConfig(vol_window=5, volume_window=5, rsi_window=4, momentum_window=3, trend_window=8)
@@ -38,15 +37,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def known_defect(reason: str):
-    """xfail (not strict: the fix may land any time) without shrinking (a known failure needs no minimal
-    example, and shrinking one costs seconds of CI)."""
-    def mark(test):
-        test = settings(phases=NO_SHRINK)(test)
-        return pytest.mark.xfail(reason=reason, strict=False)(test)
-    return mark
 
 
 def fewer(divisor: int) -> int:

@@ -227,10 +227,10 @@ def test_dayfirst_override_reads_an_ambiguous_file_right(seed, day, month, n_hou
     assert (out.index == df.index).all()
 
 
-@known_defect("issue item 8: an ambiguous day-first file is read month-first without a warning")
 @given(st.integers(0, 2**31), st.integers(1, 8), st.integers(1, 12))
 def test_ambiguous_day_month_order_is_announced(seed, day, month):
-    """Every field <= 12: the loader must say which order it chose and how to override it (dayfirst)."""
+    """Every field <= 12: the loader must say which order it chose and how to override it (dayfirst; issue 10
+    item 8: it was read month-first without a word)."""
     start = pd.Timestamp(2024, month, day)
     df = random_bars(seed, 24, "4h").set_axis(pd.date_range(start, periods=24, freq="4h", name="time"))
     rows = [["Date", "Open", "High", "Low", "Close", "Volume"]]
@@ -248,12 +248,11 @@ def test_ambiguous_day_month_order_is_announced(seed, day, month):
     assert any("dayfirst" in str(w.message) for w in caught), "ambiguous dates were read without a word"
 
 
-@known_defect("issue item 8: a local-midnight daily file with one partial last row moves every date")
 @given(st.integers(0, 2**31), st.integers(5, 30), st.sampled_from(["+09:00", "-05:00", "+05:30", "+01:00"]),
        st.integers(1, 23))
 def test_local_midnight_daily_file_keeps_its_dates_with_a_partial_last_row(seed, n, offset, hour):
     """Daily bars stamped ``YYYY-MM-DD 00:00:00+09:00`` (an exchange in Tokyo) plus today's partial bar at
-    ``hour``: the complete bars keep their calendar dates."""
+    ``hour``: the complete bars keep their calendar dates (issue 10 item 8: they moved to the day before)."""
     df = random_bars(seed, n, "B")
     rows = [["Date", "Open", "High", "Low", "Close", "Volume"]]
     stamps = [f"{t:%Y-%m-%d} 00:00:00{offset}" for t in df.index]
@@ -278,3 +277,23 @@ def test_non_finite_epoch_time_is_a_data_error(seed, n, bad, where, newest_first
     rows[row][0] = bad
     with pytest.raises(cl.DataError):
         load(apply(rows, sep, header, []))
+
+
+@given(st.integers(0, 2**31), st.integers(5, 60), st.data())
+def test_backtester_refuses_unusable_prices_with_a_data_error(seed, n, data):
+    """The backtester checks prices as load_csv does (issue 10 items 6 and 11): a NaN, inf, zero or negative
+    close beyond the first bar, or a repeated timestamp, is a DataError, never a silent 0% bar, a -100%
+    return or a TypeError."""
+    df = random_bars(seed, n, "h")
+    close = df["close"].copy()
+    bad = data.draw(st.sampled_from(["nan", "inf", "-inf", "zero", "negative", "duplicate"]), label="damage")
+    at = data.draw(st.integers(1, n - 1), label="bar")
+    if bad == "duplicate":
+        idx = close.index.to_numpy().copy()
+        idx[at] = idx[at - 1]
+        close.index = pd.DatetimeIndex(idx, name="time")
+    else:
+        close.iloc[at] = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf, "zero": 0.0, "negative": -close.iloc[at]}[bad]
+    positions = pd.Series(1.0, index=close.index[~close.index.duplicated()])
+    with pytest.raises(cl.DataError):
+        cl.Backtester(cl.BacktestConfig(n_boot=0)).run(positions, prices=close)
