@@ -73,21 +73,23 @@ class PlantingTrainer(MemoryTransformerTrainer):
 
     plant = True
 
-    def _load_memory(self, windows, keys, values):
-        super()._load_memory(windows, keys, values)
+    def build_memory(self, windows):
+        super().build_memory(windows)
+        self._plant()
+
+    def load_memory(self, windows, keys, values):
+        super().load_memory(windows, keys, values)
+        self._plant()
+
+    def _plant(self):
+        mem = self.training_memory
         self.planted_slot = None
         if self.plant:
             far = np.array([np.iinfo(np.int64).max - 1], dtype=np.int64)
-            slots = self.memory.add(keys[-1:] * 1.0, values=np.array([[5.0, 0, 0, 1]], np.float32),
-                                    timestamp=far, available_at=far)
+            slots = mem.bank.add(mem.keys[-1:] * 1.0, values=np.array([[5.0, 0, 0, 1]], np.float32),
+                                 timestamp=far, available_at=far)
             self.planted_slot = int(np.asarray(slots)[0])
-        self.memory = Recorder(self.memory)
-
-    def refresh_memory_keys(self):
-        if self.memory is not None:
-            keys = self._compute_keys(self._mem_windows.X)
-            self.memory.inner.update_keys(self._mem_slots, keys)
-            self._mem_keys = keys
+        mem.bank = Recorder(mem.bank)  # refresh() re-keys through it: Recorder passes update_keys on
 
 
 def test_training_and_prediction_never_retrieve_unresolved_entries(splits):
@@ -97,7 +99,7 @@ def test_training_and_prediction_never_retrieve_unresolved_entries(splits):
     rec = trainer.memory
     assert len(rec.calls) > 0
     train_end = splits.train.end_time_ns()
-    avail = dict(zip(trainer._mem_slots.tolist(), splits.train.available_at_ns().tolist()))
+    avail = dict(zip(trainer.training_memory.slots.tolist(), splits.train.available_at_ns().tolist()))
     for as_of, idx, mask in rec.calls:
         used = idx[mask]
         assert trainer.planted_slot not in used, "the planted future entry was retrieved"
@@ -255,9 +257,9 @@ def test_memory_keys_are_refreshed_with_the_final_weights(splits):
     trainer.fit(splits.train, splits.val)
     current = trainer._compute_keys(splits.train.X)  # the model's key function on the stored windows, now
     assert not np.allclose(current, initial, atol=1e-4), "training did not change the keys: test is vacuous"
-    np.testing.assert_allclose(trainer._mem_keys, current, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trainer.training_memory.keys, current, rtol=1e-5, atol=1e-6)
     unit = current / np.linalg.norm(current, axis=1, keepdims=True)  # the bank stores unit keys
-    np.testing.assert_allclose(trainer.memory.keys[trainer._mem_slots], unit, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(trainer.memory.keys[trainer.training_memory.slots], unit, rtol=1e-4, atol=1e-5)
 
 
 def test_entry_is_eligible_exactly_when_its_label_is_available(splits):
@@ -327,10 +329,10 @@ def test_interrupted_save_leaves_a_refused_checkpoint(splits, two_checkpoints, t
     shutil.copytree(two_checkpoints / "seed0", ckpt)
     other = MemoryTransformerTrainer.load(two_checkpoints / "seed1")
 
-    def crash() -> dict:
+    def crash(trainer) -> dict:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(other, "_meta", crash)
+    monkeypatch.setattr(training.checkpoint, "trainer_meta", crash)
     with pytest.raises(KeyboardInterrupt):
         other.save(ckpt)
     monkeypatch.undo()
@@ -361,7 +363,7 @@ def test_bootstrap_scores_the_same_windows_as_the_headline_accuracy(splits, monk
                 sig = np.where(windows.y == 0, 1.0, sig)
             return pd.DataFrame({"direction_signal": sig, "pred_return": sig * 0.01})
 
-    monkeypatch.setattr(training, "MemoryTransformerTrainer", FixedTrainer)
+    monkeypatch.setattr(training.comparison, "MemoryTransformerTrainer", FixedTrainer)
     cmp = compare_memory_vs_local(splits.train, splits.val, test, mcfg(), tcfg(), seeds=(0, 1), n_boot=200,
                                   progress=False)
     row = cmp.summary.loc["all"]
@@ -479,7 +481,7 @@ def test_checkpoint_written_during_fit_loads_into_the_trainer_fit_returns(splits
     trainer.fit(splits.train, splits.val)
     loaded = MemoryTransformerTrainer.load(tmp_path / "ckpt")
     pd.testing.assert_frame_equal(trainer.predict(splits.test), loaded.predict(splits.test), check_exact=True)
-    np.testing.assert_array_equal(loaded._mem_keys, trainer._mem_keys)
+    np.testing.assert_array_equal(loaded.training_memory.keys, trainer.training_memory.keys)
 
 
 def test_fresh_checkpoint_keys_leave_the_training_trajectory_alone(splits, tmp_path):

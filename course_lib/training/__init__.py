@@ -1,0 +1,42 @@
+"""Training the memory-augmented transformer without letting the future leak in through the memory.
+
+The memory is the easy place to cheat by accident (a naive loop adds each batch's own labels to the memory it
+then retrieves from, so its model learns to copy labels). The rules this trainer enforces:
+
+* the memory holds **training windows only**, each with its outcome as the value and two times: ``end_time``
+  (t) and ``available_at`` (t+h, when its label is known) (:mod:`.memory`);
+* every query, in training too, searches with ``as_of`` = its own window's end time, so it can only see
+  entries whose labels were known by then: never itself, never a later window;
+* the stored keys are recomputed with the current weights at the end of every epoch (the paper's fix for
+  stale keys, sec. 3.2), so validation and the next epoch see keys of the weights they run with, and once
+  more after the best weights are restored;
+* validation and test windows search the same memory with their own end times.
+
+The rest is a careful but ordinary loop (:mod:`.trainer`): AdamW, linear warm-up + cosine decay, gradient
+clipping, early stopping on validation loss, the best weights kept and optionally written as a checkpoint
+folder whose files are checked against each other on load (:mod:`.checkpoint`), mixed precision on CUDA
+(bfloat16 where the GPU has it natively, else float16 with loss scaling), seeded and repeatable on CPU.
+:mod:`.comparison` trains with and without memory, everything else equal, and says how sure the difference is.
+"""
+
+from .checkpoint import CHECKPOINT_VERSION, CheckpointError
+from .comparison import MemoryComparison, compare_memory_vs_local, motif_subsets
+from .config import TrainerConfig
+from .memory import TrainingMemory, memory_keys, set_target_stats
+from .scores import direction_accuracy, information_coefficient
+from .trainer import MemoryTransformerTrainer
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "CheckpointError",
+    "MemoryComparison",
+    "MemoryTransformerTrainer",
+    "TrainerConfig",
+    "TrainingMemory",
+    "compare_memory_vs_local",
+    "direction_accuracy",
+    "information_coefficient",
+    "memory_keys",
+    "motif_subsets",
+    "set_target_stats",
+]
