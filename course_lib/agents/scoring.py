@@ -82,6 +82,11 @@ def hybrid_scores(
     ``relevance`` may be None (a search with neither text nor vector): its weight then counts for nothing.
     Returns the normalised columns and ``score`` so a ranking can always be explained.
     """
+    return pd.DataFrame(hybrid_arrays(importance, relevance, recency, weights))
+
+
+def hybrid_arrays(importance, relevance, recency, weights: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
+    """:func:`hybrid_scores` as a dict of arrays (what the store uses on every search)."""
     w = {**DEFAULT_WEIGHTS, **(weights or {})}
     unknown = set(w) - set(DEFAULT_WEIGHTS)
     if unknown:
@@ -92,4 +97,4 @@ def hybrid_scores(
     rec_n = minmax(recency)
     rel_n = np.zeros_like(imp_n) if relevance is None else minmax(relevance)
     score = w["importance"] * imp_n + w["recency"] * rec_n + (0.0 if relevance is None else w["relevance"]) * rel_n
-    return pd.DataFrame({"importance_n": imp_n, "relevance_n": rel_n, "recency_n": rec_n, "score": score})
+    return {"importance_n": imp_n, "relevance_n": rel_n, "recency_n": rec_n, "score": score}

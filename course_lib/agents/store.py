@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .scoring import DEFAULT_WEIGHTS, NS_PER_DAY, hybrid_scores, minmax, to_ns
+from .scoring import DEFAULT_WEIGHTS, NS_PER_DAY, hybrid_arrays, minmax, to_ns
 
 __all__ = [
     "AGENT_MEMORY_SCHEMA_VERSION",
@@ -163,12 +163,6 @@ _SCHEMA: tuple[str, ...] = (
     "CREATE INDEX tier_changes_item ON tier_changes(item_id, at)",
     "CREATE VIRTUAL TABLE items_fts USING fts5(text, content='items', content_rowid='id', "
     "tokenize='unicode61 remove_diacritics 0')",
-    """CREATE TRIGGER items_ad AFTER DELETE ON items BEGIN
-        INSERT INTO items_fts(items_fts, rowid, text) VALUES ('delete', old.id, old.text);
-        DELETE FROM decisions WHERE id = old.id;
-        DELETE FROM accesses WHERE item_id = old.id;
-        DELETE FROM tier_changes WHERE item_id = old.id;
-    END""",
 )
 
 
@@ -729,11 +723,11 @@ class AgentMemory:
         relevance = np.mean(parts, axis=0) if parts else None
         if relevance is not None:
             cols["relevance"] = relevance
-        scored = hybrid_scores(cols["importance"], relevance, cols["recency"],
+        scored = hybrid_arrays(cols["importance"], relevance, cols["recency"],
                                {**self.config.weights, **(weights or {})})
-        order = np.lexsort((-cols["id"], -cols["created"], -scored["score"].to_numpy()))[:k]
-        out = self._decorate({**{c: v[order] for c, v in cols.items()},
-                              **{c: scored[c].to_numpy()[order] for c in scored.columns}}, now_ns)
+        order = np.lexsort((-cols["id"], -cols["created"], -scored["score"]))[:k]
+        out = self._decorate({**{c: v[order] for c, v in cols.items()}, **{c: v[order] for c, v in scored.items()}},
+                             now_ns)
         if touch and len(out):
             with self._tx():
                 self._c.executemany("INSERT INTO accesses VALUES (?, ?)", [(int(i), now_ns) for i in out["id"]])
@@ -839,9 +833,20 @@ class AgentMemory:
         return frame, pending
 
     def _delete(self, ids: list[int]) -> None:
+        """Remove items and everything about them; one statement per table (FTS5 is fast in bulk, slow per row)."""
+        c = self._c
         with self._tx():
-            self._c.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
-            self._c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'epoch'")
+            c.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY)")
+            c.execute("DELETE FROM doomed")
+            c.executemany("INSERT OR IGNORE INTO doomed VALUES (?)", [(int(i),) for i in ids])
+            c.execute("INSERT INTO items_fts (items_fts, rowid, text) "
+                      "SELECT 'delete', id, text FROM items WHERE id IN (SELECT id FROM doomed)")
+            c.execute("DELETE FROM decisions WHERE id IN (SELECT id FROM doomed)")
+            c.execute("DELETE FROM accesses WHERE item_id IN (SELECT id FROM doomed)")
+            c.execute("DELETE FROM tier_changes WHERE item_id IN (SELECT id FROM doomed)")
+            c.execute("DELETE FROM items WHERE id IN (SELECT id FROM doomed)")
+            c.execute("DELETE FROM doomed")
+            c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'epoch'")
 
     def cleanup(self, *, now, min_strength: float | None = 0.01, keep_last: int | None = None) -> pd.DataFrame:
         """Forget: remove items whose strength (importance x recency at ``now``) is below ``min_strength``,
@@ -882,21 +887,24 @@ class AgentMemory:
         pol = policy or TierPolicy()
         now_ns = to_ns(now, "now")
         frame, pending = self._strength(now_ns)
-        changes = []
-        for row in frame.itertuples(index=False):
-            level = TIERS.index(row.tier)
-            new, why = row.tier, ""
-            if row.tier in pol.promote_accesses and (
-                row.access_count >= pol.promote_accesses[row.tier] or row.importance >= pol.promote_importance[row.tier]
-            ):
-                new = TIERS[level + 1]
-                why = "accessed often" if row.access_count >= pol.promote_accesses[row.tier] else "important"
-            elif level > 0 and row.strength < pol.demote_below:
-                new, why = TIERS[level - 1], f"strength < {pol.demote_below}"
-            elif level == 0 and row.strength < pol.delete_below and int(row.id) not in pending:
-                new, why = "deleted", f"strength < {pol.delete_below}"
-            if new != row.tier:
-                changes.append((int(row.id), row.agent, row.kind, row.tier, new, why, float(row.strength)))
+        level = frame["tier"].map({t: i for i, t in enumerate(TIERS)}).to_numpy()
+        acc = frame["access_count"].to_numpy()
+        imp = frame["importance"].to_numpy()
+        strength = frame["strength"].to_numpy()
+        need_acc = np.array([pol.promote_accesses.get(t, np.inf) for t in TIERS])[level]
+        need_imp = np.array([pol.promote_importance.get(t, np.inf) for t in TIERS])[level]
+        by_access = acc >= need_acc
+        promote = by_access | (imp >= need_imp)
+        demote = ~promote & (level > 0) & (strength < pol.demote_below)
+        delete = ~promote & (level == 0) & (strength < pol.delete_below) & ~frame["id"].isin(pending).to_numpy()
+        to = np.where(promote, np.minimum(level + 1, len(TIERS) - 1), np.where(demote, level - 1, level))
+        why = np.where(promote, np.where(by_access, "accessed often", "important"),
+                       np.where(demote, f"strength < {pol.demote_below}", f"strength < {pol.delete_below}"))
+        changed = (to != level) | delete
+        target = np.where(delete, "deleted", np.asarray(TIERS, dtype=object)[to])
+        changes = list(zip(frame["id"].to_numpy()[changed].tolist(), frame["agent"].to_numpy()[changed],
+                           frame["kind"].to_numpy()[changed], frame["tier"].to_numpy()[changed],
+                           target[changed], why[changed], strength[changed].tolist()))
         out = pd.DataFrame(changes, columns=["id", "agent", "kind", "from_tier", "to_tier", "reason", "strength"])
         moved = out[out["to_tier"] != "deleted"]
         if len(out):

@@ -1,0 +1,72 @@
+"""The lesson 08 checks accept correct answers, reject the classic mistakes and say which mistake it was."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import course_lib as cl
+from course_lib import ____
+from course_lib.checks import lesson08 as ex
+
+
+def test_q1_recency():
+    def right(created, now, half_life):
+        return 0.5 ** np.asarray((now - created) / half_life, dtype=float)
+
+    assert ex.q1.evaluate(right).status == "correct"
+    assert "e-folding" in ex.q1.evaluate(lambda c, n, h: np.exp(-np.asarray((n - c) / h, float))).message
+    assert "above 1" in ex.q1.evaluate(lambda c, n, h: 0.5 ** np.asarray((c - n) / h, float)).message
+    days = ex.q1.evaluate(lambda c, n, h: 0.5 ** np.asarray((n - c) / np.timedelta64(1, "D") / 3, float))
+    assert days.status == "incorrect"  # hard-coded 3 days: wrong for the 12-hour case
+    assert ex.q1.evaluate(lambda c, n, h: ____).status == "not attempted"
+    assert ex.q1.evaluate().status == "not attempted"
+
+
+def test_q2_hybrid_score():
+    def right(frame, weights):
+        total = 0.0
+        for col, w in weights.items():
+            x = frame[col].to_numpy(dtype=float)
+            span = x.max() - x.min()
+            total = total + w * ((x - x.min()) / span if span > 0 else np.zeros_like(x))
+        return total
+
+    assert ex.q2.evaluate(right).status == "correct"  # a constant column as 0 (or 1) is fine
+    raw = ex.q2.evaluate(lambda f, w: sum(w[c] * f[c] for c in w))
+    assert raw.status == "incorrect" and "raw" in raw.message
+    by_max = ex.q2.evaluate(lambda f, w: sum(w[c] * f[c] / f[c].max() for c in w))
+    assert "maximum" in by_max.message
+    nan = ex.q2.evaluate(lambda f, w: sum(w[c] * (f[c] - f[c].min()) / (f[c].max() - f[c].min()) for c in w))
+    assert "NaN" in nan.message
+
+
+def test_q3_stale_item():
+    assert ex.q3.evaluate(cl.AgentMemoryConfig(age_from="created")).status == "correct"
+    assert "still ranks first" in ex.q3.evaluate(cl.AgentMemoryConfig(age_from="accessed")).message
+    heavy = cl.AgentMemoryConfig(age_from="accessed", weights={"importance": 5.0, "relevance": 1.0, "recency": 1.0})
+    assert "weights" in ex.q3.evaluate(heavy).message
+    short = cl.AgentMemoryConfig(half_lives={"short": "1h", "medium": "90D", "long": "365D"})
+    assert "half-lives" in ex.q3.evaluate(short).message
+    assert "AgentMemoryConfig" in ex.q3.evaluate("created").message
+    res = ex.stale_memory().search(ex.STALE_QUERY["text"], now=ex.STALE_QUERY["now"], k=2, touch=False)
+    assert res.loc[0, "kind"] == "lesson"  # the puzzle is real
+
+
+def test_q4_thompson_step():
+    def right(wins, losses, rng):
+        return int(np.argmax(rng.beta(1 + wins, 1 + losses)))
+
+    assert ex.q4.evaluate(right).status == "correct"
+    assert "greedy" in ex.q4.evaluate(lambda w, lo, r: int(np.argmax((1 + w) / (2 + w + lo)))).message
+    assert "prior" in ex.q4.evaluate(lambda w, lo, r: int(np.argmax(r.beta(w, lo)))).message
+    assert "LOSE" in ex.q4.evaluate(lambda w, lo, r: int(np.argmax(r.beta(1 + lo, 1 + w)))).message
+    assert ex.q4.evaluate(lambda w, lo, r: ____).status == "not attempted"
+
+
+def test_q5_experiment():
+    table = ex.regret_experiment()
+    best = table.drop("equal").idxmin()
+    assert ex.q5.evaluate(best).status == "correct"
+    others = [h for h in (None, 25, 100, 400) if f"half_life={h}" != best]
+    assert all(ex.q5.evaluate(h).status == "incorrect" for h in others)
+    assert ex.q5.evaluate("lots").status == "incorrect"
