@@ -38,8 +38,10 @@ def as_number(value: Any, what: str) -> float:
     """One finite float from a number, a 0-d/1-element array, Series or tensor; else a clear message."""
     if is_placeholder(value):
         raise _PlaceholderReturned
-    if hasattr(value, "item") and np.size(value) == 1:
-        value = value.item()
+    if hasattr(value, "item") and not isinstance(value, (int, float)):
+        size = value.numel() if hasattr(value, "numel") else np.size(value)  # torch tensors, numpy, pandas
+        if size == 1:
+            value = value.item()
     if isinstance(value, (pd.Series, np.ndarray, list, tuple)):
         raise CheckFailed(f"{what}: give one number, not a collection of {np.size(value)} values.")
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):

@@ -1,19 +1,23 @@
-"""Checks for exercises/03_model: the content gate, scaled cosine attention over neighbours, joint softmax.
+"""Checks for exercises/03_model: the content gate, scaled cosine attention over neighbours, joint softmax, and
+an experiment with the ``joint`` fusion of the course model.
 
 Every checker feeds the learner's function its own seeded random tensors, compares with a reference
 computed here, and tests the edge that usually breaks (a fully-closed gate, masked neighbours, a window
-with no memory at all) without printing the expected numbers.
+with no memory at all) without printing the expected numbers. The experiment tasks (q4, q5) build the same
+seeded, untrained models here and compare.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import torch
 
 from ..exercise import CheckFailed, Task, _PlaceholderReturned, call_answer, is_placeholder
+from ._common import choice_checker, format_options, numeric_checker
 
-__all__ = ["q1", "q2", "q3"]
+__all__ = ["EXPERIMENT", "q1", "q2", "q3", "q4", "q5"]
 
 
 def _call(func: Any, *args: Any) -> Any:
@@ -65,9 +69,15 @@ def _check_gate(func: Any) -> None:
 
 q1 = Task(
     "lesson03.q1",
-    "Write gated_fusion(local, memory, gate_logits): mix the two paths per dimension with g = sigmoid(gate_logits).",
+    "Write gated_fusion(local, memory, gate_logits): blend, per dimension, the local attention output with the "
+    "memory read-out; the logits say how much to trust memory (very negative: local only, very positive: memory "
+    "only, smoothly in between) and the two weights always add up to one.",
     _check_gate,
-    hint="g = torch.sigmoid(gate_logits) is the share of memory; the local path gets the rest (1 - g).",
+    hint=(
+        "Which function maps any real number smoothly onto a share between 0 and 1?",
+        "Squash the logits into a share with the logistic function. That share weighs the memory path, one "
+        "minus it weighs the local path, element by element.",
+    ),
     solution="def gated_fusion(local, memory, gate_logits):\n    g = torch.sigmoid(gate_logits)\n"
     "    return (1 - g) * local + g * memory",
 )
@@ -114,10 +124,16 @@ def _check_cosine(func: Any) -> None:
 
 q2 = Task(
     "lesson03.q2",
-    "Write cosine_attention(query, keys, values, mask, scale) -> (output, weights) over k neighbours per window.",
+    "Write cosine_attention(query, keys, values, mask, scale) -> (output, weights): attend over each window's k "
+    "neighbours by how alike in direction each key is to the query, sharpened by scale (an inverse temperature), "
+    "ignoring masked neighbours; a window with no valid neighbour gets zero weights and a zero output.",
     _check_cosine,
-    hint="F.normalize both, logits = scale * (keys @ query[..., None]).squeeze(-1); masked_fill(~mask, -inf); "
-    "softmax; replace the NaN of all-masked rows with 0.",
+    hint=(
+        "Three steps: a similarity that ignores length, a softmax that must skip some entries, a weighted sum.",
+        "Normalise query and keys to unit length, take their dot products times the scale, set masked "
+        "positions to minus infinity before the softmax, turn the NaN of an all-masked row into zeros, and "
+        "sum the values weighted by the result.",
+    ),
     solution=(
         "def cosine_attention(query, keys, values, mask, scale):\n"
         "    q = F.normalize(query, dim=-1)\n    k = F.normalize(keys, dim=-1)\n"
@@ -156,14 +172,121 @@ def _check_joint(func: Any) -> None:
 
 q3 = Task(
     "lesson03.q3",
-    "Write memory_share(local_logits, memory_logits, memory_mask): the attention mass on memory in one joint softmax.",
+    "Write memory_share(local_logits, memory_logits, memory_mask): when memory slots compete with the window's own "
+    "bars inside ONE softmax, how much of the attention goes to memory? Masked memory slots get none.",
     _check_joint,
-    hint="torch.cat([local_logits, memory_logits.masked_fill(~memory_mask, -inf)], -1), one softmax, then sum the "
-    "last k columns.",
+    hint=(
+        "A softmax over the memory logits alone always gives memory everything: what must the softmax run over?",
+        "Mask the memory logits with minus infinity, join them after the local logits along the last axis, "
+        "take one softmax over the joined row and add up the part that falls on the memory columns.",
+    ),
     solution=(
         "def memory_share(local_logits, memory_logits, memory_mask):\n"
         "    m = memory_logits.masked_fill(~memory_mask, float('-inf'))\n"
         "    a = torch.softmax(torch.cat([local_logits, m], dim=-1), dim=-1)\n"
         "    return a[..., local_logits.shape[-1]:].sum(-1)"
+    ),
+)
+
+
+# --- q4, q5: experiment - where the joint fusion starts ----------------------------------------------------
+EXPERIMENT = {"start": "2013-01-01", "seq_len": 32, "d_model": 32, "n_windows": 64, "seed": 0}
+
+
+@lru_cache(maxsize=8)
+def _initial_share(fusion: str, n_neighbors: int) -> float:
+    """Mean memory share of the untrained model on the first test windows (the study of q4/q5)."""
+    from dataclasses import replace
+
+    from ..model import MemoryTransformerConfig
+    from ..training import MemoryTransformerTrainer, TrainerConfig
+
+    e = EXPERIMENT
+    splits = _splits(e["start"], e["seq_len"])
+    cfg = MemoryTransformerConfig(input_dim=splits.train.n_features, seq_len=e["seq_len"], d_model=e["d_model"])
+    cfg = replace(cfg, fusion=fusion, n_neighbors=n_neighbors)
+    trainer = MemoryTransformerTrainer(
+        cfg, TrainerConfig(seed=e["seed"], progress=False, memory_capacity=len(splits.train))
+    )
+    trainer.set_target_stats(splits.train.y)
+    trainer.build_memory(splits.train)
+    test = splits.test
+    x = torch.from_numpy(test.X[: e["n_windows"]])
+    with torch.no_grad():
+        out = trainer.model.eval()(x, memory=trainer.memory, as_of=test.end_time_ns()[: e["n_windows"]])
+    return float(out["gate"].mean())
+
+
+@lru_cache(maxsize=1)
+def _splits(start: str, seq_len: int):
+    from ..data import load_sample
+    from ..windows import prepare_dataset
+
+    return prepare_dataset(load_sample("sp500").loc[start:], seq_len=seq_len)
+
+
+def _share_mistakes(got: float) -> str | None:
+    if not 0.0 <= got <= 1.0:
+        return "a share of attention lies between 0 and 1."
+    if abs(got - _initial_share("gated", 8)) < 0.01:
+        return ("that is the gated model's memory share; build the model again with fusion='joint' and read the "
+                "same output.")
+    return None
+
+
+q4 = Task(
+    "lesson03.q4",
+    "Experiment: build the untrained course model with fusion='joint' (the settings in EXPERIMENT, n_neighbors=8, "
+    "a memory of the training windows), run the first 64 test windows and report its mean memory share "
+    "(the 'gate' output). Compare with fusion='gated' first.",
+    numeric_checker(lambda: _initial_share("joint", 8), "the joint model's memory share", abs_tol=0.01,
+                    mistakes=_share_mistakes),
+    hint=(
+        "Lesson 03 builds a model with a memory before any training; change only the fusion.",
+        "Replace the fusion in the model config, create a trainer with the seed given, record the target "
+        "statistics and build the memory from the training windows, then run the model in eval mode without "
+        "gradients on the first 64 test windows, each at its own end time, and average the 'gate' output.",
+    ),
+    solution=(
+        "def initial_share(fusion, n_neighbors):\n"
+        "    cfg = replace(base, fusion=fusion, n_neighbors=n_neighbors)\n"
+        "    trainer_cfg = cl.TrainerConfig(seed=0, progress=False, memory_capacity=len(splits.train))\n"
+        "    t = cl.MemoryTransformerTrainer(cfg, trainer_cfg)\n"
+        "    t.set_target_stats(splits.train.y)\n"
+        "    t.build_memory(splits.train)\n"
+        "    with torch.no_grad():\n"
+        "        out = t.model.eval()(x, memory=t.memory, as_of=as_of)\n"
+        "    return out['gate'].mean().item()\n\n"
+        "joint_share = initial_share('joint', 8)"
+    ),
+)
+
+_SHARE_OPTIONS = {
+    "a": "the joint model's memory share rises by more than 0.05",
+    "b": "it stays within 0.05 of where it was",
+    "c": "it falls by more than 0.05",
+}
+
+
+def _share_truth() -> str:
+    change = _initial_share("joint", 32) - _initial_share("joint", 8)
+    return "a" if change > 0.05 else ("c" if change < -0.05 else "b")
+
+
+q5 = Task(
+    "lesson03.q5",
+    "Interpret: give the joint model four times as many neighbours (n_neighbors=32), nothing else changed. What "
+    "happens to its memory share before training? " + format_options(_SHARE_OPTIONS),
+    choice_checker(_SHARE_OPTIONS, _share_truth, "the effect of more neighbours"),
+    hint=(
+        "In one softmax every slot takes a share of the attention: what happens when more memory slots join the "
+        "same number of local ones?",
+        "Measure the share with 8 and with 32 neighbours exactly as in the previous task and compare the "
+        "difference with the thresholds of the options. Then do the same for the gated model: its share does "
+        "not depend on how many neighbours there are.",
+    ),
+    solution=(
+        "change = initial_share('joint', 32) - initial_share('joint', 8)\n"
+        "answer = 'a' if change > 0.05 else ('c' if change < -0.05 else 'b')"
     ),
 )
