@@ -112,21 +112,53 @@ def test_l3_q3_joint_typical_mistakes(answer, words):
     assert_incorrect(l3.q3, answer, words)
 
 
-# --- lesson 04 q1: the causal memory mask ------------------------------------------------------------------------
-def test_l4_q1_mask_right_answers():
-    assert l4.q1.evaluate(lambda as_of, avail: avail[None, :] <= as_of[:, None]).status == "correct"
-    assert l4.q1.evaluate(lambda as_of, avail: np.greater_equal.outer(as_of, avail)).status == "correct"
+# --- lesson 04 q1: a paired comparison over seeds -----------------------------------------------------------
+def paired_right(a, b):
+    from scipy import stats
+
+    d = np.asarray(a) - np.asarray(b)
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return d.mean(), d.mean() - half, d.mean() + half
+
+
+def _paired(quantile, spread, paired=True):
+    def answer(a, b):
+        n = len(a)
+        se = spread(a - b) / np.sqrt(n) if paired else np.sqrt(a.var(ddof=1) / n + b.var(ddof=1) / n)
+        half = quantile(n) * se
+        m = (a - b).mean()
+        return m, m - half, m + half
+    return answer
+
+
+def _t(n, dof=-1):
+    from scipy import stats
+
+    return stats.t.ppf(0.975, n + dof)
+
+
+def test_l4_q1_paired_right_answers():
+    assert l4.q1.evaluate(paired_right).status == "correct"
+    assert l4.q1.evaluate(lambda a, b: list(paired_right(a, b))).status == "correct"
 
 
 @pytest.mark.parametrize("answer, words", [
-    (lambda as_of, avail: avail[None, :] >= as_of[:, None], "OWN window|look-ahead"),
-    (lambda as_of, avail: np.ones((len(as_of), len(avail)), bool), "OWN window"),
-    (lambda as_of, avail: avail[:, None] <= as_of[None, :], "shape"),
-    (lambda as_of, avail: (avail[None, :] <= as_of[:, None]).astype(int), "booleans"),
-    (lambda as_of, avail: avail[None, :] < as_of[:, None], "available_at == as_of is usable"),
+    (_paired(lambda n: 1.96, lambda d: d.std(ddof=1)), "normal quantile"),
+    (_paired(lambda n: _t(n, 0), lambda d: d.std(ddof=1)), "n - 1 degrees"),
+    (_paired(_t, lambda d: d.std(ddof=0)), "ddof=1"),
+    (_paired(_t, lambda d: d.std(ddof=1), paired=False), "independent"),
+    (lambda a, b: paired_right(b, a), "sign"),
+    (lambda a, b: (np.mean(a - b), np.nan, np.nan), "NaN"),
+    (lambda a, b: np.mean(a - b), "three numbers"),
+    (lambda a, b: (np.median(a - b), 0.0, 1.0), "mean of the per-seed differences"),
 ])
-def test_l4_q1_mask_typical_mistakes(answer, words):
+def test_l4_q1_paired_typical_mistakes(answer, words):
     assert_incorrect(l4.q1, answer, words)
+
+
+def test_l4_q1_spread_of_single_seeds_is_named():
+    answer = _paired(_t, lambda d: d.std(ddof=1) * np.sqrt(len(d)))
+    assert_incorrect(l4.q1, answer, "sqrt")
 
 
 # --- lesson 04 q2: warm-up + cosine schedule ------------------------------------------------------------------
@@ -239,3 +271,71 @@ def test_check_prints_marker(capsys):
     l4.q1.check()
     out = capsys.readouterr().out
     assert "[check] lesson03.q1: correct" in out and "[check] lesson04.q1: not attempted" in out
+
+
+# --- experiments: the truth is recomputed, answers are tolerant, messages reveal nothing ------------------------
+def _joint_share(fusion, n_neighbors):
+    from dataclasses import replace
+
+    import course_lib as cl
+
+    e = l3.EXPERIMENT
+    splits = cl.prepare_dataset(cl.load_sample("sp500").loc[e["start"]:], seq_len=e["seq_len"])
+    base = cl.MemoryTransformerConfig(input_dim=splits.train.n_features, seq_len=e["seq_len"], d_model=e["d_model"])
+    cfg = replace(base, fusion=fusion, n_neighbors=n_neighbors)
+    t = cl.MemoryTransformerTrainer(cfg, cl.TrainerConfig(seed=e["seed"], progress=False,
+                                                          memory_capacity=len(splits.train)))
+    t.set_target_stats(splits.train.y)
+    t.build_memory(splits.train)
+    x = torch.from_numpy(splits.test.X[: e["n_windows"]])
+    with torch.no_grad():
+        out = t.model.eval()(x, memory=t.memory, as_of=splits.test.end_time_ns()[: e["n_windows"]])
+    return out["gate"].mean().item()
+
+
+def test_l3_q4_q5_joint_share_experiment():
+    joint8 = _joint_share("joint", 8)
+    assert l3.q4.evaluate(joint8).passed
+    assert l3.q4.evaluate(torch.tensor(joint8 + 0.005)).passed  # tolerant, and a 0-d tensor is a number
+    assert "gated model" in l3.q4.evaluate(0.5).message  # the gate starts at one half
+    assert "between 0 and 1" in l3.q4.evaluate(2.0).message
+    far = l3.q4.evaluate(joint8 + 0.1)
+    assert far.status == "incorrect" and not re.search(r"\d\.\d", far.message)
+    change = _joint_share("joint", 32) - joint8
+    right = "a" if change > 0.05 else ("c" if change < -0.05 else "b")
+    assert l3.q5.evaluate(right).passed
+    assert all(l3.q5.evaluate(x).status == "incorrect" for x in "abc" if x != right)
+
+
+def test_l4_q5_q6_staleness_experiment():
+    import course_lib as cl
+
+    syn, cfg = l4.experiment_data()
+    trainer = cl.MemoryTransformerTrainer(cfg, cl.TrainerConfig(epochs=1, seed=0, progress=False,
+                                          refresh_keys=False, memory_capacity=len(syn.train)))
+    trainer.build_memory(syn.train)
+    stale = trainer.memory.keys.copy()
+    trainer.fit(syn.train, syn.val)
+    fresh = trainer.memory.keys.copy()
+    with torch.no_grad():
+        queries = trainer.model.eval().memory_keys(torch.from_numpy(syn.val.X)).numpy()
+
+    def nearest(keys):
+        bank = cl.ExternalMemoryBank(cl.MemoryConfig(key_dim=keys.shape[1], capacity=len(keys)))
+        bank.add(keys, available_at=syn.train.available_at_ns())
+        return bank.search(queries, k=1, as_of=syn.val.end_time_ns()).indices[:, 0]
+
+    changed = float((nearest(stale) != nearest(fresh)).mean())
+    cosine = float(((stale * fresh).sum(1) / (np.linalg.norm(stale, axis=1) * np.linalg.norm(fresh, axis=1))).mean())
+    assert l4.q5.evaluate(changed).passed
+    assert "stayed the same" in l4.q5.evaluate(1 - changed).message
+    assert "cosine" in l4.q5.evaluate(cosine).message
+    right = "c" if changed == 0 else ("a" if cosine < 0.95 else "b")
+    assert l4.q6.evaluate(right).passed
+    assert all(l4.q6.evaluate(x).status == "incorrect" for x in "abc" if x != right)
+
+
+@pytest.mark.parametrize("task", [l3.q4, l3.q5, l4.q5, l4.q6], ids=lambda t: t.name)
+def test_experiment_blanks_are_not_attempted(task):
+    assert task.evaluate().status == "not attempted"
+    assert task.evaluate(____).status == "not attempted"

@@ -1,13 +1,15 @@
-"""Checks for exercises/04_training: the causal memory mask, warm-up + cosine learning rate, a key refresh,
-and the information coefficient.
+"""Checks for exercises/04_training: a paired comparison over seeds, warm-up + cosine learning rate, a key
+refresh, the information coefficient, and an experiment with stale memory keys (``refresh_keys=False``).
 
-The causality checker plants the classic mistakes (a window retrieving itself, an entry whose label is not
-yet known) and names them; none of the checkers prints the expected values.
+The comparison checker recognises the classic slips (arms treated as independent, a normal quantile for five
+seeds, the spread of single seeds instead of the standard error of their mean) and names them; none of the
+checkers prints the expected values. The experiment tasks (q5, q6) train the same tiny seeded model here.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -15,8 +17,9 @@ import pandas as pd
 import torch
 
 from ..exercise import CheckFailed, Task, _PlaceholderReturned, call_answer, is_placeholder
+from ._common import choice_checker, format_options, numeric_checker
 
-__all__ = ["q1", "q2", "q3", "q4"]
+__all__ = ["EXPERIMENT", "q1", "q2", "q3", "q4", "q5", "q6"]
 
 
 def _call(func: Any, *args: Any) -> Any:
@@ -33,34 +36,90 @@ def _call(func: Any, *args: Any) -> Any:
     return out
 
 
-# --- q1: which memory entries may a query at time t use? -----------------------------------------------
-def _check_mask(func: Any) -> None:
-    rng = np.random.default_rng(5)
-    end = np.sort(rng.choice(10_000, 40, replace=False)).astype(np.int64)
-    avail = end + rng.integers(1, 300, 40)  # label known h bars after the window's end
-    as_of = end[::3].copy()  # queries at the end times of some of the same windows
-    avail[1] = as_of[1]  # an entry resolved exactly at a query time (usable): catches a strict "<"
-    out = np.asarray(_call(func, as_of, avail))
-    if out.shape != (len(as_of), len(avail)):
-        raise CheckFailed(f"return a (n_queries, n_entries) boolean array; got shape {out.shape}.")
-    if out.dtype != bool:
-        raise CheckFailed(f"return booleans (True = usable), got dtype {out.dtype}.")
-    ref = avail[None, :] <= as_of[:, None]
-    own = np.arange(0, 40, 3)
-    if out[np.arange(len(own)), own].any():
-        raise CheckFailed("a query may use its OWN window: its label is known only at available_at > its end time.")
-    if (out & ~ref).any():
-        raise CheckFailed("some usable entries have available_at later than the query time: that is look-ahead.")
-    if (ref & ~out).any():
-        raise CheckFailed("entries resolved at or before the query time are excluded; available_at == as_of is usable.")
+# --- q1: a paired comparison over seeds ---------------------------------------------------------------
+def _t_interval(d: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    from scipy import stats
+
+    n = len(d)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n)
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+
+def _triple(out: Any) -> tuple[float, float, float]:
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise CheckFailed("return three numbers: (mean difference, lower bound, upper bound).")
+    try:
+        vals = tuple(float(np.asarray(v).item()) for v in out)
+    except (TypeError, ValueError) as exc:
+        raise CheckFailed(f"the three values must be numbers ({exc}).") from exc
+    if not all(math.isfinite(v) for v in vals):
+        raise CheckFailed("a bound is NaN or infinite: with n seeds the t quantile has n - 1 degrees of freedom.")
+    return vals  # type: ignore[return-value]
+
+
+def _check_paired(func: Any) -> None:
+    from scipy import stats
+
+    rng = np.random.default_rng(4)
+    seed_effect = rng.normal(0.52, 0.03, 5)  # what a seed does to BOTH arms (same init, same batches)
+    a = seed_effect + 0.01 + rng.normal(0, 0.004, 5)
+    b = seed_effect + rng.normal(0, 0.004, 5)
+    got = _triple(_call(func, a.copy(), b.copy()))
+    mean, lo, hi = _t_interval(a - b)
+    if np.allclose(got, (mean, lo, hi), rtol=1e-6, atol=1e-9):
+        if not _check_paired_sign(func):
+            raise CheckFailed("with the arms swapped the difference must change sign: compute a minus b.")
+        return
+    if math.isclose(got[0], -mean, rel_tol=1e-6):
+        raise CheckFailed("the difference has the wrong sign: report the advantage of the first arm over the second.")
+    if not math.isclose(got[0], mean, rel_tol=1e-6):
+        raise CheckFailed("the centre of the interval is not the mean of the per-seed differences.")
+    if not lo <= got[0] <= hi or got[1] > got[2]:
+        raise CheckFailed("return (mean, lower, upper) with lower <= mean <= upper.")
+    n = len(a)
+    se = (a - b).std(ddof=1) / math.sqrt(n)
+    welch = math.sqrt(a.var(ddof=1) / n + b.var(ddof=1) / n)
+    half = (got[2] - got[1]) / 2
+    for factor in (1.959963984540054, stats.t.ppf(0.975, n - 1), stats.t.ppf(0.975, 2 * n - 2)):
+        if math.isclose(half, factor * welch, rel_tol=1e-3):
+            raise CheckFailed(
+                "the interval treats the two arms as independent samples. Each seed trains both arms with the "
+                "same initialisation and batches: compare the seeds pair by pair."
+            )
+    if math.isclose(half, 1.959963984540054 * se, rel_tol=1e-3):
+        raise CheckFailed("with a handful of seeds the normal quantile is too narrow: use Student's t.")
+    if math.isclose(half, stats.t.ppf(0.975, n) * se, rel_tol=1e-3):
+        raise CheckFailed("the t quantile has n - 1 degrees of freedom, not n.")
+    if math.isclose(half, stats.t.ppf(0.975, n - 1) * (a - b).std(ddof=0) / math.sqrt(n), rel_tol=1e-3):
+        raise CheckFailed("use the sample standard deviation (ddof=1) of the differences.")
+    if math.isclose(half, stats.t.ppf(0.975, n - 1) * (a - b).std(ddof=1), rel_tol=1e-3):
+        raise CheckFailed("that is the spread of single seeds; the interval of a MEAN shrinks with sqrt(n).")
+    raise CheckFailed("the bounds differ from a 95% t-interval of the mean per-seed difference.")
+
+
+def _check_paired_sign(func: Any) -> bool:
+    a, b = np.array([0.50, 0.53, 0.51]), np.array([0.49, 0.50, 0.52])
+    got = _triple(_call(func, b, a))
+    return math.isclose(got[0], float((b - a).mean()), rel_tol=1e-6, abs_tol=1e-12)
 
 
 q1 = Task(
     "lesson04.q1",
-    "Write usable(as_of, available_at) -> bool matrix: may query i (at time as_of[i]) use memory entry j?",
-    _check_mask,
-    hint="Broadcast: available_at[None, :] <= as_of[:, None]. The window's END time is not the time its label is known.",
-    solution="def usable(as_of, available_at):\n    return available_at[None, :] <= as_of[:, None]",
+    "Write paired_difference(a, b) -> (mean, low, high): how much better arm a scored than arm b on average over "
+    "the seeds, with a 95% confidence interval for that average that is honest about how few seeds there are. "
+    "Seed i trained both arms (same initialisation, same batches).",
+    _check_paired,
+    hint=(
+        "A seed that is lucky for one arm is lucky for the other too: what quantity removes that shared luck?",
+        "Take the per-seed differences, their mean and their standard error (sample standard deviation over "
+        "the square root of the number of seeds), and widen it by the Student t quantile for a two-sided 95% "
+        "interval with one degree of freedom fewer than there are seeds.",
+    ),
+    solution=(
+        "def paired_difference(a, b):\n    d = np.asarray(a) - np.asarray(b)\n    n = len(d)\n"
+        "    half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)\n"
+        "    return d.mean(), d.mean() - half, d.mean() + half"
+    ),
 )
 
 
@@ -90,9 +149,17 @@ def _check_lr(func: Any) -> None:
 
 q2 = Task(
     "lesson04.q2",
-    "Write lr_at(step, total, base_lr, warmup, floor): linear warm-up, then cosine decay to base_lr * floor.",
+    "Write lr_at(step, total, base_lr, warmup, floor): a learning rate that climbs in a straight line from near "
+    "zero to base_lr over the first `warmup` steps, then glides down along half a cosine wave to base_lr * floor "
+    "at the last step, never rising again.",
     _check_lr,
-    hint="progress = (step - warmup) / (total - warmup) after the warm-up.",
+    hint=(
+        "Split the run in two phases and express, for each, how far through that phase the step is (a number "
+        "from 0 to 1).",
+        "During warm-up the rate is base_lr times the fraction of warm-up steps done, counting the current one. "
+        "After it, measure progress through the remaining steps; half a cosine turns progress 0..1 into a factor "
+        "falling from 1 to 0, and the floor keeps a share of base_lr at the end.",
+    ),
     solution=(
         "def lr_at(step, total, base_lr, warmup, floor):\n    if step < warmup:\n"
         "        return base_lr * (step + 1) / warmup\n    p = min(1.0, (step - warmup) / max(1, total - warmup))\n"
@@ -150,10 +217,16 @@ def _check_refresh(func: Any) -> None:
 
 q3 = Task(
     "lesson04.q3",
-    "Write refresh(model, bank, slots, X, batch_size): recompute stored keys with the current weights.",
+    "Write refresh(model, bank, slots, X, batch_size): make the stored keys match what the model computes NOW "
+    "for the same windows, as the model would at inference (no dropout noise, no gradients), a batch at a time, "
+    "leaving the model in the mode you found it.",
     _check_refresh,
-    hint="was = model.training; model.eval(); with torch.no_grad(): keys in batches via model.memory_keys; "
-    "bank.update_keys(slots, keys); model.train(was).",
+    hint=(
+        "Which two switches make a forward pass deterministic and cheap, and which one must you undo at the end?",
+        "Remember whether the model was training, switch it to evaluation mode, compute the memory keys of the "
+        "windows batch by batch without tracking gradients, write them into the given slots with the bank's key "
+        "update method, then restore the training mode you remembered.",
+    ),
     solution=(
         "def refresh(model, bank, slots, X, batch_size):\n    was = model.training\n    model.eval()\n"
         "    with torch.no_grad():\n"
@@ -180,8 +253,128 @@ def _check_ic(func: Any) -> None:
 
 q4 = Task(
     "lesson04.q4",
-    "Write ic(pred, y): the information coefficient (Spearman rank correlation) of forecasts and outcomes.",
+    "Write ic(pred, y): the information coefficient, a correlation of forecasts with outcomes that rewards "
+    "getting the ORDER right and that a few huge forecasts cannot dominate.",
     _check_ic,
-    hint="Rank both with pandas .rank() (ties get their average rank), then take the correlation of the ranks.",
+    hint=(
+        "Replace every value by its position in the sorted order: what is left of an outlier?",
+        "Rank the forecasts and the outcomes separately (ties get their average rank) and take the ordinary "
+        "correlation of the two rank series: that is Spearman's correlation.",
+    ),
     solution="def ic(pred, y):\n    return pd.Series(pred).rank().corr(pd.Series(y).rank())",
+)
+
+
+# --- q5, q6: experiment - how stale do keys get without a refresh? ---------------------------------------------
+EXPERIMENT = {"n_bars": 700, "market_seed": 0, "seq_len": 16, "d_model": 16, "epochs": 1, "seed": 0}
+
+
+def experiment_data():
+    """The tiny synthetic market of the experiment: its splits and model config (same in notebook and check)."""
+    from ..model import MemoryTransformerConfig
+    from ..synthetic import SyntheticConfig, make_synthetic_market
+    from ..windows import prepare_dataset
+
+    e = EXPERIMENT
+    market = make_synthetic_market(n_bars=e["n_bars"], seed=e["market_seed"],
+                                   config=SyntheticConfig(aftermath_strength=0.8, motif_coverage=0.5))
+    splits = prepare_dataset(market.ohlcv, seq_len=e["seq_len"])
+    cfg = MemoryTransformerConfig(input_dim=splits.train.n_features, seq_len=e["seq_len"], d_model=e["d_model"],
+                                  n_heads=2, n_layers=1, n_neighbors=8, key_bars=8)
+    return splits, cfg
+
+
+def _nearest(keys: np.ndarray, queries: np.ndarray, available_at: np.ndarray, as_of: np.ndarray) -> np.ndarray:
+    from ..memory import ExternalMemoryBank, MemoryConfig
+
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=keys.shape[1], capacity=len(keys)))
+    bank.add(keys, available_at=available_at)
+    return np.asarray(bank.search(queries, k=1, as_of=as_of).indices)[:, 0]
+
+
+@lru_cache(maxsize=1)
+def _staleness_study() -> dict[str, float]:
+    from ..training import MemoryTransformerTrainer, TrainerConfig
+
+    e = EXPERIMENT
+    splits, cfg = experiment_data()
+    trainer = MemoryTransformerTrainer(cfg, TrainerConfig(epochs=e["epochs"], seed=e["seed"], progress=False,
+                                                          refresh_keys=False, memory_capacity=len(splits.train)))
+    trainer.build_memory(splits.train)
+    stale = trainer.memory.keys.copy()
+    trainer.fit(splits.train, splits.val)
+    fresh = trainer.memory.keys.copy()
+    model = trainer.model.eval()
+    with torch.no_grad():
+        queries = model.memory_keys(torch.from_numpy(splits.val.X)).numpy()
+    avail, as_of = splits.train.available_at_ns(), splits.val.end_time_ns()
+    changed = _nearest(stale, queries, avail, as_of) != _nearest(fresh, queries, avail, as_of)
+    cos = (stale * fresh).sum(1) / (np.linalg.norm(stale, axis=1) * np.linalg.norm(fresh, axis=1))
+    return {"changed": float(changed.mean()), "cosine": float(cos.mean())}
+
+
+def _stale_mistakes(got: float) -> str | None:
+    study = _staleness_study()
+    if not 0.0 <= got <= 1.0:
+        return "a share of windows lies between 0 and 1."
+    if abs(got - (1 - study["changed"])) < 0.005 and abs(study["changed"] - 0.5) > 0.01:
+        return "that is the share of windows whose nearest neighbour stayed the same; the task asks for the ones that changed."
+    if abs(got - study["cosine"]) < 0.005:
+        return "that is the keys' mean cosine similarity (the next task); here count windows whose neighbour changed."
+    return None
+
+
+q5 = Task(
+    "lesson04.q5",
+    "Experiment: train the tiny model of EXPERIMENT for one epoch with refresh_keys=False. For the validation "
+    "windows, search the training memory with the trained model's query keys twice (keys from before training, "
+    "keys after) and report the share of windows whose nearest neighbour changed.",
+    numeric_checker(lambda: _staleness_study()["changed"], "the share of windows with a new nearest neighbour",
+                    abs_tol=0.011, mistakes=_stale_mistakes),
+    hint=(
+        "The memory keys before training are what the memory holds when nothing refreshes them; the keys after "
+        "are what your refresh of task 3 would write.",
+        "Build the memory before fitting and copy its keys, fit, copy the keys again (fit re-keys the memory "
+        "with its final weights), compute the trained model's keys for the validation windows in evaluation "
+        "mode, search a bank of each key set with k equal to one at the validation windows' times, and count "
+        "the windows whose answers differ.",
+    ),
+    solution=(
+        "trainer = cl.MemoryTransformerTrainer(cfg, cl.TrainerConfig(epochs=1, seed=0, progress=False,\n"
+        "                                      refresh_keys=False, memory_capacity=len(syn.train)))\n"
+        "trainer.build_memory(syn.train)\nstale = trainer.memory.keys.copy()\n"
+        "trainer.fit(syn.train, syn.val)\nfresh = trainer.memory.keys.copy()\n"
+        "with torch.no_grad():\n    queries = trainer.model.eval().memory_keys(torch.from_numpy(syn.val.X)).numpy()\n"
+        "changed_share = (nearest(stale, queries) != nearest(fresh, queries)).mean()"
+    ),
+)
+
+_STALE_OPTIONS = {
+    "a": "the keys moved a lot (mean cosine below 0.95 between a stale key and its refreshed version)",
+    "b": "the keys barely moved (mean cosine 0.95 or above), yet some windows found a different nearest neighbour",
+    "c": "no window found a different nearest neighbour",
+}
+
+
+def _stale_truth() -> str:
+    study = _staleness_study()
+    if study["changed"] == 0:
+        return "c"
+    return "a" if study["cosine"] < 0.95 else "b"
+
+
+q6 = Task(
+    "lesson04.q6",
+    "Interpret: also measure the mean cosine similarity between each stale key and its refreshed version. "
+    "Which reading is right? " + format_options(_STALE_OPTIONS),
+    choice_checker(_STALE_OPTIONS, _stale_truth, "what staleness looks like here"),
+    hint=(
+        "How far apart are a window's best and second-best neighbours, compared with how far a key moved?",
+        "Compute the row-wise cosine of the two key sets and average it, then read it together with the share "
+        "of changed neighbours from the previous task.",
+    ),
+    solution=(
+        "cosine = ((stale * fresh).sum(1) / (np.linalg.norm(stale, axis=1) * np.linalg.norm(fresh, axis=1))).mean()\n"
+        "answer = 'c' if changed_share == 0 else ('a' if cosine < 0.95 else 'b')"
+    ),
 )
