@@ -1,0 +1,119 @@
+"""Causal memory at scale: recall@32 and latency of approximate search, unfiltered and causally filtered,
+for the FAISS backends (IVF, HNSW) and Milvus (Milvus Lite, in process), against exact search.
+
+    python benchmarks/bench_milvus.py --quick          # M = 1e5 only (a few minutes on 2 CPU cores)
+    python benchmarks/bench_milvus.py                  # M = 1e5 and 1e6 (FAISS at 1e6; slow to build)
+    python benchmarks/bench_milvus.py --milvus-1e6     # also load 1e6 vectors into Milvus Lite (very slow)
+
+"Causal" queries carry a training-like mix of times: ``as_of`` uniform over the last 90% of the stored
+period, so the earliest queries may see 10% of the memory; the exact answer is the exact bank's causal
+search. Keys and queries are the same jittered S&P 500 window embeddings as ``bench_memory.py``. Prints
+a table; never asserts on time. Needs the optional extra ``scale`` for the Milvus rows (skipped without).
+"""
+
+# ruff: noqa: B023, I001  (timing lambdas run at once in their loop; course_lib before faiss: OpenMP policy)
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import course_lib  # noqa: F401,E402
+import faiss  # noqa: E402
+from bench_memory import embeddings  # noqa: E402
+from course_lib.memory import NO_TIME_FILTER, ExternalMemoryBank, MemoryConfig, recall_at_k  # noqa: E402
+
+K, D, BATCH = 32, 64, 256
+
+
+def _time(fn, reps: int) -> tuple[float, object]:
+    out = fn()  # warm-up (and the answer)
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts)), out
+
+
+def bench(m: int, keys: np.ndarray, queries: np.ndarray, with_hnsw: bool, with_milvus: bool, reps: int) -> None:
+    xb, xq = keys[:m], queries[:BATCH]
+    ts = np.arange(m, dtype=np.int64)  # entry i resolved at time i + 1
+    as_of = np.random.default_rng(1).integers(m // 10, m, BATCH)
+    print(f"\n## M={m:,}, d={D}, k={K}, batch {BATCH}: ms per batch (median of {reps}), recall@{K} vs exact")
+    print(f"{'backend':<34}{'build s':>9}{'unfilt ms':>11}{'recall':>8}{'causal ms':>11}{'recall':>8}{'vs exact':>10}")
+    exact = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m, backend="auto"))
+    exact.add(xb, timestamp=ts, available_at=ts + 1)
+    t_u, truth_u = _time(lambda: exact.search(xq, k=K, as_of=NO_TIME_FILTER), reps)
+    t_c, truth_c = _time(lambda: exact.search(xq, k=K, as_of=as_of), reps)
+    print(f"{'exact (bank auto)':<34}{0:>9.1f}{t_u * 1e3:>11.1f}{1:>8.3f}{t_c * 1e3:>11.1f}{1:>8.3f}{1:>10.1f}")
+    exact = None  # free its memory before the next index
+    rows = [("ivf", dict(ivf_nprobe=16)), ("ivf", dict(ivf_nprobe=32))]
+    if with_hnsw:
+        rows.append(("hnsw", dict(hnsw_m=16, hnsw_ef_construction=40, hnsw_ef_search=128)))
+    for backend, kw in rows:
+        bank = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m, backend=backend, **kw))
+        bank.add(xb, timestamp=ts, available_at=ts + 1)
+        t0 = time.perf_counter()
+        bank.search(xq[:1], k=K, as_of=NO_TIME_FILTER)  # builds the index
+        build = time.perf_counter() - t0
+        tu, ru = _time(lambda: bank.search(xq, k=K, as_of=NO_TIME_FILTER), reps)
+        tc, rc = _time(lambda: bank.search(xq, k=K, as_of=as_of), reps)
+        label = f"faiss {backend} " + " ".join(f"{a.split('_')[-1]}={b}" for a, b in kw.items())
+        print(f"{label:<34}{build:>9.1f}{tu * 1e3:>11.1f}{recall_at_k(ru.indices, truth_u.indices):>8.3f}"
+              f"{tc * 1e3:>11.1f}{recall_at_k(rc.indices, truth_c.indices):>8.3f}{t_c / tc:>10.1f}")
+        bank = None
+    if not with_milvus:
+        return
+    try:
+        import pymilvus  # noqa: F401
+    except ImportError:
+        print('(Milvus rows skipped: pip install "course-lib[scale]")')
+        return
+    tmp = tempfile.mkdtemp(prefix="bench_milvus_")
+    for index, kw in (("FLAT", {}), ("IVF_FLAT", dict(ivf_nprobe=16)), ("HNSW", dict(hnsw_ef_search=128))):
+        cfg = MemoryConfig(key_dim=D, capacity=m, backend="milvus", uri=os.path.join(tmp, f"{index}.db"),
+                           milvus_index=index, hnsw_m=16, hnsw_ef_construction=40, **kw)
+        t0 = time.perf_counter()
+        bank = ExternalMemoryBank(cfg)
+        for s in range(0, m, 50_000):
+            bank.add(xb[s:s + 50_000], timestamp=ts[s:s + 50_000], available_at=ts[s:s + 50_000] + 1)
+        bank.search(xq[:1], k=K, as_of=NO_TIME_FILTER)
+        build = time.perf_counter() - t0
+        tu, ru = _time(lambda: bank.search(xq, k=K, as_of=NO_TIME_FILTER), 1)
+        tc, rc = _time(lambda: bank.search(xq, k=K, as_of=as_of), 1)
+        print(f"{'milvus-lite ' + index:<34}{build:>9.1f}{tu * 1e3:>11.1f}{recall_at_k(ru.indices, truth_u.indices):>8.3f}"
+              f"{tc * 1e3:>11.1f}{recall_at_k(rc.indices, truth_c.indices):>8.3f}{t_c / tc:>10.1f}")
+        bank.drop()
+        bank.close()
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="M = 1e5 only")
+    p.add_argument("--no-milvus", action="store_true", help="FAISS rows only")
+    p.add_argument("--milvus-1e6", action="store_true", help="also load 1e6 vectors into Milvus Lite")
+    p.add_argument("--hnsw-1e6", action="store_true", help="also build HNSW at 1e6 (minutes on 2 cores)")
+    p.add_argument("--sizes", default=None, help="comma-separated M values (overrides --quick)")
+    p.add_argument("--reps", type=int, default=3)
+    args = p.parse_args(argv)
+    sizes = [int(float(s)) for s in args.sizes.split(",")] if args.sizes else (
+        [100_000] if args.quick else [100_000, 1_000_000])
+    print(f"# bench_milvus  python {platform.python_version()}  torch {torch.__version__}  faiss {faiss.__version__}"
+          f"  cores {os.cpu_count()}  load {os.getloadavg()[0]:.1f}")
+    keys, queries = embeddings(max(sizes), BATCH)
+    for m in sizes:
+        big = m >= 1_000_000
+        bench(m, keys, queries, with_hnsw=not big or args.hnsw_1e6,
+              with_milvus=not args.no_milvus and (not big or args.milvus_1e6), reps=1 if big else args.reps)
+
+
+if __name__ == "__main__":
+    main()
