@@ -415,6 +415,10 @@ class IVFIndex(_FaissANN):
         self.nlist_cfg, self.nprobe, self.seed = nlist, nprobe, seed
         self._trained = None
 
+    def reset(self) -> None:
+        super().reset()
+        self._trained = None  # a new memory: train new centroids on it
+
     def sync(self, keys: np.ndarray, avail: np.ndarray | None = None) -> None:
         import faiss
 
