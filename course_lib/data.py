@@ -122,6 +122,23 @@ def _normalise_name(name: object) -> str:
     return _COLUMN_ALIASES.get(text, text)
 
 
+def _check_epoch_range(numeric: pd.Series, unit: str, where: str) -> None:
+    """Refuse epoch numbers that are not finite or lie outside the datetimes pandas can hold (1677-2262)."""
+    values = numeric.to_numpy(dtype=float)
+    ns = values * {"s": 1e9, "ms": 1e6, "us": 1e3, "ns": 1.0}[unit]
+    bad = ~np.isfinite(ns) | (np.abs(ns) >= 9.2e18)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{where}: timestamp {_raw_repr(numeric.iloc[row])} in data row {row + 1} is not a usable epoch time in "
+            f"{unit} (the other rows are): it is not finite or lies outside 1677-2262. Fix or remove that row."
+        )
+
+
+def _raw_repr(value: object) -> str:
+    return repr(value.item() if hasattr(value, "item") else value)
+
+
 def _epoch_index(numeric: pd.Series, unit: str) -> pd.DatetimeIndex:
     """Epoch numbers in ``unit``; fractional values are kept (to the microsecond), not truncated."""
     if pd.api.types.is_integer_dtype(numeric):
@@ -217,6 +234,7 @@ def _parse_time(
         else:
             unit = None
         if unit is not None:
+            _check_epoch_range(numeric, unit, where)
             return _epoch_index(numeric, unit), None, None
     text = raw.astype(str).str.strip()
     fmt, hint, how = "mixed", None, ""

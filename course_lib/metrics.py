@@ -359,6 +359,12 @@ def annual_volatility(returns, periods_per_year: float | None = None) -> float:
     return float(r.std(ddof=1) * math.sqrt(p)) if len(r) > 1 else float("nan")
 
 
+def _has_spread(sd: float, r: np.ndarray) -> bool:
+    """True when ``sd`` is a real spread, not rounding: ``np.std`` of a constant series is ~1e-17, not 0,
+    and dividing by it gave a Sharpe of 1e16 where the definition says NaN (no spread, no ratio)."""
+    return bool(sd > 1e-12 * max(float(np.max(np.abs(r))) if len(r) else 0.0, 1e-300))
+
+
 def sharpe_ratio(returns, periods_per_year: float | None = None, risk_free_rate: float = 0.0) -> float:
     """Annualised Sharpe ratio ``mean(r - rf) / std(r, ddof=1) * sqrt(P)``.
 
@@ -370,7 +376,7 @@ def sharpe_ratio(returns, periods_per_year: float | None = None, risk_free_rate:
     if len(r) < 2:
         return float("nan")
     sd = r.std(ddof=1)
-    return float(r.mean() / sd * math.sqrt(p)) if sd > 0 else float("nan")
+    return float(r.mean() / sd * math.sqrt(p)) if _has_spread(sd, r) else float("nan")
 
 
 def sortino_ratio(returns, periods_per_year: float | None = None, risk_free_rate: float = 0.0) -> float:
@@ -626,7 +632,7 @@ def compute_metrics(
         "total_return": total,
         "annual_return": ann,
         "volatility": sd * math.sqrt(p),
-        "sharpe": mean / sd * math.sqrt(p) if sd > 0 else float("nan"),
+        "sharpe": mean / sd * math.sqrt(p) if _has_spread(sd, r) else float("nan"),
     }
     if n_boot:
         lo, hi = sharpe_confidence_interval(r, p, ci_level, n_boot, block_length, seed, risk_free_rate)
