@@ -688,8 +688,9 @@ class AgentMemory:
         text_pos, text_score = self._bm25(cache, text, now_ns, mask)
         query = text if tokenize(text) else None
         n_cand = self.config.candidates
-        bm25 = np.zeros(len(cache.ids))
-        bm25[text_pos] = text_score
+        bm25 = np.zeros(len(cache.ids)) if query is not None else None
+        if bm25 is not None:
+            bm25[text_pos] = text_score
         if len(text_pos) > n_cand:  # the best matches (ties: newer first)
             text_pos = text_pos[np.lexsort((-cache.created[text_pos], -text_score))[:n_cand]]
         chosen: list[np.ndarray] = []
@@ -697,10 +698,13 @@ class AgentMemory:
             chosen.append(text_pos)
         has_vectors = q is not None and cache.vectors is not None and len(cache.vectors) > 0
         if has_vectors:
-            pool = np.flatnonzero(mask & cache.has_vec)
-            sims = cache.vectors[pool] @ q
-            if len(pool) > n_cand:
-                pool = pool[np.argpartition(-sims, n_cand - 1)[:n_cand]]
+            ok = mask & cache.has_vec
+            n_ok = int(ok.sum())
+            if n_ok > n_cand:  # score all rows (no copy of the matrix), hide the invisible, keep the best
+                sims = np.where(ok, cache.vectors @ q, -np.inf)
+                pool = np.argpartition(-sims, n_cand - 1)[:n_cand]
+            else:
+                pool = np.flatnonzero(ok)
             chosen.append(pool)
         if query is None and q is None:
             chosen.append(np.flatnonzero(mask))
