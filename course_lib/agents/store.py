@@ -701,7 +701,7 @@ class AgentMemory:
             ok = mask & cache.has_vec
             n_ok = int(ok.sum())
             if n_ok > n_cand:  # score all rows (no copy of the matrix), hide the invisible, keep the best
-                sims = np.where(ok, cache.vectors @ q, -np.inf)
+                sims = np.where(ok, _matvec(cache.vectors, q), -np.inf)
                 pool = np.argpartition(-sims, n_cand - 1)[:n_cand]
             else:
                 pool = np.flatnonzero(ok)
@@ -718,7 +718,7 @@ class AgentMemory:
             parts.append(minmax(cols["bm25"]))
         if q is not None:
             if has_vectors:
-                sims = np.where(cache.has_vec[pos], cache.vectors[pos] @ q, np.nan)
+                sims = np.where(cache.has_vec[pos], _matvec(cache.vectors[pos], q), np.nan)
                 floor = np.nanmin(sims) if np.isfinite(sims).any() else 0.0
                 cols["cosine"] = np.where(np.isfinite(sims), sims, floor)
             else:
@@ -963,3 +963,9 @@ def _json_default(o):
     if isinstance(o, (pd.Timestamp,)):
         return o.isoformat()
     raise TypeError(f"{type(o).__name__} is not JSON-serialisable")
+
+
+def _matvec(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``matrix @ q`` without BLAS: for a tall matrix with a few columns, einsum is several times faster than
+    a threaded gemv (and does not compete for cores with the rest of the machine)."""
+    return np.einsum("ij,j->i", matrix, q)
