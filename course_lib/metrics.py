@@ -70,13 +70,16 @@ __all__ = [
     "METRIC_DEFINITIONS",
     "annual_return",
     "annual_volatility",
+    "block_bootstrap_mean_ci",
     "calmar_ratio",
     "compute_metrics",
+    "direction_accuracy",
     "drawdown",
     "equity_curve",
     "exposure",
     "format_metrics",
     "infer_frequency",
+    "information_coefficient",
     "max_drawdown",
     "max_drawdown_duration",
     "periods_per_year",
@@ -583,6 +586,49 @@ def sharpe_confidence_interval(
     alpha = (1 - level) / 2
     lo_q, hi_q = np.quantile(stats, [alpha, 1 - alpha])
     return float(lo_q), float(hi_q)
+
+
+def block_bootstrap_mean_ci(d, n_boot: int, block: int, rng: np.random.Generator,
+                            level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean of ``d`` by moving-block bootstrap (blocks of ``block`` samples).
+
+    The comparison of two forecasts on the same test windows resamples their per-window difference with it:
+    blocks keep the serial dependence of overlapping windows that an i.i.d. bootstrap would destroy.
+    """
+    d = np.asarray(d, dtype=float)
+    n = len(d)
+    block = max(1, min(block, n))
+    n_blocks = math.ceil(n / block)
+    starts = rng.integers(0, n - block + 1, size=(n_boot, n_blocks))
+    idx = (starts[..., None] + np.arange(block)).reshape(n_boot, -1)[:, :n]
+    means = d[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------------------------------
+# Forecast scores (training, validation, the memory-vs-no-memory comparison and the lessons use these)
+
+
+def direction_accuracy(signal, y) -> float:
+    """Share of samples where ``sign(signal) == sign(y)``, ignoring zero (or missing) labels.
+
+    A zero label has no direction to get right; a zero (flat) signal on a moving market counts as a miss.
+    """
+    signal, y = np.asarray(signal, dtype=float), np.asarray(y, dtype=float)
+    ok = (y != 0) & np.isfinite(y) & np.isfinite(signal)
+    if not ok.any():
+        return float("nan")
+    return float(np.mean(np.sign(signal[ok]) == np.sign(y[ok])))
+
+
+def information_coefficient(pred, y) -> float:
+    """Spearman rank correlation between forecasts and outcomes (the quant's IC); NaN if undefined."""
+    pred, y = pd.Series(np.asarray(pred, dtype=float)), pd.Series(np.asarray(y, dtype=float))
+    ok = pred.notna() & y.notna()
+    if ok.sum() < 3 or pred[ok].nunique() < 2:
+        return float("nan")
+    return float(pred[ok].rank().corr(y[ok].rank()))
 
 
 # --------------------------------------------------------------------------------------------------

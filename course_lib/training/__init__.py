@@ -19,11 +19,11 @@ folder whose files are checked against each other on load (:mod:`.checkpoint`), 
 :mod:`.comparison` trains with and without memory, everything else equal, and says how sure the difference is.
 """
 
+from ..metrics import direction_accuracy, information_coefficient  # noqa: F401 - their old home, still importable
 from .checkpoint import CHECKPOINT_VERSION, CheckpointError
 from .comparison import MemoryComparison, compare_memory_vs_local, motif_subsets
 from .config import TrainerConfig
 from .memory import TrainingMemory, memory_keys, set_target_stats
-from .scores import direction_accuracy, information_coefficient
 from .trainer import MemoryTransformerTrainer
 
 __all__ = [
@@ -34,8 +34,6 @@ __all__ = [
     "TrainerConfig",
     "TrainingMemory",
     "compare_memory_vs_local",
-    "direction_accuracy",
-    "information_coefficient",
     "memory_keys",
     "motif_subsets",
     "set_target_stats",

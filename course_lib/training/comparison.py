@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..metrics import block_bootstrap_mean_ci, direction_accuracy, information_coefficient
 from ..model import MemoryTransformerConfig
 from ..windows import WindowSet
 from .config import TrainerConfig
-from .scores import direction_accuracy, information_coefficient
 from .trainer import MemoryTransformerTrainer
 
 __all__ = ["MemoryComparison", "compare_memory_vs_local", "motif_subsets"]
@@ -37,17 +37,6 @@ class MemoryComparison:
     per_seed: pd.DataFrame
     summary: pd.DataFrame
     predictions: dict[int, tuple[pd.DataFrame, pd.DataFrame]]
-
-
-def _block_bootstrap_ci(d: np.ndarray, n_boot: int, block: int, rng: np.random.Generator, level: float = 0.95):
-    n = len(d)
-    block = max(1, min(block, n))
-    n_blocks = math.ceil(n / block)
-    starts = rng.integers(0, n - block + 1, size=(n_boot, n_blocks))
-    idx = (starts[..., None] + np.arange(block)).reshape(n_boot, -1)[:, :n]
-    means = d[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
 
 
 def compare_memory_vs_local(
@@ -110,7 +99,7 @@ def compare_memory_vs_local(
         n = len(diffs)
         half = _t_quantile(n - 1) * diffs.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
         use = mask & scored
-        lo, hi = _block_bootstrap_ci(d_all[use], n_boot, block, rng) if use.any() else (float("nan"),) * 2
+        lo, hi = block_bootstrap_mean_ci(d_all[use], n_boot, block, rng) if use.any() else (float("nan"),) * 2
         summary_rows.append({
             "subset": name, "n_test": int(mask.sum()), "n_scored": int(use.sum()),
             "acc_memory": per_seed[f"acc_memory{suffix}"].mean(), "acc_local": per_seed[f"acc_local{suffix}"].mean(),

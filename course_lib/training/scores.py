@@ -3,32 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 
-__all__ = ["direction_accuracy", "information_coefficient"]
+from ..metrics import direction_accuracy, information_coefficient
 
-
-def direction_accuracy(signal: np.ndarray, y: np.ndarray) -> float:
-    """Share of samples where ``sign(signal) == sign(y)``, ignoring zero (or missing) labels.
-
-    A zero label has no direction to get right; a zero (flat) signal on a moving market counts as a miss.
-    :func:`~course_lib.compare_memory_vs_local` scores its bootstrap samples with the same rule.
-    """
-    signal, y = np.asarray(signal, dtype=float), np.asarray(y, dtype=float)
-    ok = (y != 0) & np.isfinite(y) & np.isfinite(signal)
-    if not ok.any():
-        return float("nan")
-    return float(np.mean(np.sign(signal[ok]) == np.sign(y[ok])))
-
-
-def information_coefficient(pred: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation between forecasts and outcomes (the quant's IC)."""
-    pred, y = pd.Series(np.asarray(pred, dtype=float)), pd.Series(np.asarray(y, dtype=float))
-    ok = pred.notna() & y.notna()
-    if ok.sum() < 3 or pred[ok].nunique() < 2:
-        return float("nan")
-    return float(pred[ok].rank().corr(y[ok].rank()))
+__all__: list[str] = []  # direction_accuracy and information_coefficient live in course_lib.metrics
 
 
 def forecast_scores(pred: np.ndarray, signal: np.ndarray, y: np.ndarray) -> dict[str, float]:
