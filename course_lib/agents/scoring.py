@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-__all__ = ["DEFAULT_WEIGHTS", "decay", "minmax", "to_ns", "hybrid_scores"]
+__all__ = ["DEFAULT_WEIGHTS", "decay", "hybrid_arrays", "hybrid_scores", "minmax"]
 
 NS_PER_DAY = 86_400 * 10**9
 
