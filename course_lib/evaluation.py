@@ -31,15 +31,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .backtest import BacktestConfig, Backtester, BacktestResult
 from .data import DataError
 from .features import FeatureConfig, compute_features, forward_log_return
 from .metrics import format_metrics
+from .parallel import run_tasks
 from .strategies import (
     BuyAndHoldStrategy,
     ForecastStrategy,
@@ -169,20 +172,98 @@ def _train(windows, fold: Fold, cfg: WalkForwardConfig, use_memory: bool, scaler
     return trainer, history
 
 
+def _fold_line(end_time, k: int, fold: Fold, n_folds: int) -> str:
+    first, last = end_time[fold.train[0]], end_time[fold.train[-1]]
+    return (f"fold {k + 1}/{n_folds}: train {first}..{last}, "
+            f"test {end_time[fold.test[0]]}..{end_time[fold.test[-1]]}")
+
+
+def _evaluate_fold(ohlcv: pd.DataFrame, features: pd.DataFrame, target: pd.Series, raw_end_pos: np.ndarray,
+                   k: int, fold: Fold, n_folds: int, cfg: WalkForwardConfig,
+                   log: Callable[[str], None] | None = None, threads: int | None = None):
+    """One fold, start to finish (scaler, kNN, both models, positions): a self-contained task, so folds can
+    run side by side on an executor and give the same numbers as in a loop. Returns (positions per
+    strategy, prediction frames per model, training histories).
+
+    ``threads``: torch's intra-op thread count while the fold runs (restored after). A matrix product
+    split over another number of threads adds in another order, so a worker with a different default would
+    round differently; fixing it makes every executor reproduce the serial run bit for bit.
+    """
+    old = torch.get_num_threads()
+    if threads and threads != old:
+        torch.set_num_threads(threads)
+    try:
+        return _fold_body(ohlcv, features, target, raw_end_pos, k, fold, n_folds, cfg, log)
+    finally:
+        if threads and threads != old:
+            torch.set_num_threads(old)
+
+
+def _fold_body(ohlcv, features, target, raw_end_pos, k, fold, n_folds, cfg, log):
+    want = set(cfg.strategies)
+    pieces: dict[str, pd.Series] = {}
+    preds: dict[str, pd.DataFrame] = {}
+    histories: dict[tuple[int, str], pd.DataFrame] = {}
+    windows, scaler = _fold_windows(features, target, raw_end_pos, fold, cfg)
+    test = windows.subset(fold.test)
+    times = pd.DatetimeIndex(test.end_time, name="time")
+    knn_rows = fold.train if cfg.knn_memory == "train" else np.concatenate([fold.train, fold.val])
+    past = windows.subset(knn_rows)  # the kNN's memory: see WalkForwardConfig.knn_memory
+    if log:
+        log(_fold_line(windows.end_time, k, fold, n_folds))
+    if "buy_and_hold" in want:
+        pieces["buy_and_hold"] = BuyAndHoldStrategy().positions(times)
+    if "momentum" in want:
+        pieces["momentum"] = MomentumStrategy(cfg.momentum_lookback).positions(ohlcv["close"], times)
+    if want & {"knn_analog", "knn_similarity"}:
+        knn = KNNAnalogForecaster(k=cfg.knn_k, lookback=cfg.knn_lookback).fit(past)
+        p_train = knn.predict(windows.subset(fold.train))
+        p_test = knn.predict(test)
+        preds["knn_analog"] = p_test.assign(fold=k)
+        if "knn_analog" in want:
+            pieces["knn_analog"] = ForecastStrategy().calibrate(p_train).positions(p_test)
+        if "knn_similarity" in want:
+            similarity = HistoricalSimilarityStrategy(*cfg.similarity_thresholds, min_neighbors=1)
+            pieces["knn_similarity"] = similarity.positions(p_test)
+    for use_memory in (False, True):
+        names = [s for s, needs in _NEEDS_MODEL.items() if needs == use_memory and s in want]
+        if not names:
+            continue
+        model_name = "memory_transformer" if use_memory else "transformer"
+        trainer, history = _train(windows, fold, cfg, use_memory, scaler)
+        histories[(k, model_name)] = history
+        p_train = trainer.predict(windows.subset(fold.train))
+        p_test = trainer.predict(test)
+        preds[model_name] = p_test.assign(fold=k)
+        if model_name in want:
+            pieces[model_name] = ForecastStrategy().calibrate(p_train).positions(p_test)
+        if "memory_agreement" in names:
+            pieces["memory_agreement"] = MemoryTradingStrategy().calibrate(p_train).positions(p_test)
+    return pieces, preds, histories
+
+
 def walk_forward_evaluate(
     ohlcv: pd.DataFrame,
     config: WalkForwardConfig | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    executor: Executor | None = None,
 ) -> WalkForwardResult:
     """Walk-forward comparison of every strategy in ``config.strategies`` on one price series.
 
     Every step is causal: features are trailing, the scaler and the models see only the fold's training
     period, the memories only hold windows whose outcomes were known at each query's time, and positions
     decided at a test bar's close earn the next bar. Returns a :class:`WalkForwardResult`.
-    """
-    from tqdm.auto import tqdm
 
+    ``executor``: where the folds run. ``None`` (default) runs them one after another here; any
+    ``concurrent.futures.Executor`` runs them side by side: a ``ProcessPoolExecutor`` on this machine's
+    cores, or a Dask cluster's ``client.get_executor()`` (:func:`course_lib.parallel.dask_executor`).
+    Each fold is a self-contained, seeded task that runs with this process's torch thread count, so the
+    result is bit-identical to the serial run (for the best speed-up on a pool, call
+    ``torch.set_num_threads(1)`` first: each worker then uses one core). The
+    progress bar advances as folds finish; ``log`` lines are printed as folds start (serial) or all at
+    submission (executor).
+    """
     cfg = config or WalkForwardConfig()
     features = compute_features(ohlcv, cfg.feature_config)
     target = forward_log_return(ohlcv["close"], cfg.horizon).reindex(features.index)
@@ -200,51 +281,22 @@ def walk_forward_evaluate(
     folds = walk_forward_folds(
         n, cfg.n_folds, min_train=train_size, val_size=val_size, gap=gap, expanding=cfg.expanding
     )
-    want = set(cfg.strategies)
+    threads = torch.get_num_threads()  # every fold runs with the caller's torch threads: same rounding anywhere
+    tasks = [(ohlcv, features, target, raw.end_pos, k, fold, len(folds), cfg, log if executor is None else None,
+              threads) for k, fold in enumerate(folds)]
+    if executor is not None and log:
+        for k, fold in enumerate(folds):
+            log(_fold_line(raw.end_time, k, fold, len(folds)) + " (on the executor)")
+    outs = run_tasks(_evaluate_fold, tasks, executor=executor, progress=progress, desc="walk-forward folds")
     pieces: dict[str, list[pd.Series]] = {s: [] for s in cfg.strategies}
     preds: dict[str, list[pd.DataFrame]] = {}
     histories: dict[tuple[int, str], pd.DataFrame] = {}
-    momentum = MomentumStrategy(cfg.momentum_lookback)
-    similarity = HistoricalSimilarityStrategy(*cfg.similarity_thresholds, min_neighbors=1)
-    bar = tqdm(list(enumerate(folds)), desc="walk-forward folds", disable=not progress, leave=False)
-    for k, fold in bar:
-        windows, scaler = _fold_windows(features, target, raw.end_pos, fold, cfg)
-        test = windows.subset(fold.test)
-        times = pd.DatetimeIndex(test.end_time, name="time")
-        knn_rows = fold.train if cfg.knn_memory == "train" else np.concatenate([fold.train, fold.val])
-        past = windows.subset(knn_rows)  # the kNN's memory: see WalkForwardConfig.knn_memory
-        if log:
-            first, last = windows.end_time[fold.train[0]], windows.end_time[fold.train[-1]]
-            log(f"fold {k + 1}/{len(folds)}: train {first}..{last}, test {times[0]}..{times[-1]}")
-        if "buy_and_hold" in want:
-            pieces["buy_and_hold"].append(BuyAndHoldStrategy().positions(times))
-        if "momentum" in want:
-            pieces["momentum"].append(momentum.positions(ohlcv["close"], times))
-        if want & {"knn_analog", "knn_similarity"}:
-            knn = KNNAnalogForecaster(k=cfg.knn_k, lookback=cfg.knn_lookback).fit(past)
-            p_train = knn.predict(windows.subset(fold.train))
-            p_test = knn.predict(test)
-            preds.setdefault("knn_analog", []).append(p_test.assign(fold=k))
-            if "knn_analog" in want:
-                pieces["knn_analog"].append(ForecastStrategy().calibrate(p_train).positions(p_test))
-            if "knn_similarity" in want:
-                pieces["knn_similarity"].append(similarity.positions(p_test))
-        for use_memory in (False, True):
-            names = [s for s, needs in _NEEDS_MODEL.items() if needs == use_memory and s in want]
-            if not names:
-                continue
-            model_name = "memory_transformer" if use_memory else "transformer"
-            trainer, history = _train(windows, fold, cfg, use_memory, scaler)
-            histories[(k, model_name)] = history
-            p_train = trainer.predict(windows.subset(fold.train))
-            p_test = trainer.predict(test)
-            preds.setdefault(model_name, []).append(p_test.assign(fold=k))
-            if model_name in want:
-                pieces[model_name].append(ForecastStrategy().calibrate(p_train).positions(p_test))
-            if "memory_agreement" in names:
-                strat = MemoryTradingStrategy().calibrate(p_train)
-                pieces["memory_agreement"].append(strat.positions(p_test))
-    bar.close()
+    for fold_pieces, fold_preds, fold_histories in outs:  # task order = fold order, whatever finished first
+        for name, piece in fold_pieces.items():
+            pieces[name].append(piece)
+        for name, frame in fold_preds.items():
+            preds.setdefault(name, []).append(frame)
+        histories.update(fold_histories)
 
     positions = {s: pd.concat(v).sort_index() for s, v in pieces.items() if v}
     bt = Backtester(cfg.backtest)
