@@ -38,6 +38,8 @@ __all__ = ["CausalFilter", "HNSWIndex", "IVFIndex", "faiss_available", "recall_a
 _NEG = float("-inf")
 _BLOCK = 32
 _TWO_STAGE_MIN = 32_768  # below this many entries a single top-k is as fast (measured)
+_TIME_BLOCKS = 32  # causal ANN: the index ids are cut into this many time blocks (see _FaissANN.search)
+_TIME_BLOCK_MIN = 4096  # ... of at least this many ids (the partial block is searched exactly)
 _FAISS_BLAS_MIN_BATCH = 16  # faiss's own default switches to BLAS only at 20 (faiss < 1.8) or 128,000 queries
 
 
@@ -299,7 +301,9 @@ class _FaissANN:
     cost (no O(M) bitmap per query, no over-fetch, never fewer than k eligible neighbours when they exist).
     The search effort grows with the share of entries a query may not see (``nprobe`` / ``efSearch``
     divided by the visible share), so a query early in time is as thorough among what it may see as one
-    that sees everything. Queries with the same visible range share one faiss call.
+    that sees everything. To batch a training-like mix of times, the ids are cut into at most 32 time
+    blocks: each query sends the blocks it may fully see to the index, in one faiss call shared by every
+    query with the same number of full blocks, and searches the one block it may partly see exactly.
 
     Entries usually arrive in time order, so new entries get the next ids; an entry that arrives out of
     order (``available_at`` earlier than some indexed entry) makes the next search renumber the index.
@@ -338,22 +342,49 @@ class _FaissANN:
             d, i = self._search(queries, min(k, n))
             return self._finish_ids(d, i, k)
         pos_avail = self._ordered_avail(avail)
+        n_ids = len(self.pos_slot)
         live_cum = np.concatenate([[0], np.cumsum(self.pos_slot >= 0)])
         ranks = np.searchsorted(pos_avail, filt.as_of, side="right")  # ids [0, r) are visible
         n_live = int(live_cum[-1])
+        # time blocks: ids [0, full) go to the index in one batched call per distinct ``full``, the partial
+        # block [full, r) (at most ``block`` ids) is searched exactly; at most n/block index calls per batch
+        block = max(_TIME_BLOCK_MIN, -(-n_ids // _TIME_BLOCKS))
+        full = np.where(ranks >= n_ids, n_ids, ranks // block * block)
         scores = np.empty((nq, k), np.float32)
         slots = np.empty((nq, k), np.int64)
-        uniq, inv = np.unique(ranks, return_inverse=True)
-        for g, r in enumerate(uniq):
+        uniq, inv = np.unique(full, return_inverse=True)
+        for g, f in enumerate(uniq):
             rows = np.flatnonzero(inv == g)
-            visible = int(live_cum[r])
-            if visible == 0:
+            qs = np.ascontiguousarray(queries[rows])
+            parts_s, parts_i = [], []
+            visible = int(live_cum[f])
+            if visible:
+                effort = n_live / visible  # search harder when much is hidden: same work among the visible
+                d, i = self._search(qs, min(k, visible), None if f >= n_ids else (0, int(f)), effort)
+                ps, pi = self._finish_ids(d, i, k)
+                parts_s.append(ps)
+                parts_i.append(pi)
+            top = int(ranks[rows].max())
+            if top > f:  # the partial block, exactly, each query up to its own rank
+                ids = np.arange(f, top)
+                sl = self.pos_slot[f:top]
+                ok = sl >= 0
+                ids, sl = ids[ok], sl[ok]
+                sc = qs @ keys[sl].T
+                sc[ids[None, :] >= ranks[rows, None]] = _NEG
+                kk = min(k, len(sl))
+                if kk:
+                    part = np.argpartition(-sc, kk - 1, axis=1)[:, :kk] if kk < len(sl) else \
+                        np.broadcast_to(np.arange(len(sl)), sc.shape)
+                    parts_s.append(np.take_along_axis(sc, part, 1).astype(np.float32))
+                    parts_i.append(sl[part])
+            if not parts_s:
                 scores[rows], slots[rows] = _NEG, -1
                 continue
-            effort = n_live / visible  # search harder when much is hidden: same work among the visible
-            d, i = self._search(np.ascontiguousarray(queries[rows]), min(k, visible),
-                                None if r >= len(self.pos_slot) else (0, int(r)), effort)
-            scores[rows], slots[rows] = self._finish_ids(d, i, k)
+            cs, ci = np.concatenate(parts_s, 1), np.concatenate(parts_i, 1)
+            ci = np.where(np.isneginf(cs), -1, ci)
+            order = np.argsort(-cs, axis=1, kind="stable")[:, :k]
+            scores[rows], slots[rows] = _pad(np.take_along_axis(cs, order, 1), np.take_along_axis(ci, order, 1), k)
         return _finish(scores, slots)
 
     def _finish_ids(self, d: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
