@@ -57,3 +57,28 @@ def test_q3_lagged_returns():
     assert "look-ahead" in ex.q3.evaluate(lookahead).message
     assert "TURNOVER" in ex.q3.evaluate(cost_on_position).message
     assert ex.q3.evaluate(lambda p, r, b: ____).status == "not attempted"
+
+
+# --- q4, q5: the cost experiment (truth recomputed, tolerant, nothing revealed) ----------------------------------
+def _sharpe_lost(lookback):
+    import course_lib as cl
+
+    prices = cl.load_sample("sp500")
+    pos = cl.MomentumStrategy(lookback).positions(prices["close"])
+    s = [cl.Backtester(cl.BacktestConfig(cost_bps=c, n_boot=0)).run(pos, prices).metrics["sharpe"] for c in (0, 10)]
+    return s[0] - s[1]
+
+
+def test_q4_q5_cost_experiment():
+    import re
+
+    lost = {lb: _sharpe_lost(lb) for lb in (5, 20, 60)}
+    assert ex.q4.evaluate(lost[5]).passed
+    assert ex.q4.evaluate(lost[5] - 0.008).passed
+    assert "can only lower" in ex.q4.evaluate(-lost[5]).message
+    wrong = ex.q4.evaluate(lost[20])  # the 20-bar strategy's loss is not the 5-bar one's
+    assert wrong.status == "incorrect" and not re.search(r"\d\.\d", wrong.message)
+    right = {5: "a", 20: "b", 60: "c"}[min(lost, key=lost.get)]
+    assert ex.q5.evaluate(right).passed
+    assert all(ex.q5.evaluate(x).status == "incorrect" for x in "abcd" if x != right)
+    assert ex.q4.evaluate().status == "not attempted" and ex.q5.evaluate().status == "not attempted"

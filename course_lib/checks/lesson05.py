@@ -1,14 +1,17 @@
-"""Checks for exercises/05_backtesting: Sharpe with the right annualisation, max drawdown, one-bar-lag P&L.
+"""Checks for exercises/05_backtesting: Sharpe with the right annualisation, max drawdown, one-bar-lag P&L,
+and an experiment on what costs do to strategies that trade at different speeds.
 
 Each checker runs the learner's function on series it builds here (seeded), compares with
 :mod:`course_lib.metrics` / :func:`course_lib.simulate`, and recognises the classic mistakes (252 for hourly
 bars, summing instead of compounding, trading on the same bar's return, charging costs on the position
-instead of on turnover) to say which one was made, without printing the expected numbers.
+instead of on turnover) to say which one was made, without printing the expected numbers. The experiment tasks
+(q4, q5) re-run the same backtests here and compare.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -17,8 +20,9 @@ import pandas as pd
 from ..backtest import simulate
 from ..exercise import CheckFailed, Task, _PlaceholderReturned, call_answer
 from ..metrics import max_drawdown, sharpe_ratio
+from ._common import choice_checker, format_options, numeric_checker
 
-__all__ = ["q1", "q2", "q3"]
+__all__ = ["q1", "q2", "q3", "q4", "q5"]
 
 
 def _call(func: Any, *args: Any) -> Any:
@@ -85,10 +89,16 @@ def _check_sharpe(func: Any) -> None:
 
 q1 = Task(
     "lesson05.q1",
-    "Write annualised_sharpe(returns): Sharpe of per-bar returns, annualised for the bar frequency of the index.",
+    "Write annualised_sharpe(returns): a risk-adjusted return per year that can be compared across markets whose "
+    "bars come at different frequencies (weekday daily, every-day daily, hourly), read from the returns' timestamps.",
     _check_sharpe,
-    hint="P = cl.periods_per_year(returns.index) gives 252 for weekday daily bars, 365 for crypto, 8760 for hourly "
-    "crypto. Then mean / std(ddof=1) * sqrt(P).",
+    hint=(
+        "Over N independent bars the mean return grows like N, its standard deviation like the square root of N: "
+        "what does that do to their ratio?",
+        "Divide the mean per-bar return by its sample standard deviation and scale by the square root of the "
+        "number of bars in a year. That number depends on the market: the library's periods-per-year helper reads "
+        "it from the index, and hourly bars are not two hundred and fifty-two a year.",
+    ),
     solution="def annualised_sharpe(returns):\n    P = cl.periods_per_year(returns.index)\n"
     "    return returns.mean() / returns.std(ddof=1) * np.sqrt(P)",
 )
@@ -128,10 +138,14 @@ def _check_drawdown(func: Any) -> None:
 
 q2 = Task(
     "lesson05.q2",
-    "Write max_drawdown(returns): the worst fall of the equity curve from its running peak (negative fraction).",
+    "Write max_drawdown(returns): the worst fall of the compounded equity curve from its highest point so far, as "
+    "a negative fraction, where the starting capital counts as the first peak.",
     _check_drawdown,
-    hint="equity = np.cumprod(1 + returns); the peak must start at 1 (the initial capital): "
-    "peak = np.maximum.accumulate(np.maximum(equity, 1.0)); answer = min(equity / peak - 1).",
+    hint=(
+        "Equity compounds: how do per-bar returns become an equity curve that starts at one?",
+        "Multiply up one plus each return, keep a running maximum that never falls below the starting equity of "
+        "one, divide the equity by that running peak, subtract one and take the smallest value.",
+    ),
     solution="def max_drawdown(returns):\n    equity = np.cumprod(1 + returns)\n"
     "    peak = np.maximum.accumulate(np.maximum(equity, 1.0))\n    return (equity / peak - 1).min()",
 )
@@ -189,13 +203,100 @@ def _check_strategy_returns(func: Any) -> None:
 
 q3 = Task(
     "lesson05.q3",
-    "Write strategy_returns(positions, asset_returns, cost_bps): net per-bar returns with a one-bar lag and costs "
-    "on turnover.",
+    "Write strategy_returns(positions, asset_returns, cost_bps): the net per-bar returns of a strategy whose "
+    "position is decided at each close; a position earns only what happens after it was decided, and every change "
+    "of position pays cost_bps basis points of the amount traded.",
     _check_strategy_returns,
-    hint="held = positions.shift(1).fillna(0); turnover = positions.diff().abs() with the first entry "
-    "|positions[0]|; net = held * asset_returns - cost_bps / 10_000 * turnover.",
+    hint=(
+        "At the close of bar t you know the decision: which bar's return can it still earn, and what does "
+        "holding (as opposed to trading) cost?",
+        "Shift the positions by one bar so each bar earns the position decided at the previous close (nothing is "
+        "held on the first bar), multiply by the asset returns, and subtract the cost rate (basis points over ten "
+        "thousand) times the absolute change of position, counting the first position as a trade from flat.",
+    ),
     solution="def strategy_returns(positions, asset_returns, cost_bps):\n"
     "    held = positions.shift(1).fillna(0.0)\n"
     "    turnover = positions.diff().fillna(positions.iloc[0]).abs()\n"
     "    return held * asset_returns - cost_bps / 10_000 * turnover",
+)
+
+
+# --- q4, q5: experiment - what costs do to fast and slow strategies --------------------------------------------
+LOOKBACKS = (5, 20, 60)
+
+
+@lru_cache(maxsize=1)
+def _cost_study() -> dict[int, float]:
+    """Sharpe lost between 0 and 10 bps of cost, per momentum lookback, on the bundled S&P 500."""
+    from ..backtest import BacktestConfig, Backtester
+    from ..data import load_sample
+    from ..strategies import MomentumStrategy
+
+    prices = load_sample("sp500")
+    lost = {}
+    for lookback in LOOKBACKS:
+        pos = MomentumStrategy(lookback).positions(prices["close"])
+        sharpe = [Backtester(BacktestConfig(cost_bps=c, n_boot=0)).run(pos, prices).metrics["sharpe"] for c in (0, 10)]
+        lost[lookback] = float(sharpe[0] - sharpe[1])
+    return lost
+
+
+def _cost_mistakes(got: float) -> str | None:
+    if got < 0 and abs(got + _cost_study()[5]) < 0.01:
+        return "costs can only lower the Sharpe ratio: report the Sharpe at 0 bps minus the Sharpe at 10 bps."
+    return None
+
+
+q4 = Task(
+    "lesson05.q4",
+    "Experiment: backtest a 5-bar momentum strategy on the bundled S&P 500 (all bars, no bootstrap) at 0 and at 10 "
+    "bps of cost and report how much Sharpe ratio the costs take away (Sharpe at 0 bps minus Sharpe at 10 bps).",
+    numeric_checker(lambda: _cost_study()[5], "the Sharpe lost to 10 bps of cost", abs_tol=0.01,
+                    mistakes=_cost_mistakes),
+    hint=(
+        "Keep the positions fixed and change only the cost setting of the backtest.",
+        "Compute the momentum positions once, run the course backtester with a cost of zero and with ten basis "
+        "points (bootstrap switched off, it is not needed here), read the Sharpe ratio from each result's metrics "
+        "and subtract; the library's cost-sensitivity table does the same runs in one call.",
+    ),
+    solution=(
+        "prices = cl.load_sample('sp500')\n"
+        "def sharpe_lost(lookback):\n"
+        "    pos = cl.MomentumStrategy(lookback).positions(prices['close'])\n"
+        "    s = [cl.Backtester(cl.BacktestConfig(cost_bps=c, n_boot=0)).run(pos, prices).metrics['sharpe']\n"
+        "         for c in (0, 10)]\n"
+        "    return s[0] - s[1]\n\n"
+        "lost_5 = sharpe_lost(5)"
+    ),
+)
+
+_COST_OPTIONS = {
+    "a": "the 5-bar momentum strategy",
+    "b": "the 20-bar momentum strategy",
+    "c": "the 60-bar momentum strategy",
+    "d": "all three lose about the same (within 0.05 of each other)",
+}
+
+
+def _cost_truth() -> str:
+    lost = _cost_study()
+    if max(lost.values()) - min(lost.values()) < 0.05:
+        return "d"
+    return {5: "a", 20: "b", 60: "c"}[min(lost, key=lost.get)]
+
+
+q5 = Task(
+    "lesson05.q5",
+    "Interpret: repeat with lookbacks of 5, 20 and 60 bars. Which strategy loses the LEAST Sharpe ratio to the same "
+    "10 bps? " + format_options(_COST_OPTIONS),
+    choice_checker(_COST_OPTIONS, _cost_truth, "the strategy least hurt by costs"),
+    hint=(
+        "Costs are charged on trading, not on holding: which strategy changes its position least often?",
+        "Measure the lost Sharpe for each lookback as in the previous task and compare; then look at each "
+        "backtest's mean turnover to explain the order you found.",
+    ),
+    solution=(
+        "lost = {lb: sharpe_lost(lb) for lb in (5, 20, 60)}\n"
+        "answer = {5: 'a', 20: 'b', 60: 'c'}[min(lost, key=lost.get)]"
+    ),
 )
