@@ -9,9 +9,9 @@ its own ``[low, high]`` (both feeds publish a few) gets its high/low widened to 
 :class:`course_lib.DataWarning`; a cache file that still cannot be read back is skipped with a warning that
 names it and the reason.
 
-Why so much care for "just download prices"? The reference chapter fetched Bybit klines once with
-``limit=1000``: anything longer than 1,000 bars was silently truncated, a rate-limit reply crashed the run,
-and an error reply (``retCode != 0``) was parsed as if it were data. Here:
+Why so much care for "just download prices"? A naive loader fetches Bybit klines once with
+``limit=1000``: anything longer than 1,000 bars is silently truncated, a rate-limit reply crashes the run,
+and an error reply (``retCode != 0``) is parsed as if it were data. Here:
 
 * Bybit requests are split into chunks of at most 1,000 candles and paged, then merged oldest-first with
   duplicates removed; the still-forming newest candle is dropped (its close is not final yet);

@@ -6,7 +6,7 @@ Shape of the model (``B`` windows of ``S`` bars with ``F`` features, width ``D``
       -> encoder layers: [pre-norm local self-attention (+ kNN memory attention, fused) ] + feed-forward
       -> last token (B, D) -> heads: regression (return), direction (down/flat/up), portfolio (tanh position)
 
-Design decisions the reference chapter gets wrong and this module gets right:
+Design decisions a naive implementation gets wrong and this module gets right:
 
 * **One key definition.** The vector that *searches* the memory and the vector that is *stored* in it are
   the same function of a window: the last token's hidden state at the input of the first memory layer,
@@ -476,7 +476,7 @@ class MemoryEncoderLayer(nn.Module):
         return out.transpose(1, 2)
 
     def _joint(self, q, k, v, query, mem) -> tuple[torch.Tensor, dict]:
-        """One softmax over [S local keys; k memory keys] per position (seed 004's memory-augmented attention)."""
+        """One softmax over [S local keys; k memory keys] per position (memory and local context compete in one attention, as in Memorizing Transformers)."""
         info: dict[str, torch.Tensor] = {}
         mk, mv = self.memory.project(mem)  # B,H,Q,k,dh
         local_logits = q @ k.transpose(-1, -2) / math.sqrt(self.dh)  # B,H,S,S'

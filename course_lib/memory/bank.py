@@ -1,7 +1,7 @@
 """The external memory bank: a preallocated ring buffer of unit keys, values and metadata, searched by
 cosine similarity with a causal ``as_of`` filter.
 
-Why it looks like this (the reference chapter's bugs, fixed):
+Why it looks like this (the usual bugs of a homemade kNN memory, fixed):
 
 * ``add`` writes a batch into preallocated arrays with one vectorised assignment: amortised O(batch), no
   index rebuild and no Python loop per row.

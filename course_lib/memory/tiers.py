@@ -1,4 +1,4 @@
-"""A hot / warm / cold tiered key store (the K/V-cache layout of seed 004), searched as one memory.
+"""A hot / warm / cold tiered key store (the hot/warm/cold layout of a K/V cache), searched as one memory.
 
 * hot: float32 in RAM, the entries retrieved most recently (fast, exact);
 * warm: int8-quantised in RAM (4x smaller; a per-row scale keeps the rounding error about 0.4% of a
