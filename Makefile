@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # wheels). For a small CPU-only install: make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: install course test unit notebooks lab lint bench lock clean
+.PHONY: install course test unit notebooks lab lint bench lock clean compat
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11, 5))' || { \
@@ -44,6 +44,28 @@ lab: install
 
 bench: install
 	for f in benchmarks/bench_*.py; do $(PY) $$f; done
+
+## The oldest versions pyproject.toml allows, in a separate venv (what a learner on Colab or an old env may have):
+## unit tests, lessons 01-02 with small parameters, and lesson 01's Colab setup cell run as Colab would.
+## torch stays at 2.13.0 (the only torch wheel available offline), see tests/compat/oldest_constraints.py.
+COMPAT_VENV := build/venv-compat
+COMPAT_PY   := $(COMPAT_VENV)/bin/python
+compat:
+	test -x $(COMPAT_PY) || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_PY) -m pip install --quiet --upgrade pip
+	$(COMPAT_PY) tests/compat/oldest_constraints.py > $(COMPAT_VENV)/oldest.txt
+	$(COMPAT_PY) -m pip install --quiet -c $(COMPAT_VENV)/oldest.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch
+	$(COMPAT_PY) -m pip install --quiet -c $(COMPAT_VENV)/oldest.txt -e ".[dev]"
+	$(COMPAT_PY) tests/compat/oldest_constraints.py --verify
+	$(COMPAT_PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	# deselected: the lock check (this venv is not the lock, on purpose) and a precondition that only pandas 3 meets
+	$(COMPAT_PY) -m pytest -n 2 -p no:cacheprovider tests -m "not notebooks" \
+	  --deselect tests/test_environment.py::test_running_interpreter_matches_lock \
+	  --deselect tests/test_windows.py::test_make_windows_layout_and_times
+	JUPYTER_PATH=$(COMPAT_VENV)/share/jupyter $(COMPAT_PY) -c 'import sys, jupyter_client.kernelspec as k; \
+	  p = k.KernelSpecManager().get_kernel_spec("python3").argv[0]; sys.exit(0 if p.startswith(sys.prefix) else f"kernel {p} is not this venv")'
+	JUPYTER_PATH=$(COMPAT_VENV)/share/jupyter $(COMPAT_PY) -m course_lib.notebook_runner --out build/compat --small 01_ 02_
+	$(COMPAT_PY) tests/compat/colab_setup_check.py notebooks/01_data_preparation.ipynb
 
 lock:
 	$(PIP) freeze --exclude-editable | sed 's/+cpu//' > $(LOCK).new && mv $(LOCK).new $(LOCK)
