@@ -88,7 +88,12 @@ def ref_total(r):
 
 def ref_cagr(r, p):
     g = ref_total(r) + 1.0
-    return -1.0 if g <= 0 else g ** (p / len(r)) - 1.0
+    if g <= 0:
+        return -1.0
+    try:
+        return g ** (p / len(r)) - 1.0
+    except OverflowError:  # e.g. +50% in 2 hourly bars, annualised: beyond float range
+        return float("inf")
 
 
 def ref_rf_bar(rf, p):
