@@ -20,20 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import Phase, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 import course_lib as cl
-
-
-def known_defect(reason: str):
-    """xfail (not strict: the fix may land any time) without shrinking (a known failure needs no minimal
-    example, and shrinking one costs seconds of CI)."""
-    def mark(test):
-        test = settings(phases=[Phase.explicit, Phase.reuse, Phase.generate])(test)
-        return pytest.mark.xfail(reason=reason, strict=False)(test)
-    return mark
-
 
 LAYOUTS = ("iso", "yahoo", "epoch_newest_first", "semicolon", "bybit_headerless")
 
@@ -262,13 +252,12 @@ def test_local_midnight_daily_file_keeps_its_dates_with_a_partial_last_row(seed,
     assert (out.index[:-1] == df.index[:-1]).all()
 
 
-@known_defect("new defect (not in issue 10): a non-finite or out-of-range epoch time in the last row becomes NaT, "
-              "and validate_ohlcv's order check then overflows (int64 diff) and raises IndexError, not DataError")
 @given(st.integers(0, 2**31), st.integers(3, 20), st.sampled_from(["inf", "-inf", "1e400", "1e30", "-1e30", "1e19"]),
        st.sampled_from([0, -1, 1]), st.booleans())
 def test_non_finite_epoch_time_is_a_data_error(seed, n, bad, where, newest_first):
     """Epoch-millisecond files (Bybit): a time that is not a finite, representable number is refused with a
-    DataError naming the row, wherever the row is."""
+    DataError naming the row, wherever the row is (found by these properties: in the last row it was an
+    IndexError from an overflowing order check)."""
     df = random_bars(seed, n, "h")
     rows, sep, header = render(df, "epoch_newest_first")
     if not newest_first:

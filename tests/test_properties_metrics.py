@@ -15,22 +15,12 @@ import statistics
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import Phase, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import course_lib as cl
 
 REL = 1e-9
-
-
-def known_defect(reason: str):
-    """xfail (not strict: the fix may land any time) without shrinking: a known failure needs no minimal
-    example, and shrinking one costs seconds of CI per test."""
-    def mark(test):
-        test = settings(phases=[Phase.explicit, Phase.reuse, Phase.generate])(test)
-        return pytest.mark.xfail(reason=reason, strict=False)(test)
-    return mark
-
 ABS = 1e-12
 
 
@@ -311,11 +301,10 @@ def test_a_total_loss_bar_ruins_the_strategy(r, at):
     assert cl.max_drawdown(a) == pytest.approx(-1.0)
 
 
-@known_defect("new defect (not in issue 10): a constant non-zero return series has a floating-point spread of "
-              "~1e-17, so sharpe_ratio returns ~1e16 instead of NaN (zero spread)")
 @given(st.sampled_from([0.1, 0.3, -0.07, 0.001, 1 / 3]), st.integers(2, 50))
 def test_constant_returns_have_no_sharpe(c, n):
-    """The docstring's promise: zero spread gives NaN, not an infinite (or 1e16) Sharpe."""
+    """The docstring's promise: zero spread gives NaN, not an infinite (or 1e16) Sharpe (found by these
+    properties: a constant 0.1 has a rounding-sized spread of ~1e-17)."""
     r = np.full(n, c)
     assert math.isnan(cl.sharpe_ratio(r, 252.0))
     assert math.isnan(cl.compute_metrics(r, periods_per_year=252.0, n_boot=0)["sharpe"])
