@@ -346,7 +346,8 @@ def _distinct_top(scores: np.ndarray, pos: np.ndarray, k: int, exclusion: int) -
 def memory_windows(trainer: Any) -> WindowSet:
     """The windows a trained :class:`course_lib.MemoryTransformerTrainer` holds in its memory (its training
     windows, with their labels and times), to search with ``method="memory_keys"``."""
-    windows = getattr(trainer, "_mem_windows", None)
+    memory = getattr(trainer, "training_memory", None)
+    windows = None if memory is None else memory.windows
     if windows is None:
         raise ValueError("this trainer has no memory (trained with use_memory=False, or not fitted yet).")
     return windows
