@@ -491,3 +491,17 @@ def test_fresh_checkpoint_keys_leave_the_training_trajectory_alone(splits, tmp_p
         trainer = MemoryTransformerTrainer(mcfg(), tcfg(epochs=2, refresh_keys=False, checkpoint_dir=ckpt))
         runs.append(trainer.fit(splits.train, splits.val).drop(columns=["seconds", "samples_per_s"]))
     pd.testing.assert_frame_equal(runs[0], runs[1], check_exact=True)
+
+
+def test_comparison_on_an_executor_equals_the_serial_run(splits):
+    """The executor path (futures, results gathered in task order) gives the serial numbers exactly."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    kw = dict(seeds=(0, 1), n_boot=50, progress=False)
+    small = mcfg(n_layers=1)
+    serial = compare_memory_vs_local(splits.train, splits.val, splits.test, small, tcfg(epochs=1), **kw)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # one worker: torch's global RNG is not shared concurrently
+        pooled = compare_memory_vs_local(splits.train, splits.val, splits.test, small, tcfg(epochs=1),
+                                         executor=pool, **kw)
+    pd.testing.assert_frame_equal(serial.per_seed, pooled.per_seed)
+    pd.testing.assert_frame_equal(serial.summary, pooled.summary)

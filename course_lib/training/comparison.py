@@ -50,6 +50,7 @@ def compare_memory_vs_local(
     n_boot: int = 2000,
     block: int = 20,
     progress: bool = True,
+    executor: Any = None,
 ) -> MemoryComparison:
     """Train the model with and without memory (everything else equal) for each seed; compare out of sample.
 
@@ -57,38 +58,38 @@ def compare_memory_vs_local(
     early-stopping rule, and the test set is touched only once per trained model. ``subsets`` maps a name to
     a boolean mask over ``test`` (e.g. the windows right after a planted motif) to report accuracy there too.
     ``progress`` shows one bar over the ``2 * len(seeds)`` trainings (each training's own epoch bar follows
-    ``trainer_config.progress``).
+    ``trainer_config.progress``). ``executor``: ``None`` trains them one after the other; any
+    ``concurrent.futures.Executor`` (``course_lib.parallel.process_pool``, a Dask client's executor) trains
+    them side by side, with the same numbers (each runs seeded, with the caller's torch thread count).
     """
-    from tqdm.auto import tqdm
+    import torch
+
+    from ..parallel import run_tasks
 
     tcfg = trainer_config or TrainerConfig()
     subsets = subsets or {}
-    rows, preds = [], {}
     y = np.asarray(test.y, dtype=np.float64)
     # the windows direction_accuracy scores: the bootstrap must resample these, not all windows, or its
     # interval describes another sample than the point estimate it brackets
     scored = (y != 0) & np.isfinite(y)
-    correct = {"memory": [], "local": []}
-    bar = tqdm(total=2 * len(seeds), desc="seeds x arms", disable=not progress)
-    for seed in seeds:
+    threads = torch.get_num_threads()  # every arm trains with the caller's threads: same rounding anywhere
+    tasks = [(train, val, test, replace(model_config, use_memory=use), replace(tcfg, seed=seed), threads)
+             for seed in seeds for use in (True, False)]
+    preds_flat = run_tasks(_train_and_predict, tasks, executor=executor, progress=progress, desc="seeds x arms")
+    rows, preds = [], {}
+    correct: dict[str, list[np.ndarray]] = {"memory": [], "local": []}
+    for i, seed in enumerate(seeds):
         row: dict[str, Any] = {"seed": seed}
-        pair = []
-        for arm, use in (("memory", True), ("local", False)):
-            bar.set_postfix(seed=seed, arm=arm)
-            trainer = MemoryTransformerTrainer(replace(model_config, use_memory=use), replace(tcfg, seed=seed))
-            trainer.fit(train, val)
-            p = trainer.predict(test)
-            pair.append(p)
+        pair = preds_flat[2 * i : 2 * i + 2]
+        for arm, p in zip(("memory", "local"), pair):
             sig = p["direction_signal"].to_numpy()
             row[f"acc_{arm}"] = direction_accuracy(sig, y)
             row[f"ic_{arm}"] = information_coefficient(p["pred_return"].to_numpy(), y)
             for name, mask in subsets.items():
                 row[f"acc_{arm}_{name}"] = direction_accuracy(sig[mask], y[mask])
             correct[arm].append((np.sign(sig) == np.sign(y)).astype(float))
-            bar.update()
         preds[seed] = (pair[0], pair[1])
         rows.append(row)
-    bar.close()
     per_seed = pd.DataFrame(rows).set_index("seed")
     rng = np.random.default_rng(12345)
     d_all = np.mean(correct["memory"], axis=0) - np.mean(correct["local"], axis=0)
@@ -126,6 +127,23 @@ def _t_quantile(df: int, level: float = 0.95) -> float:
         return table[df]
     below = [k for k in table if k <= df]
     return table[max(below)] if below else 12.706
+
+
+def _train_and_predict(train: WindowSet, val: WindowSet, test: WindowSet, model_config: MemoryTransformerConfig,
+                       trainer_config: TrainerConfig, threads: int) -> pd.DataFrame:
+    """One arm of one seed: train, then predict the test windows (a task an executor can run anywhere)."""
+    import torch
+
+    old = torch.get_num_threads()
+    if threads and threads != old:
+        torch.set_num_threads(threads)
+    try:
+        trainer = MemoryTransformerTrainer(model_config, trainer_config)
+        trainer.fit(train, val)
+        return trainer.predict(test)
+    finally:
+        if threads and threads != old:
+            torch.set_num_threads(old)
 
 
 def motif_subsets(market: Any, windows: WindowSet, onset_bars: int = 3) -> dict[str, np.ndarray]:
