@@ -6,6 +6,7 @@ from .bank import ExternalMemoryBank, SearchResult
 from .config import BACKENDS, EVICTIONS, MemoryConfig
 from .embedding import WindowEmbedder
 from .eviction import sample_by_priority
+from .milvus import MilvusMemoryBank
 from .persistence import MemoryFileError
 from .tiers import TierConfig, TieredMemory, dequantize_int8, int8_recall, quantize_int8
 from .time_filter import NO_TIME_FILTER, MissingTimeError, query_times, to_ns
@@ -18,6 +19,7 @@ __all__ = [
     "ExternalMemoryBank",
     "MemoryConfig",
     "MemoryFileError",
+    "MilvusMemoryBank",
     "MissingTimeError",
     "NO_TIME_FILTER",
     "SearchResult",
