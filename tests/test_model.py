@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from course_lib.memory import NO_TIME_FILTER, ExternalMemoryBank, MemoryConfig, MissingTimeError
 from course_lib.model import (
     FUSIONS,
     GATES,
@@ -17,7 +18,6 @@ from course_lib.model import (
     _masked_softmax,
     encode_outcomes,
 )
-from course_lib.memory import NO_TIME_FILTER, ExternalMemoryBank, MemoryConfig, MissingTimeError
 
 B, S, F_IN = 4, 12, 5
 
