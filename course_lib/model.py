@@ -356,8 +356,155 @@ def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (e / e.sum(dim=-1, keepdim=True).clamp(min=1e-30)).to(dtype)
 
 
+def _split_heads(t: torch.Tensor, h: int) -> torch.Tensor:
+    """(B, S, D) -> (B, H, S, D/H)."""
+    b, s, d = t.shape
+    return t.view(b, s, h, d // h).transpose(1, 2)
+
+
+def _merge_heads(t: torch.Tensor) -> torch.Tensor:
+    """(B, H, S, dh) -> (B, S, H*dh)."""
+    b, h, s, dh = t.shape
+    return t.transpose(1, 2).reshape(b, s, h * dh)
+
+
+# --- fusion: how a memory layer combines local attention with what it read from memory -------------
+class Fusion(nn.Module):
+    """Base of the fusion strategies (one small class each, chosen by name with :func:`make_fusion`).
+
+    ``forward`` computes the local attention, reads the memory (cosine attention over the neighbours,
+    :class:`KNNMemoryAttention`) and hands both to :meth:`combine`, the one thing a strategy defines.
+    Returns the fused per-head output (B, H, S, dh) and diagnostics (``gate``: the share of memory).
+    """
+
+    def __init__(self, cfg: MemoryTransformerConfig):
+        super().__init__()
+        self.h, self.dh = cfg.n_heads, cfg.d_model // cfg.n_heads
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query: torch.Tensor,
+                mem: RetrievedMemory, memory: KNNMemoryAttention, dropout_p: float) -> tuple[torch.Tensor, dict]:
+        info: dict[str, torch.Tensor] = {}
+        local = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # B,H,S,dh
+        m, w = memory(query, mem)  # B,H,Q,dh ; B,H,Q,k
+        info["memory_weights"] = w.mean(dim=1)  # B,Q,k
+        has = mem.mask.any(dim=-1)  # B,Q: did this window find any neighbour?
+        m = m.expand(-1, -1, local.shape[2], -1) if m.shape[2] == 1 else m
+        has_s = has if has.shape[1] == local.shape[2] else has.expand(-1, local.shape[2])  # B,S
+        return self.combine(local, m, has_s, info), info
+
+    def combine(self, local: torch.Tensor, m: torch.Tensor, has: torch.Tensor, info: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class GatedFusion(Fusion):
+    """``g = sigmoid(W [local; memory] + b)`` per dimension; output ``(1 - g) * local + g * memory``."""
+
+    def __init__(self, cfg: MemoryTransformerConfig):
+        super().__init__(cfg)
+        d = cfg.d_model
+        self.gate = nn.Linear(2 * d, d)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.constant_(self.gate.bias, cfg.gate_bias)
+
+    def combine(self, local, m, has, info):
+        lm, mm = _merge_heads(local), _merge_heads(m)
+        g = torch.sigmoid(self.gate(torch.cat([lm, mm], dim=-1))) * has[..., None]  # B,S,D
+        info["gate"] = g.mean(dim=-1)  # B,S: share of memory
+        return _split_heads(lm * (1 - g) + mm * g, self.h)
+
+
+class HeadGateFusion(Fusion):
+    """One learned gate per head, independent of the content: ``g_h = sigmoid(b_h)``."""
+
+    def __init__(self, cfg: MemoryTransformerConfig):
+        super().__init__(cfg)
+        self.head_gate = nn.Parameter(torch.full((self.h,), float(cfg.gate_bias)))
+
+    def combine(self, local, m, has, info):
+        g = torch.sigmoid(self.head_gate)[None, :, None, None] * has[:, None, :, None]  # B,H,S,1
+        info["gate"] = g.mean(dim=1).squeeze(-1)
+        info["head_gate"] = torch.sigmoid(self.head_gate).detach()
+        return local * (1 - g) + m * g
+
+
+class ConcatFusion(Fusion):
+    """A linear map of ``[local; memory]`` (memory zeroed where nothing was found); no explicit gate."""
+
+    def __init__(self, cfg: MemoryTransformerConfig):
+        super().__init__(cfg)
+        self.mix = nn.Linear(2 * cfg.d_model, cfg.d_model)
+
+    def combine(self, local, m, has, info):
+        lm, mm = _merge_heads(local), _merge_heads(m) * has[..., None]
+        return _split_heads(self.mix(torch.cat([lm, mm], dim=-1)), self.h)
+
+
+class CrossAttentionFusion(Fusion):
+    """Each position's query attends over its two sources: the local context and the memory read-out."""
+
+    def __init__(self, cfg: MemoryTransformerConfig):
+        super().__init__(cfg)
+        d = cfg.d_model
+        self.src_q = nn.Linear(d, d)
+        self.src_k = nn.Linear(d, d, bias=False)  # a key bias cancels in the softmax
+        self.src_v = nn.Linear(d, d)
+
+    def combine(self, local, m, has, info):
+        lm, mm = _merge_heads(local), _merge_heads(m)
+        src = torch.stack([lm, mm], dim=2)  # B,S,2,D
+        b, s, _, d = src.shape
+        qq = self.src_q(lm).view(b, s, self.h, 1, self.dh)
+        kk = self.src_k(src).view(b, s, 2, self.h, self.dh).transpose(2, 3)  # B,S,H,2,dh
+        vv = self.src_v(src).view(b, s, 2, self.h, self.dh).transpose(2, 3)
+        logits = (qq * kk).sum(-1) / math.sqrt(self.dh)  # B,S,H,2
+        valid = torch.stack([torch.ones_like(has), has], dim=-1)[:, :, None, :]  # B,S,1,2
+        a = _masked_softmax(logits, valid)
+        info["gate"] = a[..., 1].mean(dim=-1)
+        out = (a.unsqueeze(-1) * vv).sum(dim=-2)  # B,S,H,dh
+        return out.transpose(1, 2)
+
+
+class JointSoftmaxFusion(Fusion):
+    """One softmax over [S local keys; k memory keys] per position: memory and local context compete in one
+    attention (as in Memorizing Transformers), so the share of memory is the attention mass it wins."""
+
+    def forward(self, q, k, v, query, mem, memory, dropout_p):
+        info: dict[str, torch.Tensor] = {}
+        mk, mv = memory.project(mem)  # B,H,Q,k,dh
+        local_logits = q @ k.transpose(-1, -2) / math.sqrt(self.dh)  # B,H,S,S'
+        # a position's memory query = its attention query plus the window's retrieval query (same key space
+        # as the search, so the key projection learns too); a later memory layer uses its own hidden state
+        b, qn_ = query.shape[:2]
+        qm = memory.q_proj(query).view(b, qn_, self.h, self.dh).transpose(1, 2)  # B,H,Q,dh
+        qn = F.normalize(q + qm, dim=-1).unsqueeze(-2)  # B,H,S,1,dh
+        mem_logits = (qn @ mk.transpose(-1, -2)).squeeze(-2) * memory.scale  # B,H,S,k
+        logits = torch.cat([local_logits, mem_logits], dim=-1)
+        s_len = q.shape[2]
+        mmask = mem.mask[:, None]  # B,1,Q,k
+        mmask = mmask.expand(-1, 1, s_len, -1) if mmask.shape[2] == 1 else mmask
+        mask = torch.cat([torch.ones_like(local_logits[:, :1], dtype=torch.bool), mmask], dim=-1)
+        a = _masked_softmax(logits, mask)
+        if dropout_p > 0:
+            a = F.dropout(a, dropout_p)
+        n_loc = k.shape[2]
+        out = a[..., :n_loc] @ v + (a[..., n_loc:].unsqueeze(-2) @ mv).squeeze(-2)
+        am = a[..., n_loc:]
+        info["gate"] = am.sum(-1).mean(dim=1)  # B,S: attention mass on memory
+        am32 = am.float()  # float32: a 1e-30 floor is 0 in float16, and 0/0 would be NaN for an empty memory
+        info["memory_weights"] = (am32 / am32.sum(-1, keepdim=True).clamp(min=1e-30)).mean(dim=1).to(am.dtype)  # B,S,k
+        return out, info
+
+
+def make_fusion(cfg: MemoryTransformerConfig) -> Fusion:
+    """The fusion module ``cfg.fusion`` (and, for ``"gated"``, ``cfg.gate``) names."""
+    if cfg.fusion == "gated":
+        return GatedFusion(cfg) if cfg.gate == "content" else HeadGateFusion(cfg)
+    return {"concat": ConcatFusion, "cross_attention": CrossAttentionFusion, "joint": JointSoftmaxFusion}[cfg.fusion](cfg)
+
+
 class MemoryEncoderLayer(nn.Module):
-    """Pre-norm encoder layer; with memory, the local attention and kNN attention are fused.
+    """Pre-norm encoder layer; with memory, the local attention and kNN attention are fused
+    (:attr:`fusion`, one of the :class:`Fusion` strategies).
 
     ``forward`` returns the new hidden states and a dict of diagnostics (gate, memory weights).
 
@@ -381,29 +528,9 @@ class MemoryEncoderLayer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.norm2 = nn.LayerNorm(d)
         self.ff = nn.Sequential(nn.Linear(d, cfg.d_ff), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.d_ff, d))
-        if not with_memory:
-            return
-        self.memory = KNNMemoryAttention(cfg, query_dim=d if self.own_query else None)
-        if cfg.fusion == "gated" and cfg.gate == "content":
-            self.gate = nn.Linear(2 * d, d)
-            nn.init.zeros_(self.gate.weight)
-            nn.init.constant_(self.gate.bias, cfg.gate_bias)
-        elif cfg.fusion == "gated":
-            self.head_gate = nn.Parameter(torch.full((self.h,), float(cfg.gate_bias)))
-        elif cfg.fusion == "concat":
-            self.mix = nn.Linear(2 * d, d)
-        elif cfg.fusion == "cross_attention":
-            self.src_q = nn.Linear(d, d)
-            self.src_k = nn.Linear(d, d, bias=False)  # a key bias cancels in the softmax
-            self.src_v = nn.Linear(d, d)
-
-    def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        b, s, _ = t.shape
-        return t.view(b, s, self.h, self.dh).transpose(1, 2)
-
-    def _merge(self, t: torch.Tensor) -> torch.Tensor:
-        b, h, s, dh = t.shape
-        return t.transpose(1, 2).reshape(b, s, h * dh)
+        if with_memory:
+            self.memory = KNNMemoryAttention(cfg, query_dim=d if self.own_query else None)
+            self.fusion = make_fusion(cfg)
 
     def forward(
         self,
@@ -429,78 +556,35 @@ class MemoryEncoderLayer(nn.Module):
             if mem is not None:
                 mem = mem.last()
                 query = query[:, -1:]
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        use_mem = self.with_memory and mem is not None
+        q, k, v = _split_heads(q, self.h), _split_heads(k, self.h), _split_heads(v, self.h)
         p = self.cfg.attn_dropout if self.training else 0.0
-        if use_mem and self.cfg.fusion == "joint":
-            fused, info = self._joint(q, k, v, query, mem)
+        if self.with_memory and mem is not None:
+            fused, info = self.fusion(q, k, v, query, mem, self.memory, p)
         else:
-            local = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # B,H,S,dh
-            fused = local if not use_mem else self._fuse(local, query, mem, info)
-        x = x + self.drop(self.out(self._merge(fused)))
+            fused = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # B,H,S,dh
+        x = x + self.drop(self.out(_merge_heads(fused)))
         x = x + self.drop(self.ff(self.norm2(x)))
         return x, info
 
-    def _fuse(self, local: torch.Tensor, query: torch.Tensor, mem: RetrievedMemory, info: dict) -> torch.Tensor:
-        m, w = self.memory(query, mem)  # B,H,Q,dh ; B,H,Q,k
-        info["memory_weights"] = w.mean(dim=1)  # B,Q,k
-        has = mem.mask.any(dim=-1)  # B,Q
-        m = m.expand(-1, -1, local.shape[2], -1) if m.shape[2] == 1 else m
-        has_s = has if has.shape[1] == local.shape[2] else has.expand(-1, local.shape[2])  # B,S
-        fusion = self.cfg.fusion
-        if fusion == "gated" and self.cfg.gate == "content":
-            lm, mm = self._merge(local), self._merge(m)
-            g = torch.sigmoid(self.gate(torch.cat([lm, mm], dim=-1))) * has_s[..., None]  # B,S,D
-            info["gate"] = g.mean(dim=-1)  # B,S: share of memory
-            return self._heads(lm * (1 - g) + mm * g)
-        if fusion == "gated":
-            g = torch.sigmoid(self.head_gate)[None, :, None, None] * has_s[:, None, :, None]  # B,H,S,1
-            info["gate"] = g.mean(dim=1).squeeze(-1)
-            info["head_gate"] = torch.sigmoid(self.head_gate).detach()
-            return local * (1 - g) + m * g
-        if fusion == "concat":
-            lm, mm = self._merge(local), self._merge(m) * has_s[..., None]
-            return self._heads(self.mix(torch.cat([lm, mm], dim=-1)))
-        # cross-attention: each position's query attends over its two sources (local context, memory read-out)
-        lm, mm = self._merge(local), self._merge(m)
-        src = torch.stack([lm, mm], dim=2)  # B,S,2,D
-        b, s, _, d = src.shape
-        qq = self.src_q(lm).view(b, s, self.h, 1, self.dh)
-        kk = self.src_k(src).view(b, s, 2, self.h, self.dh).transpose(2, 3)  # B,S,H,2,dh
-        vv = self.src_v(src).view(b, s, 2, self.h, self.dh).transpose(2, 3)
-        logits = (qq * kk).sum(-1) / math.sqrt(self.dh)  # B,S,H,2
-        valid = torch.stack([torch.ones_like(has_s), has_s], dim=-1)[:, :, None, :]  # B,S,1,2
-        a = _masked_softmax(logits, valid)
-        info["gate"] = a[..., 1].mean(dim=-1)
-        out = (a.unsqueeze(-1) * vv).sum(dim=-2)  # B,S,H,dh
-        return out.transpose(1, 2)
 
-    def _joint(self, q, k, v, query, mem) -> tuple[torch.Tensor, dict]:
-        """One softmax over [S local keys; k memory keys] per position (memory and local context compete in one attention, as in Memorizing Transformers)."""
-        info: dict[str, torch.Tensor] = {}
-        mk, mv = self.memory.project(mem)  # B,H,Q,k,dh
-        local_logits = q @ k.transpose(-1, -2) / math.sqrt(self.dh)  # B,H,S,S'
-        # a position's memory query = its attention query plus the window's retrieval query (same key space
-        # as the search, so the key projection learns too); a later memory layer uses its own hidden state
-        b, qn_ = query.shape[:2]
-        qm = self.memory.q_proj(query).view(b, qn_, self.h, self.dh).transpose(1, 2)  # B,H,Q,dh
-        qn = F.normalize(q + qm, dim=-1).unsqueeze(-2)  # B,H,S,1,dh
-        mem_logits = (qn @ mk.transpose(-1, -2)).squeeze(-2) * self.memory.scale  # B,H,S,k
-        logits = torch.cat([local_logits, mem_logits], dim=-1)
-        s_len = q.shape[2]
-        mmask = mem.mask[:, None]  # B,1,Q,k
-        mmask = mmask.expand(-1, 1, s_len, -1) if mmask.shape[2] == 1 else mmask
-        mask = torch.cat([torch.ones_like(local_logits[:, :1], dtype=torch.bool), mmask], dim=-1)
-        a = _masked_softmax(logits, mask)
-        if self.training and self.cfg.attn_dropout > 0:
-            a = F.dropout(a, self.cfg.attn_dropout)
-        n_loc = k.shape[2]
-        out = a[..., :n_loc] @ v + (a[..., n_loc:].unsqueeze(-2) @ mv).squeeze(-2)
-        am = a[..., n_loc:]
-        info["gate"] = am.sum(-1).mean(dim=1)  # B,S: attention mass on memory
-        am32 = am.float()  # float32: a 1e-30 floor is 0 in float16, and 0/0 would be NaN for an empty memory
-        info["memory_weights"] = (am32 / am32.sum(-1, keepdim=True).clamp(min=1e-30)).mean(dim=1).to(am.dtype)  # B,S,k
-        return out, info
+class KNNBlend(nn.Module):
+    """The kNN-blend head: mixes the neighbours' outcomes into the forecast with a learned weight
+    ``lambda = sigmoid(w . h + b)`` (kNN-LM's interpolation), zero when a window found no neighbour."""
+
+    def __init__(self, cfg: MemoryTransformerConfig):
+        super().__init__()
+        self.lam = nn.Linear(cfg.d_model, 1)
+        nn.init.zeros_(self.lam.weight)
+        nn.init.constant_(self.lam.bias, -2.0)
+
+    def forward(self, hidden: torch.Tensor, reg: torch.Tensor, probs: torch.Tensor, knn_ret: torch.Tensor,
+                knn_cls: torch.Tensor, has: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Blended (reg, probs) and the weight ``lambda`` per window."""
+        lam = torch.sigmoid(self.lam(hidden).squeeze(-1)) * has
+        reg = (1 - lam) * reg + lam * knn_ret
+        smooth = 0.9 * knn_cls + 0.1 / 3
+        probs = (1 - lam)[:, None] * probs + lam[:, None] * smooth
+        return reg, probs, lam
 
 
 class MemoryAugmentedTransformer(nn.Module):
@@ -542,9 +626,7 @@ class MemoryAugmentedTransformer(nn.Module):
                 nn.init.orthogonal_(self.key_recent.weight)  # preserves cosine similarity of recent paths
                 nn.init.zeros_(self.key_recent.bias)
             if cfg.knn_blend:
-                self.blend = nn.Linear(cfg.d_model, 1)
-                nn.init.zeros_(self.blend.weight)
-                nn.init.constant_(self.blend.bias, -2.0)
+                self.blend = KNNBlend(cfg)
         self.reg_head = nn.Linear(cfg.d_model, 1)
         self.dir_head = nn.Linear(cfg.d_model, 3)
         self.pos_head = nn.Linear(cfg.d_model, 1)
@@ -644,11 +726,7 @@ class MemoryAugmentedTransformer(nn.Module):
             out.update(knn_return=knn_ret, memory_mask=valid, memory_indices=m.indices[:, 0])
             out["memory_weights"] = w
             if cfg.knn_blend:
-                lam = torch.sigmoid(self.blend(hidden).squeeze(-1)) * has
-                out["blend"] = lam
-                reg = (1 - lam) * reg + lam * knn_ret
-                smooth = 0.9 * knn_cls + 0.1 / 3
-                probs = (1 - lam)[:, None] * probs + lam[:, None] * smooth
+                reg, probs, out["blend"] = self.blend(hidden, reg, probs, knn_ret, knn_cls, has)
         out["reg"] = reg
         out["pred_return"] = reg * self.target_scale
         out["logits"] = logits
