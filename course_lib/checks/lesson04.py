@@ -16,24 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..exercise import CheckFailed, Task, _PlaceholderReturned, call_answer, is_placeholder
+from ..exercise import CheckFailed, Task
+from ._common import call as _call
 from ._common import choice_checker, format_options, numeric_checker
 
 __all__ = ["EXPERIMENT", "q1", "q2", "q3", "q4", "q5", "q6"]
-
-
-def _call(func: Any, *args: Any) -> Any:
-    try:
-        out = call_answer(func, *args)
-    except (CheckFailed, _PlaceholderReturned, NotImplementedError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - arithmetic on ____ fails with a TypeError naming it
-        if "_Placeholder" in str(exc) or "____" in str(exc):
-            raise _PlaceholderReturned from exc
-        raise
-    if isinstance(out, tuple) and any(is_placeholder(o) for o in out):
-        raise _PlaceholderReturned
-    return out
 
 
 # --- q1: a paired comparison over seeds ---------------------------------------------------------------
