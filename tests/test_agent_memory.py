@@ -413,6 +413,25 @@ def test_bm25_matches_fts5_and_ignores_future_items():
     assert not np.isclose(fts_after[1], fts[1])
 
 
+@pytest.mark.parametrize("weak_share", [0.2, 0.8])  # few go (rows leave the text index) / most go (it is rebuilt)
+def test_cleanup_keeps_text_index_in_step_with_the_items(weak_share):
+    mem = _mem()
+    rng = np.random.default_rng(3)
+    weak = rng.random(60) < weak_share
+    ids = [mem.add("a", "observation", f"gap {'weak' if w else 'kept'} item{i}", now=T0 + i * pd.Timedelta("1h"),
+                   importance=1e-6 if w else 10.0) for i, w in enumerate(weak)]
+    removed = mem.cleanup(now=T0 + 3 * DAY, min_strength=1e-3)
+    gone = {i for i, w in zip(ids, weak) if w}
+    assert set(removed["id"]) == gone and list(removed["id"]) == sorted(gone)
+    assert all(t.startswith("gap weak item") and t.endswith(f"item{ids.index(i)}")
+               for i, t in zip(removed["id"], removed["text"]))  # each text belongs to its own id
+    fts = dict(mem._c.execute("SELECT rowid, -bm25(items_fts) FROM items_fts WHERE items_fts MATCH '\"gap\"'"))
+    ours = mem.bm25("gap", now=T0 + 3 * DAY)
+    assert set(fts) == set(ours.index) == set(ids) - gone
+    assert np.allclose([fts[i] for i in ours.index], ours.to_numpy())
+    assert mem._c.execute("INSERT INTO items_fts (items_fts, rank) VALUES ('integrity-check', 1)") is not None
+
+
 # --- composers, agents, calibration, diary ---------------------------------------------------------------
 def test_thompson_weights_and_regret_on_switching_skill():
     rng = np.random.default_rng(0)

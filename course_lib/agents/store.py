@@ -18,6 +18,7 @@ So adding, resolving, searching or maintaining *later* never changes what a sear
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
@@ -55,9 +56,24 @@ _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)  # the words FTS5's unicode61 tokeni
 _BM25_K1, _BM25_B = 1.2, 0.75  # FTS5's bm25() constants
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while building many small, acyclic objects (a bulk load)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
 def tokenize(text: str | None) -> list[str]:
     """Lower-cased words, as the store's FTS5 index (``unicode61 remove_diacritics 0``) splits them."""
-    return [t.lower() for t in _TOKEN.findall(text or "")]
+    text = text or ""
+    if text.isascii():  # lower-casing first is the same for ASCII, and 4x faster
+        return _TOKEN.findall(text.lower())
+    return [t.lower() for t in _TOKEN.findall(text)]
 
 
 class AgentMemoryError(ValueError):
@@ -142,8 +158,6 @@ _SCHEMA: tuple[str, ...] = (
         created_at INTEGER NOT NULL,
         tier TEXT NOT NULL,
         metadata TEXT NOT NULL DEFAULT '{}')""",
-    "CREATE INDEX items_created ON items(created_at)",
-    "CREATE INDEX items_kind ON items(kind, created_at)",
     """CREATE TABLE decisions (
         id INTEGER PRIMARY KEY,
         agent TEXT NOT NULL,
@@ -186,30 +200,62 @@ class _Cache:
         self.has_vec = np.zeros(0, bool)
         self.codes: dict[str, dict[str, int]] = {"agent": {}, "kind": {}}
         self.n_tokens = np.zeros(0, np.int32)
-        self.postings: dict[str, list] = {}  # word -> [positions, term counts, cached arrays or None]
+        self.postings: dict[str, list] = {}  # word -> chunks of (positions, term counts), joined when read
 
     def index_text(self, start: int, texts: Sequence[str]) -> np.ndarray:
-        lengths = np.zeros(len(texts), np.int32)
-        for j, text in enumerate(texts):
-            words = tokenize(text)
-            lengths[j] = len(words)
-            counts: dict[str, int] = {}
-            for w in words:
-                counts[w] = counts.get(w, 0) + 1
-            for w, n in counts.items():
-                entry = self.postings.setdefault(w, [[], [], None])
-                entry[0].append(start + j)
-                entry[1].append(n)
-                entry[2] = None
+        """Add the words of ``texts`` (rows ``start``, ``start + 1``, ...) to the postings; returns their lengths.
+
+        The words are grouped with NumPy and each word gets one new chunk per call, so loading a store of
+        100,000 items costs one sort, not a Python append per posting.
+        """
+        tokens = [tokenize(text) for text in texts]
+        lengths = np.fromiter(map(len, tokens), np.int32, len(tokens))
+        vocab: dict[str, int] = {}
+        word_ids = np.fromiter((vocab.setdefault(w, len(vocab)) for words in tokens for w in words), np.int64,
+                               int(lengths.sum()))
+        if len(word_ids):
+            rows = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+            # one key per (word, row): unique sorts by word, then row, and counts each word's occurrences in a row
+            keys, tf = np.unique(word_ids * len(texts) + rows, return_counts=True)
+            wid, pos = np.divmod(keys, len(texts))
+            cuts = np.flatnonzero(np.diff(wid)) + 1
+            names = list(vocab)
+            for p_chunk, t_chunk, w in zip(np.split(pos + start, cuts), np.split(tf.astype(float), cuts),
+                                           wid[np.r_[0, cuts]].tolist()):
+                self.postings.setdefault(names[w], []).append((p_chunk, t_chunk))
         return lengths
 
     def term(self, word: str) -> tuple[np.ndarray, np.ndarray]:
-        entry = self.postings.get(word)
-        if entry is None:
+        """(positions, term counts) of ``word``, positions ascending."""
+        chunks = self.postings.get(word)
+        if not chunks:
             return np.zeros(0, np.int64), np.zeros(0, float)
-        if entry[2] is None:
-            entry[2] = (np.asarray(entry[0], np.int64), np.asarray(entry[1], float))
-        return entry[2]
+        if len(chunks) > 1:
+            chunks[:] = [(np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks]))]
+        return chunks[0]
+
+    def drop(self, ids: np.ndarray) -> None:
+        """Forget the rows of ``ids`` in place (what this process just deleted), instead of reloading the store."""
+        keep = ~np.isin(self.ids, ids)
+        if keep.all():
+            return
+        new_pos = np.cumsum(keep) - 1
+        for name in ("ids", "created", "importance", "agent", "kind", "tier", "has_vec", "n_tokens"):
+            setattr(self, name, getattr(self, name)[keep])
+        if self.vectors is not None and len(self.vectors) == len(keep):
+            self.vectors = self.vectors[keep]
+        for word in list(self.postings):
+            pos, tf = self.term(word)
+            kept = keep[pos]
+            if kept.any():
+                self.postings[word] = [(new_pos[pos[kept]], tf[kept])]
+            else:
+                del self.postings[word]
+
+    def codes_of(self, what: str, names: Sequence[str]) -> np.ndarray:
+        """The integer code of each name (new names get new codes), one hash pass instead of a lookup per row."""
+        codes, uniques = pd.factorize(np.asarray(names, dtype=object))
+        return np.array([self.code(what, u) for u in uniques], np.int32)[codes]
 
     def code(self, what: str, name: str) -> int:
         table = self.codes[what]
@@ -277,6 +323,8 @@ class AgentMemory:
             c.execute("PRAGMA journal_mode = WAL")
         c.execute("PRAGMA synchronous = NORMAL")
         c.execute("PRAGMA foreign_keys = OFF")
+        # some builds (Debian's) zero every deleted byte; FAST does so only where it costs no extra writes
+        c.execute("PRAGMA secure_delete = FAST")
         if not tables:
             with self._tx():
                 if not {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE name = 'meta'")}:
@@ -538,30 +586,33 @@ class AgentMemory:
         if epoch != cache.epoch:
             cache = self._cache = _Cache()
             cache.epoch = epoch
-        rows = c.execute("SELECT id, agent, kind, importance, created_at, tier, vector, text FROM items "
-                         "WHERE id > ? ORDER BY id", (cache.max_id,)).fetchall()
-        if rows:
-            ids, agents, kinds, imp, created, tiers, blobs, texts = zip(*rows)
-            cache.n_tokens = np.concatenate([cache.n_tokens, cache.index_text(len(cache.ids), texts)])
-            cache.ids = np.concatenate([cache.ids, np.asarray(ids, np.int64)])
-            cache.agent = np.concatenate([cache.agent, [cache.code("agent", a) for a in agents]]).astype(np.int32)
-            cache.kind = np.concatenate([cache.kind, [cache.code("kind", k) for k in kinds]]).astype(np.int32)
-            cache.importance = np.concatenate([cache.importance, np.asarray(imp, float)])
-            cache.created = np.concatenate([cache.created, np.asarray(created, np.int64)])
-            cache.tier = np.concatenate([cache.tier, [TIERS.index(t) for t in tiers]]).astype(np.int8)
-            has = np.array([b is not None for b in blobs])
-            dim = self.vector_dim
-            if dim is not None:
-                new = np.zeros((len(rows), dim), np.float32)
-                if has.any():
-                    new[has] = np.frombuffer(b"".join(b for b in blobs if b is not None), "<f4").reshape(-1, dim)
-                new /= np.maximum(np.linalg.norm(new, axis=1, keepdims=True), 1e-12)
-                old = cache.vectors if cache.vectors is not None else np.zeros((0, dim), np.float32)
-                if len(old) < len(cache.has_vec):
-                    old = np.zeros((len(cache.has_vec), dim), np.float32)
-                cache.vectors = np.concatenate([old, new])
-            cache.has_vec = np.concatenate([cache.has_vec, has])
-            cache.max_id = int(cache.ids[-1])
+        with _gc_paused():  # 100,000 rows of tuples would wake the cyclic collector dozens of times, for nothing
+            rows = c.execute("SELECT id, agent, kind, importance, created_at, tier, vector, text FROM items "
+                             "WHERE id > ? ORDER BY id", (cache.max_id,)).fetchall()
+            if rows:
+                ids, agents, kinds, imp, created, tiers, blobs, texts = zip(*rows)
+                cache.n_tokens = np.concatenate([cache.n_tokens, cache.index_text(len(cache.ids), texts)])
+                cache.ids = np.concatenate([cache.ids, np.asarray(ids, np.int64)])
+                cache.agent = np.concatenate([cache.agent, cache.codes_of("agent", agents)]).astype(np.int32)
+                cache.kind = np.concatenate([cache.kind, cache.codes_of("kind", kinds)]).astype(np.int32)
+                cache.importance = np.concatenate([cache.importance, np.asarray(imp, float)])
+                cache.created = np.concatenate([cache.created, np.asarray(created, np.int64)])
+                codes, names = pd.factorize(np.asarray(tiers, dtype=object))
+                level = np.array([TIERS.index(t) for t in names], np.int8)
+                cache.tier = np.concatenate([cache.tier, level[codes]]).astype(np.int8)
+                has = np.array([b is not None for b in blobs])
+                dim = self.vector_dim
+                if dim is not None:
+                    new = np.zeros((len(rows), dim), np.float32)
+                    if has.any():
+                        new[has] = np.frombuffer(b"".join(b for b in blobs if b is not None), "<f4").reshape(-1, dim)
+                    new /= np.maximum(np.linalg.norm(new, axis=1, keepdims=True), 1e-12)
+                    old = cache.vectors if cache.vectors is not None else np.zeros((0, dim), np.float32)
+                    if len(old) < len(cache.has_vec):
+                        old = np.zeros((len(cache.has_vec), dim), np.float32)
+                    cache.vectors = np.concatenate([old, new])
+                cache.has_vec = np.concatenate([cache.has_vec, has])
+                cache.max_id = int(cache.ids[-1])
         self._stale = False
         self._data_version = version
         return cache
@@ -836,21 +887,36 @@ class AgentMemory:
             "SELECT id FROM decisions WHERE resolved_at IS NULL OR resolved_at > ?", (now_ns,))}
         return frame, pending
 
-    def _delete(self, ids: list[int]) -> None:
-        """Remove items and everything about them; one statement per table (FTS5 is fast in bulk, slow per row)."""
+    def _delete(self, ids: Sequence[int]) -> list[str]:
+        """Remove items and everything about them, in one transaction; returns their texts, in ascending id order.
+
+        Bulk statements only (FTS5 is fast in bulk, slow per row): the ids travel as one JSON array into a
+        temporary table. When more items go than stay, rebuilding the text index from the survivors is cheaper
+        than deleting every removed row from it (measured in benchmarks/bench_agent_memory.py).
+        """
         c = self._c
         with self._tx():
             c.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY)")
             c.execute("DELETE FROM doomed")
-            c.executemany("INSERT OR IGNORE INTO doomed VALUES (?)", [(int(i),) for i in ids])
-            c.execute("INSERT INTO items_fts (items_fts, rowid, text) "
-                      "SELECT 'delete', id, text FROM items WHERE id IN (SELECT id FROM doomed)")
+            c.execute("INSERT OR IGNORE INTO doomed SELECT value FROM json_each(?)", (json.dumps([int(i) for i in ids]),))
+            epoch = int(c.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
+            texts = [t for (t,) in c.execute("SELECT i.text FROM doomed AS d JOIN items AS i ON i.id = d.id ORDER BY d.id")]
+            rebuild = len(texts) > int(c.execute("SELECT COUNT(*) FROM items").fetchone()[0]) - len(texts)
+            if not rebuild:
+                c.execute("INSERT INTO items_fts (items_fts, rowid, text) "
+                          "SELECT 'delete', id, text FROM items WHERE id IN (SELECT id FROM doomed)")
             c.execute("DELETE FROM decisions WHERE id IN (SELECT id FROM doomed)")
             c.execute("DELETE FROM accesses WHERE item_id IN (SELECT id FROM doomed)")
             c.execute("DELETE FROM tier_changes WHERE item_id IN (SELECT id FROM doomed)")
             c.execute("DELETE FROM items WHERE id IN (SELECT id FROM doomed)")
+            if rebuild:
+                c.execute("INSERT INTO items_fts (items_fts) VALUES ('rebuild')")
             c.execute("DELETE FROM doomed")
             c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'epoch'")
+        if self._cache.epoch == epoch:  # nobody else deleted since the mirror was built: update it, not reload
+            self._cache.drop(np.asarray(ids, np.int64))
+            self._cache.epoch = epoch + 1
+        return texts
 
     def cleanup(self, *, now, min_strength: float | None = 0.01, keep_last: int | None = None) -> pd.DataFrame:
         """Forget: remove items whose strength (importance x recency at ``now``) is below ``min_strength``,
@@ -859,27 +925,22 @@ class AgentMemory:
         Returns the removed items (id, agent, kind, text, tier, strength, reason). Unlike every other call,
         this one changes the past on purpose: a removed item is gone for searches at any time.
         """
+        if keep_last is not None and keep_last < 0:
+            raise ValueError(f"keep_last must be >= 0, got {keep_last}.")
         now_ns = to_ns(now, "now")
         frame, pending = self._strength(now_ns)
-        reason = pd.Series("", index=frame.index, dtype=object)
+        reason = np.full(len(frame), "", dtype=object)
         if min_strength is not None:
-            reason[frame["strength"] < float(min_strength)] = f"strength < {min_strength}"
+            reason[frame["strength"].to_numpy() < float(min_strength)] = f"strength < {min_strength}"
         if keep_last is not None:
-            if keep_last < 0:
-                raise ValueError(f"keep_last must be >= 0, got {keep_last}.")
             rank = frame.sort_values(["created", "id"], ascending=False).groupby("kind").cumcount()
-            over = rank.reindex(frame.index) >= keep_last
+            over = rank.reindex(frame.index).to_numpy() >= keep_last
             reason[over & (reason == "")] = f"beyond the newest {keep_last} of its kind"
-        drop = (reason != "") & ~frame["id"].isin(pending)
-        removed = frame.loc[drop, ["id", "agent", "kind", "tier", "importance", "strength"]].assign(reason=reason[drop])
-        if len(removed):
-            texts = dict(self._c.execute(
-                f"SELECT id, text FROM items WHERE id IN ({','.join('?' * len(removed))})",
-                [int(i) for i in removed["id"]]).fetchall())
-            removed.insert(3, "text", [texts[int(i)] for i in removed["id"]])
-            self._delete([int(i) for i in removed["id"]])
-        else:
-            removed.insert(3, "text", [])
+        drop = (reason != "") & ~frame["id"].isin(pending).to_numpy()
+        removed = frame.loc[drop, ["id", "agent", "kind", "tier", "importance", "strength"]].sort_values("id")
+        removed = removed.assign(reason=reason[drop][np.argsort(frame["id"].to_numpy()[drop], kind="stable")])
+        texts = self._delete(removed["id"].tolist()) if len(removed) else []
+        removed.insert(3, "text", texts)
         return removed.reset_index(drop=True)
 
     def maintain(self, *, now, policy: TierPolicy | None = None) -> pd.DataFrame:
