@@ -430,6 +430,9 @@ def test_cleanup_keeps_text_index_in_step_with_the_items(weak_share):
     assert set(fts) == set(ours.index) == set(ids) - gone
     assert np.allclose([fts[i] for i in ours.index], ours.to_numpy())
     assert mem._c.execute("INSERT INTO items_fts (items_fts, rank) VALUES ('integrity-check', 1)") is not None
+    in_place = _search(mem, "gap kept", vector=None, now=T0 + 3 * DAY, k=20)
+    mem._cache, mem._stale = type(mem._cache)(), True  # what another process (or a reopened store) builds
+    pd.testing.assert_frame_equal(in_place, _search(mem, "gap kept", vector=None, now=T0 + 3 * DAY, k=20))
 
 
 # --- composers, agents, calibration, diary ---------------------------------------------------------------
