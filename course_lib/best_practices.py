@@ -94,6 +94,9 @@ def read_interval(diff: float, low: float, high: float, unit: str = "points", sc
     """
     if not (np.isfinite(low) and np.isfinite(high)):
         return f"{scale * diff:+.1f} {unit} (a single replication has no interval: no conclusion)"
+    if low == high and diff != 0:
+        return (f"{scale * diff:+.1f} {unit}, the same in every replication (no spread, so no interval: "
+                "too few replications for a conclusion)")
     if low > 0:
         verdict = f"the interval lies above zero: evidence of {gain}"
     elif high < 0:
@@ -129,6 +132,12 @@ def market_windows(ohlcv: pd.DataFrame, seq_len: int, fit_until: Any, horizon: i
     target = cl.forward_log_return(ohlcv["close"], horizon).reindex(features.index)
     scaler = cl.FeatureScaler().fit(features.loc[: pd.Timestamp(fit_until)])
     return cl.make_windows(scaler.transform(features), target, seq_len, horizon)
+
+
+def _bar_pos(windows: Any, ohlcv: pd.DataFrame) -> np.ndarray:
+    """Each window's end bar as a position in ``ohlcv`` (``end_pos`` counts rows of the feature frame, which
+    starts after the features' warm-up, so it is not a bar position of the prices)."""
+    return ohlcv.index.get_indexer(windows.end_time)
 
 
 def _rebuild(market: Any, ret: np.ndarray, motifs: pd.DataFrame) -> Any:
@@ -348,8 +357,9 @@ def staleness_study(n_bars: int = 3000, seeds: int | Sequence[int] = 5, half_liv
                 n_bars, seed, study_config())
             flip = int(flip_at * n_bars)
             ws = market_windows(m.ohlcv, seq_len, m.ohlcv.index[flip - 1])
-            before = ws.subset(np.flatnonzero(ws.end_pos < flip - 1))
-            after = ws.subset(np.flatnonzero(ws.end_pos >= flip + seq_len))
+            pos = _bar_pos(ws, m.ohlcv)
+            before = ws.subset(np.flatnonzero(pos < flip - 1))
+            after = ws.subset(np.flatnonzero(pos >= flip + seq_len))
             subsets = {"onset": motif_subsets(m, after)["onset"]}
             for hl in arms:
                 sig = knn_direction(before, after, k, temperature, hl, lookback, online=True).signal
@@ -367,7 +377,7 @@ def _three_way(m: Any, seq_len: int, train_frac: float = 0.6, val_frac: float = 
     n = len(m.ohlcv)
     t_end, v_end = int(train_frac * n), int((train_frac + val_frac) * n)
     ws = market_windows(m.ohlcv, seq_len, m.ohlcv.index[t_end - 1])
-    p = ws.end_pos
+    p = _bar_pos(ws, m.ohlcv)
     return (ws.subset(np.flatnonzero(p < t_end - 1)),
             ws.subset(np.flatnonzero((p >= t_end + seq_len) & (p < v_end - 1))),
             ws.subset(np.flatnonzero(p >= v_end + seq_len)))
@@ -467,8 +477,9 @@ def shift_study(n_before: int = 2000, n_after: int = 1200, seeds: int | Sequence
         }
         for name, m in markets.items():
             ws = market_windows(m.ohlcv, seq_len, m.ohlcv.index[n_before - 1])
-            mem = ws.subset(np.flatnonzero(ws.end_pos < n_before - 1))
-            test = ws.subset(np.flatnonzero(ws.end_pos >= n_before + seq_len))
+            pos = _bar_pos(ws, m.ohlcv)
+            mem = ws.subset(np.flatnonzero(pos < n_before - 1))
+            test = ws.subset(np.flatnonzero(pos >= n_before + seq_len))
             subsets = {"onset": motif_subsets(m, test)["onset"]}
             for mode in ("frozen", "online"):
                 sig = knn_direction(mem, test, k, temperature, None, lookback, online=mode == "online").signal

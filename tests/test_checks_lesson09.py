@@ -1,0 +1,85 @@
+"""The lesson 09 checks accept correct answers, reject the typical mistakes, and never reveal the numbers."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from scipy import stats
+
+import course_lib as cl
+from course_lib import ____
+from course_lib.checks import lesson09 as ex
+
+
+def _right_interval(a, b):
+    d = a - b
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return d.mean(), d.mean() - half, d.mean() + half
+
+
+def test_q1_paired_interval():
+    assert ex.q1.evaluate(_right_interval).status == "correct"
+
+    def normal(a, b):
+        d = a - b
+        half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
+        return d.mean(), d.mean() - half, d.mean() + half
+
+    def unpaired(a, b):
+        n = len(a)
+        half = stats.t.ppf(0.975, n - 1) * np.sqrt(a.var(ddof=1) / n + b.var(ddof=1) / n)
+        return a.mean() - b.mean(), a.mean() - b.mean() - half, a.mean() - b.mean() + half
+
+    def flipped(a, b):
+        return _right_interval(b, a)
+
+    assert "Student" in ex.q1.evaluate(normal).message
+    assert "unpaired" in ex.q1.evaluate(unpaired).message
+    assert "sign" in ex.q1.evaluate(flipped).message
+    assert ex.q1.evaluate(lambda a, b: (a - b).mean()).status == "incorrect"
+    assert ex.q1.evaluate(lambda a, b: ____).status == "not attempted"
+
+
+def test_q2_recency_weights():
+    def right(s, age, t, h):
+        w = np.exp((s - s.max()) / t) * 0.5 ** (age / h)
+        return w / w.sum()
+
+    def efold(s, age, t, h):
+        w = np.exp((s - s.max()) / t) * np.exp(-age / h)
+        return w / w.sum()
+
+    def unnormalised(s, age, t, h):
+        return np.exp((s - s.max()) / t) * 0.5 ** (age / h)
+
+    def no_decay(s, age, t, h):
+        w = np.exp((s - s.max()) / t)
+        return w / w.sum()
+
+    assert ex.q2.evaluate(right).status == "correct"
+    assert "half-life" in ex.q2.evaluate(efold).message
+    assert "sum to one" in ex.q2.evaluate(unnormalised).message
+    assert "no decay" in ex.q2.evaluate(no_decay).message
+    assert ex.q2.evaluate(lambda s, a, t, h: ____).status == "not attempted"
+
+
+def test_q3_staleness_experiment():
+    s = cl.staleness_study(n_bars=1500, seeds=(0, 1, 2), half_lives=(50,), control=False, progress=False)["summary"]
+    row = s[(s.arm == "half-life 50") & (s.subset == "onset")].iloc[0]
+    assert ex.q3.evaluate(row["diff"]).passed
+    assert ex.q3.evaluate(row["diff"] + 0.002).passed
+    wrong = ex.q3.evaluate(row["diff"] + 0.05)
+    assert wrong.status == "incorrect" and not re.search(r"\d\.\d", wrong.message)
+    assert "accuracy with decay" in ex.q3.evaluate(row["acc"]).message
+    assert ex.q3.evaluate(____).status == "not attempted"
+
+
+def test_q4_cold_start_interpretation():
+    truth = ex._cold_truth()
+    assert ex.q4.evaluate(truth).passed
+    assert ex.q4.evaluate(f" {truth.upper()}) ").passed
+    for other in {"a", "b", "c", "d"} - {truth}:
+        assert ex.q4.evaluate(other).status == "incorrect"
+    assert "letters" in ex.q4.evaluate("e").message
+    assert ex.q4.evaluate(____).status == "not attempted"
