@@ -14,6 +14,7 @@ from .memory import *  # noqa: F401,F403
 from .model import *  # noqa: F401,F403
 from .regimes import *  # noqa: F401,F403
 from .similarity import *  # noqa: F401,F403
+from .best_practices import *  # noqa: F401,F403
 
 __all__ = [
     *_data.__all__, *_memory.__all__, *_model.__all__, *_backtest.__all__,
