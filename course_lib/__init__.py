@@ -11,6 +11,7 @@ regimes (lesson 07), agent_memory (lesson 08), plots, cli, exercise (checks).
 
 from .agent_memory import *  # noqa: F401,F403
 from .backtest import *  # noqa: F401,F403
+from .best_practices import *  # noqa: F401,F403
 from .data import *  # noqa: F401,F403
 from .evaluation import *  # noqa: F401,F403
 from .exercise import *  # noqa: F401,F403
