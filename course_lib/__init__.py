@@ -1,33 +1,30 @@
 """course_lib: the shared library of the course "Memory-Augmented Transformers for Trading".
 
-Notebooks teach, this package does the work. Every public name is importable from ``course_lib``; the
-modules each have one job:
+Notebooks teach, this package does the work. Every public name is importable from ``course_lib``
+(``import course_lib as cl; cl.load_sample(...)``). The packages follow the lessons:
 
-data (CSV + bundled samples), live (yfinance, Bybit), synthetic (regime market with planted motifs),
-features, windows (windows, scaling, splits), memory (FAISS/torch kNN memory bank), model, training,
-metrics, backtest, sizing, strategies, evaluation (walk-forward), similarity (analog search, lesson 06),
-regimes (lesson 07), agent_memory (lesson 08), plots, cli, exercise (checks).
+* ``data/`` (01): loaders (CSV, bundled samples), live (yfinance, Bybit), synthetic, features, windows;
+* ``memory/`` (02): the causal kNN memory bank (backends, eviction, tiers, persistence, Milvus);
+* ``model/`` (03): the memory-augmented transformer (config, retrieval, attention, fusion, transformer);
+* ``training/`` (04): trainer, training memory, checkpoints, the memory-vs-no-memory comparison;
+* ``backtest/`` (05): engine, strategies, sizing, walk-forward evaluation; ``metrics`` (04-08);
+* ``similarity`` (06): analog search; ``regimes/`` (07): detection and study; ``agents/`` (08);
+* support: ``plots/``, ``cli``, ``checks/`` + ``exercise`` (exercise checks), ``parallel``, ``utils``,
+  ``notebook_runner``.
 """
 
-from .agent_memory import *  # noqa: F401,F403
-from .backtest import *  # noqa: F401,F403
-from .best_practices import *  # noqa: F401,F403
-from .data import *  # noqa: F401,F403
-from .evaluation import *  # noqa: F401,F403
+from .agents import *  # noqa: F401,F403  (08)
+from .backtest import *  # noqa: F401,F403  (05)
+from .best_practices import *  # noqa: F401,F403  (09)
+from .data import *  # noqa: F401,F403  (01)
 from .exercise import *  # noqa: F401,F403
-from .features import *  # noqa: F401,F403
-from .live import *  # noqa: F401,F403
-from .memory import *  # noqa: F401,F403
-from .metrics import *  # noqa: F401,F403
-from .model import *  # noqa: F401,F403
+from .memory import *  # noqa: F401,F403  (02)
+from .metrics import *  # noqa: F401,F403  (04-08)
+from .model import *  # noqa: F401,F403  (03)
 from .plots import *  # noqa: F401,F403
-from .regimes import *  # noqa: F401,F403
-from .similarity import *  # noqa: F401,F403
-from .sizing import *  # noqa: F401,F403
-from .strategies import *  # noqa: F401,F403
-from .synthetic import *  # noqa: F401,F403
-from .training import *  # noqa: F401,F403
+from .regimes import *  # noqa: F401,F403  (07)
+from .similarity import *  # noqa: F401,F403  (06)
+from .training import *  # noqa: F401,F403  (04)
 from .utils import *  # noqa: F401,F403
-from .windows import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import DataError, DataWarning, load_csv, load_sample
+from .data.loaders import DataError, DataWarning, load_csv, load_sample
 from .memory.persistence import MemoryFileError
 from .training import CheckpointError
 
@@ -78,7 +78,7 @@ def _load_data(args: argparse.Namespace) -> tuple[pd.DataFrame, dict]:
 
 
 def _fetch_one(source: str, symbol: str, interval: str | None, start, end) -> pd.DataFrame:
-    from .live import load_bybit, load_yfinance
+    from .data.live import load_bybit, load_yfinance
 
     if source == "yfinance":
         return load_yfinance(symbol, start=start or "2015-01-01", end=end, interval=interval or "1d")[symbol]
@@ -125,7 +125,7 @@ def _print_table(frame: pd.DataFrame) -> None:
 
 # --------------------------------------------------------------------------------------------- fetch
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from .live import cache_path, load_bybit, load_yfinance
+    from .data.live import cache_path, load_bybit, load_yfinance
 
     names = [s.strip() for s in args.symbols.split(",") if s.strip()]
     if not names:
@@ -152,9 +152,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
+    from .data.windows import prepare_dataset
     from .model import MemoryTransformerConfig
     from .training import MemoryTransformerTrainer, TrainerConfig
-    from .windows import prepare_dataset
 
     raw, source = _load_data(args)
     df = _slice(raw, _date(args.start, "--start"), _date(args.end, "--end"))
@@ -245,8 +245,8 @@ _RUN_KEYS = ("data", "seq_len", "horizon", "feature_config", "feature_columns", 
 
 
 def _model_windows(trainer, run: dict, df: pd.DataFrame):
-    from .features import forward_log_return
-    from .windows import make_windows
+    from .data.features import forward_log_return
+    from .data.windows import make_windows
 
     if trainer.scaler is None:
         raise CliError("the checkpoint has no feature scaler; re-train with `course-lib train`.")
@@ -256,8 +256,8 @@ def _model_windows(trainer, run: dict, df: pd.DataFrame):
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from .backtest import BacktestConfig, Backtester
-    from .strategies import ForecastStrategy, HistoricalSimilarityStrategy, MemoryTradingStrategy
+    from .backtest.engine import BacktestConfig, Backtester
+    from .backtest.strategies import ForecastStrategy, HistoricalSimilarityStrategy, MemoryTradingStrategy
     from .training import MemoryTransformerTrainer
 
     model_dir = _model_dir(args.model)
@@ -317,9 +317,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- similar
 def cmd_similar(args: argparse.Namespace) -> int:
-    from .features import compute_features, forward_log_return
+    from .data.features import compute_features, forward_log_return
+    from .data.windows import FeatureScaler, make_windows
     from .similarity import analog_forecast, find_analogs
-    from .windows import FeatureScaler, make_windows
 
     model_dir = _model_dir(args.model) if args.model else None
     run = _read_run(model_dir) if model_dir is not None else None
@@ -434,8 +434,8 @@ def _check_memory_outcomes(table: pd.DataFrame, close: pd.Series, horizon: int, 
 
 def _unlabelled_last(trainer, run: dict, df: pd.DataFrame):
     """Windows including the most recent one, whose outcome is not known yet (for a query at the data's end)."""
-    from .features import forward_log_return
-    from .windows import make_windows
+    from .data.features import forward_log_return
+    from .data.windows import make_windows
 
     feats = _run_features(run, df)
     target = forward_log_return(df["close"], run["horizon"]).reindex(feats.index)
@@ -446,7 +446,7 @@ def _unlabelled_last(trainer, run: dict, df: pd.DataFrame):
 
 def _run_features(run: dict, df: pd.DataFrame) -> pd.DataFrame:
     """The features the checkpoint was trained on, in its column order, computed on ``df``."""
-    from .features import FeatureConfig, compute_features
+    from .data.features import FeatureConfig, compute_features
 
     try:
         fcfg = FeatureConfig(**run["feature_config"])

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .backtest import BacktestConfig, Backtester, BacktestResult
-from .data import DataError
-from .features import FeatureConfig, compute_features, forward_log_return
+from .backtest.engine import BacktestConfig, Backtester, BacktestResult
+from .data.features import FeatureConfig, compute_features, forward_log_return
+from .data.loaders import DataError
+from .data.windows import FeatureScaler, WindowSet, make_windows, walk_forward_folds
 from .memory.time_filter import query_times, to_ns
-from .windows import FeatureScaler, WindowSet, make_windows, walk_forward_folds
 
 __all__ = [
     "EMBEDDING_DESCRIPTIONS",
@@ -719,7 +719,7 @@ def walk_forward_analogs(ohlcv: pd.DataFrame, config: AnalogBacktestConfig | Non
     The target of each window is the forward log return over ``horizon`` bars; the position decided at a
     bar's close is held for the next bar (the backtester's rule), re-decided every bar.
     """
-    from .strategies import BuyAndHoldStrategy, HistoricalSimilarityStrategy, KNNAnalogForecaster
+    from .backtest.strategies import BuyAndHoldStrategy, HistoricalSimilarityStrategy, KNNAnalogForecaster
 
     cfg = config or AnalogBacktestConfig()
     features = compute_features(ohlcv, cfg.feature_config)
@@ -815,7 +815,7 @@ def analog_skill(
       over the horizon against the historical mean square: the neighbours' mean squared outcome, a
       ``vol_window``-bar trailing variance and an EWMA variance (``ewma_lambda``) scaled to the horizon.
     """
-    from .strategies import KNNAnalogForecaster
+    from .backtest.strategies import KNNAnalogForecaster
 
     features = compute_features(ohlcv)
     if feature_columns is not None:
@@ -920,7 +920,7 @@ def novel_motif_market(
     """
     from dataclasses import replace
 
-    from .synthetic import MOTIF_LIBRARY, SyntheticConfig, SyntheticMarket, make_synthetic_market
+    from .data.synthetic import MOTIF_LIBRARY, SyntheticConfig, SyntheticMarket, make_synthetic_market
 
     novel = (novel,) if isinstance(novel, str) else tuple(novel)
     unknown = [m for m in novel if m not in MOTIF_LIBRARY]
@@ -1031,8 +1031,8 @@ def inference_time_learning(
     """
     from tqdm.auto import tqdm
 
+    from .backtest.strategies import KNNAnalogForecaster
     from .model import MemoryTransformerConfig
-    from .strategies import KNNAnalogForecaster
     from .training import MemoryTransformerTrainer, TrainerConfig
 
     rows = []

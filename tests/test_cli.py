@@ -137,7 +137,7 @@ def test_end_to_end_on_intraday_csv(intraday_csv, tmp_path, capsys):
 
 
 def test_fetch_writes_csvs_that_load_csv_reads(tmp_path, monkeypatch, capsys):
-    import course_lib.live as live
+    import course_lib.data.live as live
     from course_lib import load_csv, load_sample
 
     sample = load_sample("sp500").iloc[-50:]
@@ -158,7 +158,7 @@ def test_fetch_writes_csvs_that_load_csv_reads(tmp_path, monkeypatch, capsys):
 
 def test_symbols_run_is_reproduced_from_the_checkpoint(tmp_path, monkeypatch, capsys):
     """backtest/similar of a --symbols run reuse the bars training saw, without fetching again."""
-    import course_lib.live as live
+    import course_lib.data.live as live
     from course_lib import load_sample
 
     sample = load_sample("sp500")
@@ -230,7 +230,7 @@ def test_similar_refuses_a_memory_whose_data_changed(intraday_csv, tmp_path, cap
 def test_expected_errors_are_one_line_not_tracebacks(tmp_path, monkeypatch, capsys):
     import json
 
-    import course_lib.live as live
+    import course_lib.data.live as live
     from course_lib import load_sample
 
     monkeypatch.setattr(live, "load_yfinance", lambda symbols, **_: {s: load_sample("sp500") for s in symbols})

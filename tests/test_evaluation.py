@@ -14,9 +14,9 @@ from course_lib import (
     load_sample,
     walk_forward_evaluate,
 )
-from course_lib.evaluation import _fold_windows
-from course_lib.features import compute_features, forward_log_return
-from course_lib.windows import make_windows, walk_forward_folds
+from course_lib.backtest.evaluation import _fold_windows
+from course_lib.data.features import compute_features, forward_log_return
+from course_lib.data.windows import make_windows, walk_forward_folds
 
 NO_MODEL = ("buy_and_hold", "momentum", "knn_analog", "knn_similarity")
 TINY_MODEL = dict(d_model=8, n_heads=2, n_layers=1, d_ff=16, key_dim=8, n_neighbors=4)

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from course_lib import DataError, DataWarning, load_csv
-from course_lib.live import BYBIT_MAX_LIMIT, cache_path, load_bybit, load_yfinance
+from course_lib.data.live import BYBIT_MAX_LIMIT, cache_path, load_bybit, load_yfinance
 
 HOUR_MS = 3_600_000
 T0 = pd.Timestamp("2023-01-01").value // 1_000_000  # epoch ms

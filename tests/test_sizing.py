@@ -202,7 +202,7 @@ def _one_shot_tail_mean(r, window, k, lower):
 
 @pytest.mark.parametrize("lower", [True, False])
 def test_chunked_tail_mean_is_identical_to_one_shot(monkeypatch, lower):
-    import course_lib.sizing as sizing
+    import course_lib.backtest.sizing as sizing
 
     r = np.random.default_rng(5).standard_t(3, 1000) * 0.01
     monkeypatch.setattr(sizing, "_TAIL_CHUNK_ELEMENTS", 7 * 30)  # 7 rows a chunk: many uneven chunks

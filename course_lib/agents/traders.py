@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..features import compute_features, forward_log_return
-from ..strategies import KNNAnalogForecaster
-from ..windows import FeatureScaler, make_windows
+from ..backtest.strategies import KNNAnalogForecaster
+from ..data.features import compute_features, forward_log_return
+from ..data.windows import FeatureScaler, make_windows
 from .composer import OutcomeCounts
 from .store import AgentMemory
 
@@ -244,7 +244,7 @@ def compare_composers(run: AgentRun, prices: pd.DataFrame, cost_bps: float = 5.0
                       seed: int = 0) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
     """Backtest every column of ``run.positions`` (composers and agents alone) and buy-and-hold on the same
     bars after costs (:class:`course_lib.Backtester`). Returns (metrics table, equity curves as growth of 1)."""
-    from ..backtest import BacktestConfig, Backtester
+    from ..backtest.engine import BacktestConfig, Backtester
 
     bt = Backtester(BacktestConfig(cost_bps=cost_bps, n_boot=n_boot, seed=seed))
     rows, curves = {}, {}

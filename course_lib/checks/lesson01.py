@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data import load_sample
+from ..data.features import forward_log_return
+from ..data.features import log_returns as _lib_log_returns
+from ..data.loaders import load_sample
 from ..exercise import CheckFailed, Task, _PlaceholderReturned, call_answer, is_placeholder
-from ..features import forward_log_return
-from ..features import log_returns as _lib_log_returns
 from ._common import choice_checker, format_options, numeric_checker
 
 __all__ = ["q1", "q2", "q3", "q4", "q5", "q6"]

@@ -172,9 +172,9 @@ K = 10
 
 @lru_cache(maxsize=1)
 def _capacity_study() -> dict[str, float]:
-    from ..data import load_sample
+    from ..data.loaders import load_sample
+    from ..data.windows import prepare_dataset
     from ..memory import ExternalMemoryBank, MemoryConfig, WindowEmbedder, recall_at_k
-    from ..windows import prepare_dataset
 
     splits = prepare_dataset(load_sample("sp500"), seq_len=32)
     w = splits.windows

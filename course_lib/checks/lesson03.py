@@ -206,8 +206,8 @@ def _initial_share(fusion: str, n_neighbors: int) -> float:
 
 @lru_cache(maxsize=1)
 def _splits(start: str, seq_len: int):
-    from ..data import load_sample
-    from ..windows import prepare_dataset
+    from ..data.loaders import load_sample
+    from ..data.windows import prepare_dataset
 
     return prepare_dataset(load_sample("sp500").loc[start:], seq_len=seq_len)
 

@@ -258,9 +258,9 @@ EXPERIMENT = {"n_bars": 700, "market_seed": 0, "seq_len": 16, "d_model": 16, "ep
 
 def experiment_data():
     """The tiny synthetic market of the experiment: its splits and model config (same in notebook and check)."""
+    from ..data.synthetic import SyntheticConfig, make_synthetic_market
+    from ..data.windows import prepare_dataset
     from ..model import MemoryTransformerConfig
-    from ..synthetic import SyntheticConfig, make_synthetic_market
-    from ..windows import prepare_dataset
 
     e = EXPERIMENT
     market = make_synthetic_market(n_bars=e["n_bars"], seed=e["market_seed"],

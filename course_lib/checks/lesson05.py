@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..backtest import simulate
+from ..backtest.engine import simulate
 from ..exercise import CheckFailed, Task, _PlaceholderReturned, call_answer
 from ..metrics import max_drawdown, sharpe_ratio
 from ._common import choice_checker, format_options, numeric_checker
@@ -228,9 +228,9 @@ LOOKBACKS = (5, 20, 60)
 @lru_cache(maxsize=1)
 def _cost_study() -> dict[int, float]:
     """Sharpe lost between 0 and 10 bps of cost, per momentum lookback, on the bundled S&P 500."""
-    from ..backtest import BacktestConfig, Backtester
-    from ..data import load_sample
-    from ..strategies import MomentumStrategy
+    from ..backtest.engine import BacktestConfig, Backtester
+    from ..backtest.strategies import MomentumStrategy
+    from ..data.loaders import load_sample
 
     prices = load_sample("sp500")
     lost = {}

@@ -238,10 +238,10 @@ def plain_neighbour_episodes(date: str = "2008-10-10", k: int = 10, seq_len: int
                              scaler_until: str = "2005-12-30") -> int:  # fmt: skip
     """How many distinct episodes (groups ending fewer than ``seq_len`` bars apart) the ``k`` plain nearest
     neighbours of ``date`` on the bundled S&P 500 form: what exercise 06's experiment asks for."""
-    from ..data import load_sample
-    from ..features import compute_features, forward_log_return
+    from ..data.features import compute_features, forward_log_return
+    from ..data.loaders import load_sample
+    from ..data.windows import FeatureScaler, make_windows
     from ..similarity import find_analogs
-    from ..windows import FeatureScaler, make_windows
 
     prices = load_sample("sp500")
     feats = compute_features(prices)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..exercise import CheckFailed, Task, _PlaceholderReturned, call_answer
-from ..regimes import (
+from ..regimes.detection import (
     HMMRegimeDetector,
     RegimeFitWarning,
     align_labels,
@@ -279,8 +279,8 @@ q4 = Task(
 def switch_experiment(tail_df: float | None, seed: int = 0, n_bars: int = 2000) -> float:
     """Switches per year of a 2-state HMM filter on the second half of a synthetic market whose innovations
     have ``tail_df`` degrees of freedom (the HMM is fitted on the first half)."""
-    from ..regime_study import heavy_tail_config
-    from ..synthetic import make_synthetic_market
+    from ..data.synthetic import make_synthetic_market
+    from ..regimes.study import heavy_tail_config
 
     cfg = heavy_tail_config(tail_df) if tail_df is not None else None
     market = make_synthetic_market(n_bars, seed=seed, config=cfg)

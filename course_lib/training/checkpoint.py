@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.windows import WindowSet
 from ..memory.persistence import MemoryFileError, read_npz, write_npz
 from ..utils import atomic_path
-from ..windows import WindowSet
 
 if TYPE_CHECKING:
     from .trainer import MemoryTransformerTrainer

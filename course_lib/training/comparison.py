@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..data.windows import WindowSet
 from ..metrics import block_bootstrap_mean_ci, direction_accuracy, information_coefficient
 from ..model import MemoryTransformerConfig
-from ..windows import WindowSet
 from .config import TrainerConfig
 from .trainer import MemoryTransformerTrainer
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data.windows import WindowSet
 from ..memory import ExternalMemoryBank, MemoryConfig
 from ..model import MemoryAugmentedTransformer, encode_outcomes
-from ..windows import WindowSet
 
 __all__ = ["TrainingMemory", "memory_keys", "set_target_stats"]
 

@@ -13,9 +13,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..data.windows import FeatureScaler, WindowSet
 from ..model import MemoryAugmentedTransformer, MemoryTransformerConfig, direction_classes
 from ..utils import seed_everything, select_device
-from ..windows import FeatureScaler, WindowSet
 from . import checkpoint
 from .config import TrainerConfig
 from .memory import TrainingMemory, memory_keys, set_target_stats

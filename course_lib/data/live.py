@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .data import (
+from ..utils import atomic_path
+from .loaders import (
     OHLCV_COLUMNS,
     DataError,
     DataWarning,
@@ -49,7 +50,6 @@ from .data import (
     data_dir,
     load_csv,
 )
-from .utils import atomic_path
 
 __all__ = [
     "BYBIT_INTERVALS",

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .similarity import AnalogIndex, embed_windows
+from ..data.windows import WindowSet
+from ..similarity import AnalogIndex, embed_windows
 from .sizing import agreement_sizing, trailing_scale
-from .windows import WindowSet
 
 __all__ = [
     "BuyAndHoldStrategy",
@@ -268,7 +268,7 @@ class _NumpyMemory:
 
 def _make_memory(key_dim: int, capacity: int):
     try:
-        from .memory import ExternalMemoryBank, MemoryConfig
+        from ..memory import ExternalMemoryBank, MemoryConfig
     except ImportError:
         return _NumpyMemory(key_dim)
     return ExternalMemoryBank(MemoryConfig(key_dim=key_dim, value_dim=0, capacity=capacity, backend="auto"))

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .data import DataError
 from .features import FeatureConfig, compute_features, forward_log_return
+from .loaders import DataError
 
 __all__ = [
     "DatasetSplits",

@@ -39,10 +39,10 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from .data import DataError
-from .memory.bank import ExternalMemoryBank, SearchResult
-from .memory.config import MemoryConfig
-from .metrics import periods_per_year
+from ..data.loaders import DataError
+from ..memory.bank import ExternalMemoryBank, SearchResult
+from ..memory.config import MemoryConfig
+from ..metrics import periods_per_year
 
 __all__ = [
     "CALM_STRESSED",
@@ -628,7 +628,7 @@ class RegimeAwareMemory:
             return self._all.search(q, k=k, as_of=as_of)
         reg = np.asarray(regime, dtype=object)
         reg = np.full(len(q), reg.item(), dtype=object) if reg.ndim == 0 else reg
-        from .memory.time_filter import NO_TIME_FILTER, query_times
+        from ..memory.time_filter import NO_TIME_FILTER, query_times
 
         times = query_times(as_of, len(q), "RegimeAwareMemory.search")
         scores = np.zeros((len(q), k), np.float32)
@@ -659,7 +659,7 @@ class RegimeAwareMemory:
 
 
 def _ns(times: Any) -> np.ndarray:
-    from .memory.time_filter import to_ns
+    from ..memory.time_filter import to_ns
 
     return to_ns(times)
 
@@ -857,8 +857,3 @@ def label_drawdown_regimes(close: pd.Series, drawdown_window: int = 252, vol_win
     out[dd <= -bear] = "bear"
     return out.astype(str)
 
-
-from . import regime_study as _study  # noqa: E402  (the lesson's experiments, built on the tools above)
-from .regime_study import *  # noqa: E402,F401,F403
-
-__all__ += _study.__all__

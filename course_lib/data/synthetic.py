@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .data import validate_ohlcv
+from .loaders import validate_ohlcv
 
 __all__ = [
     "MOTIF_LIBRARY",

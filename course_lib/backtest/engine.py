@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from .data import DataError
-from .metrics import BarFrequency, compute_metrics, format_metrics, infer_frequency
+from ..data.loaders import DataError
+from ..metrics import BarFrequency, compute_metrics, format_metrics, infer_frequency
 
 __all__ = ["BacktestConfig", "BacktestResult", "Backtester", "simulate"]
 
@@ -276,7 +276,7 @@ class BacktestResult:
         nxt = np.concatenate((sign[1:], [0.0]))
         starts = np.flatnonzero((sign != 0) & (sign != prev))
         ends = np.flatnonzero((sign != 0) & (sign != nxt))
-        from .metrics import trade_returns
+        from ..metrics import trade_returns
 
         rets = trade_returns(self.gross_returns.to_numpy(), h, self.config.cost_rate)
         idx = self.held.index
@@ -293,7 +293,7 @@ class BacktestResult:
 
     def plot(self, **kwargs):
         """The four-panel report: equity vs buy-and-hold, drawdown, return histogram, rolling Sharpe."""
-        from .plots.backtest import plot_backtest
+        from ..plots.backtest import plot_backtest
 
         return plot_backtest(self, **kwargs)
 

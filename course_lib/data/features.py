@@ -3,7 +3,7 @@
 Rule: the feature value at bar t uses bars <= t only (trailing windows, no centring, no back-fill), so a
 model that reads features at the close of bar t could have traded on them. The target at t is the log
 return over (t, t+h]: it *looks forward by construction*, which is why it is kept apart from the features
-and why its availability time (t+h) travels with every sample (see :mod:`course_lib.windows`).
+and why its availability time (t+h) travels with every sample (see :mod:`course_lib.data.windows`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .data import DataError, validate_ohlcv
+from .loaders import DataError, validate_ohlcv
 
 __all__ = [
     "FeatureConfig",

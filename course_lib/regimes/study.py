@@ -26,9 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .backtest import BacktestConfig, Backtester
-from .features import compute_features, forward_log_return
-from .regimes import (
+from ..backtest.engine import BacktestConfig, Backtester
+from ..data.features import compute_features, forward_log_return
+from ..data.synthetic import SyntheticConfig, SyntheticMarket
+from ..data.windows import FeatureScaler, walk_forward_folds
+from .detection import (
     CALM_STRESSED,
     HMMRegimeDetector,
     KNNRegimeDetector,
@@ -40,8 +42,6 @@ from .regimes import (
     label_available_at,
     regime_scores,
 )
-from .synthetic import SyntheticConfig, SyntheticMarket
-from .windows import FeatureScaler, walk_forward_folds
 
 __all__ = [
     "DETECTORS",
@@ -145,10 +145,10 @@ def pretrain_key_encoder(n_bars: int = 3000, seed: int = 100, seq_len: int = 32,
     Only its key function is used afterwards (:func:`transformer_keys`): trained on another market, it is
     a fixed, causal feature map for every market it is applied to.
     """
-    from .model import MemoryTransformerConfig
-    from .synthetic import make_synthetic_market
-    from .training import MemoryTransformerTrainer, TrainerConfig
-    from .windows import prepare_dataset
+    from ..data.synthetic import make_synthetic_market
+    from ..data.windows import prepare_dataset
+    from ..model import MemoryTransformerConfig
+    from ..training import MemoryTransformerTrainer, TrainerConfig
 
     market = make_synthetic_market(n_bars, seed=seed, config=config)
     ds = prepare_dataset(market.ohlcv, seq_len=seq_len, horizon=1, train_frac=0.8, val_frac=0.1)

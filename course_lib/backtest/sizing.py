@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .metrics import periods_per_year_to_date
+from ..metrics import periods_per_year_to_date
 
 __all__ = [
     "SizingConfig",

@@ -38,11 +38,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .backtest import BacktestConfig, Backtester, BacktestResult
-from .data import DataError
-from .features import FeatureConfig, compute_features, forward_log_return
-from .metrics import format_metrics
-from .parallel import run_tasks
+from ..data.features import FeatureConfig, compute_features, forward_log_return
+from ..data.loaders import DataError
+from ..data.windows import FeatureScaler, Fold, make_windows, walk_forward_folds
+from ..metrics import format_metrics
+from ..parallel import run_tasks
+from .engine import BacktestConfig, Backtester, BacktestResult
 from .strategies import (
     BuyAndHoldStrategy,
     ForecastStrategy,
@@ -51,7 +52,6 @@ from .strategies import (
     MemoryTradingStrategy,
     MomentumStrategy,
 )
-from .windows import FeatureScaler, Fold, make_windows, walk_forward_folds
 
 __all__ = [
     "ALL_STRATEGIES",
@@ -161,8 +161,8 @@ def _fold_windows(
 
 
 def _train(windows, fold: Fold, cfg: WalkForwardConfig, use_memory: bool, scaler: FeatureScaler):
-    from .model import MemoryTransformerConfig
-    from .training import MemoryTransformerTrainer, TrainerConfig
+    from ..model import MemoryTransformerConfig
+    from ..training import MemoryTransformerTrainer, TrainerConfig
 
     mkw = {"input_dim": windows.n_features, "seq_len": cfg.seq_len, **cfg.model, "use_memory": use_memory}
     tkw = {"progress": False, **cfg.trainer}
