@@ -30,10 +30,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import course_lib as cl
-from course_lib.metrics import block_bootstrap_mean_ci, direction_accuracy, information_coefficient
-from course_lib.plots.best_practices import plot_interval_bars, plot_pruning, plot_sensitivity
-from course_lib.training import MemoryTransformerTrainer, TrainerConfig, motif_subsets
+from .data.features import compute_features, forward_log_return
+from .data.synthetic import SyntheticConfig, make_synthetic_market
+from .data.windows import FeatureScaler, WindowSet, make_windows, prepare_dataset
+from .metrics import block_bootstrap_mean_ci, direction_accuracy, information_coefficient
+from .model import MemoryTransformerConfig
+from .similarity import AnalogIndex, embed_windows, novel_motif_market
+from .training import MemoryTransformerTrainer, TrainerConfig, motif_subsets
 
 __all__ = [
     "KNNDirection",
@@ -46,9 +49,6 @@ __all__ = [
     "market_windows",
     "no_structure_study",
     "paired_seed_interval",
-    "plot_interval_bars",
-    "plot_pruning",
-    "plot_sensitivity",
     "pruning_study",
     "read_interval",
     "recency_weights",
@@ -64,7 +64,7 @@ def study_config(**changes: Any) -> Any:
     """The synthetic market of this lesson: strong, frequent planted motifs (lesson 04's market)."""
     base = dict(aftermath_strength=0.8, motif_coverage=0.5)
     base.update(changes)
-    return cl.SyntheticConfig(**base)
+    return SyntheticConfig(**base)
 
 
 def paired_seed_interval(values: Sequence[float], baseline: Sequence[float], level: float = 0.95) -> dict[str, float]:
@@ -128,10 +128,10 @@ def _bar(iterable: Any, total: int, desc: str, progress: bool) -> Any:
 
 def market_windows(ohlcv: pd.DataFrame, seq_len: int, fit_until: Any, horizon: int = 1) -> Any:
     """All labelled windows of ``ohlcv``, scaled by a scaler fitted on the bars up to ``fit_until`` only."""
-    features = cl.compute_features(ohlcv)
-    target = cl.forward_log_return(ohlcv["close"], horizon).reindex(features.index)
-    scaler = cl.FeatureScaler().fit(features.loc[: pd.Timestamp(fit_until)])
-    return cl.make_windows(scaler.transform(features), target, seq_len, horizon)
+    features = compute_features(ohlcv)
+    target = forward_log_return(ohlcv["close"], horizon).reindex(features.index)
+    scaler = FeatureScaler().fit(features.loc[: pd.Timestamp(fit_until)])
+    return make_windows(scaler.transform(features), target, seq_len, horizon)
 
 
 def _bar_pos(windows: Any, ohlcv: pd.DataFrame) -> np.ndarray:
@@ -161,7 +161,7 @@ def flipping_market(n_bars: int = 3000, seed: int = 0, flip_at: float = 0.5, con
     is what makes old memories stale. ``motifs["direction"]`` and ``aftermath_return`` describe the new truth.
     """
     cfg = config or study_config()
-    market = cl.make_synthetic_market(n_bars, seed, cfg)
+    market = make_synthetic_market(n_bars, seed, cfg)
     flip = int(flip_at * n_bars)
     ret = np.diff(np.log(market.ohlcv["close"].to_numpy()), prepend=np.nan)
     vol = np.asarray(cfg.vol, dtype=float)[market.regime_codes]
@@ -185,10 +185,10 @@ def joined_market(before: Any, after: Any, n_before: int, n_after: int, seed: in
     """Two synthetic markets back to back: ``n_before`` bars made with config ``before``, then ``n_after``
     with ``after`` (both must plant the same motif types); prices continue from the last close."""
     if tuple(before.motifs) != tuple(after.motifs):
-        raise ValueError("joined_market: both configs must plant the same motifs (cl.novel_motif_market "
+        raise ValueError("joined_market: both configs must plant the same motifs (novel_motif_market "
                          "covers new motifs).")
-    a = cl.make_synthetic_market(n_before, seed, before)
-    b = cl.make_synthetic_market(n_after + 1, seed + 10_000, replace(after, start=str(a.ohlcv.index[-1].date())))
+    a = make_synthetic_market(n_before, seed, before)
+    b = make_synthetic_market(n_after + 1, seed + 10_000, replace(after, start=str(a.ohlcv.index[-1].date())))
     scale = a.ohlcv["close"].iloc[-1] / b.ohlcv["close"].iloc[0]
     b_ohlcv = b.ohlcv.iloc[1:].copy()
     b_ohlcv[["open", "high", "low", "close"]] *= scale
@@ -213,7 +213,7 @@ def _concat(a: Any, b: Any) -> Any:
     """Windows of one series: ``a`` then those of ``b`` that ``a`` does not hold (same end time = same window)."""
     new = ~np.isin(b.end_time_ns(), a.end_time_ns())
     b = b.subset(np.flatnonzero(new))
-    return cl.WindowSet(np.concatenate([a.X, b.X]), np.concatenate([a.y, b.y]), a.end_time.append(b.end_time),
+    return WindowSet(np.concatenate([a.X, b.X]), np.concatenate([a.y, b.y]), a.end_time.append(b.end_time),
                         a.available_at.append(b.available_at), np.concatenate([a.end_pos, b.end_pos]),
                         a.feature_names, a.horizon, a.seq_len)
 
@@ -275,11 +275,11 @@ def knn_direction(memory: Any, queries: Any, k: int = 16, temperature: float = 0
     if len(mem) == 0:
         return KNNDirection(np.full(n, fallback), np.full((n, k), -1), np.zeros((n, k)), np.zeros(n, int), 0)
     lb = min(lookback, mem.seq_len)
-    keys = cl.embed_windows(mem, "raw", lb).vectors
-    index = cl.AnalogIndex(keys.shape[1], "cosine")
+    keys = embed_windows(mem, "raw", lb).vectors
+    index = AnalogIndex(keys.shape[1], "cosine")
     index.add(keys, mem.end_time_ns(), mem.available_at_ns(), mem.end_pos, np.asarray(mem.y, float))
     kk = k * pool if half_life is not None else k
-    hits = index.search(cl.embed_windows(queries, "raw", lb).vectors, k=kk, as_of=queries.end_time_ns())
+    hits = index.search(embed_windows(queries, "raw", lb).vectors, k=kk, as_of=queries.end_time_ns())
     rows = np.where(hits.mask, hits.indices, -1)
     sim = np.where(hits.mask, hits.similarity, np.nan)
     age = np.where(hits.mask, queries.end_pos[:, None] - mem.end_pos[np.maximum(rows, 0)], 0)
@@ -353,7 +353,7 @@ def staleness_study(n_bars: int = 3000, seeds: int | Sequence[int] = 5, half_liv
     seeds_ = _seeds(seeds)
     for seed in _bar(seeds_, len(seeds_), "markets", progress):
         for kind in markets:
-            m = flipping_market(n_bars, seed, flip_at) if kind == "flip" else cl.make_synthetic_market(
+            m = flipping_market(n_bars, seed, flip_at) if kind == "flip" else make_synthetic_market(
                 n_bars, seed, study_config())
             flip = int(flip_at * n_bars)
             ws = market_windows(m.ohlcv, seq_len, m.ohlcv.index[flip - 1])
@@ -398,7 +398,7 @@ def cold_start_study(n_bars: int = 3000, seeds: int | Sequence[int] = 5,
     rows = []
     seeds_ = _seeds(seeds)
     for seed in _bar(seeds_, len(seeds_), "markets", progress):
-        m = cl.make_synthetic_market(n_bars, seed, study_config())
+        m = make_synthetic_market(n_bars, seed, study_config())
         train, _, test = _three_way(m, seq_len)
         subsets = {"onset": motif_subsets(m, test)["onset"], "early": np.arange(len(test)) < early}
         for size in start_sizes:
@@ -431,7 +431,7 @@ def pruning_study(n_bars: int = 3000, seeds: int | Sequence[int] = 5, min_counts
     rows = []
     seeds_ = _seeds(seeds)
     for seed in _bar(seeds_, len(seeds_), "markets", progress):
-        m = cl.make_synthetic_market(n_bars, seed, study_config())
+        m = make_synthetic_market(n_bars, seed, study_config())
         train, val, test = _three_way(m, seq_len)
         subsets = {"onset": motif_subsets(m, test)["onset"]}
         counts = count_retrievals(train, _concat(train, val), k, lookback)
@@ -471,9 +471,9 @@ def shift_study(n_before: int = 2000, n_after: int = 1200, seeds: int | Sequence
     volatile = replace(base, vol=tuple(3 * v for v in base.vol), drift=tuple(d - 0.001 for d in base.drift))
     for seed in _bar(seeds_, len(seeds_), "markets", progress):
         markets = {
-            "same": cl.make_synthetic_market(n_before + n_after, seed, base),
+            "same": make_synthetic_market(n_before + n_after, seed, base),
             "volatile": joined_market(base, volatile, n_before, n_after, seed),
-            "new motifs": cl.novel_motif_market(n_before, n_after, seed, config=base),
+            "new motifs": novel_motif_market(n_before, n_after, seed, config=base),
         }
         for name, m in markets.items():
             ws = market_windows(m.ohlcv, seq_len, m.ohlcv.index[n_before - 1])
@@ -619,9 +619,9 @@ def no_structure_study(n_bars: int = 2000, seeds: int | Sequence[int] = 3, model
         for seed in seeds_:
             for market in ("motifs", "no structure"):
                 cfg = study_config() if market == "motifs" else study_config(motifs=())
-                m = cl.make_synthetic_market(n_bars, seed, cfg)
-                splits = cl.prepare_dataset(m.ohlcv, seq_len=seq_len)
-                mc = replace(model_config or cl.MemoryTransformerConfig(), input_dim=splits.train.n_features,
+                m = make_synthetic_market(n_bars, seed, cfg)
+                splits = prepare_dataset(m.ohlcv, seq_len=seq_len)
+                mc = replace(model_config or MemoryTransformerConfig(), input_dim=splits.train.n_features,
                              seq_len=seq_len)
                 for use in (True, False):
                     t0 = time.perf_counter()
