@@ -244,7 +244,11 @@ _RUN_KEYS = ("data", "seq_len", "horizon", "feature_config", "feature_columns", 
              "test_start")  # fmt: skip
 
 
-def _model_windows(trainer, run: dict, df: pd.DataFrame):
+def _model_windows(trainer, run: dict, df: pd.DataFrame, *, include_unlabelled: bool = False):
+    """The checkpoint's windows over ``df``: its features, its scaler, its window length and horizon.
+
+    ``include_unlabelled`` keeps the last windows whose outcome is not known yet (a query at the data's end).
+    """
     from .data.features import forward_log_return
     from .data.windows import make_windows
 
@@ -252,7 +256,8 @@ def _model_windows(trainer, run: dict, df: pd.DataFrame):
         raise CliError("the checkpoint has no feature scaler; re-train with `course-lib train`.")
     feats = _run_features(run, df)
     target = forward_log_return(df["close"], run["horizon"]).reindex(feats.index)
-    return make_windows(trainer.scaler.transform(feats), target, run["seq_len"], run["horizon"])
+    return make_windows(trainer.scaler.transform(feats), target, run["seq_len"], run["horizon"],
+                        drop_unlabeled=not include_unlabelled)
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -348,7 +353,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
                   "uses information from after --date (their outcomes do not).", file=sys.stderr)  # fmt: skip
         trainer = MemoryTransformerTrainer.load(model_dir, device="cpu")
         memory = memory_windows(trainer)
-        query = _unlabelled_last(trainer, run, df.loc[:t])
+        query = _model_windows(trainer, run, df.loc[:t], include_unlabelled=True)
         query = query.subset(np.array([len(query) - 1]))
         method = f"the model's memory keys ({model_dir})"
         ref = df  # the bars the memory's windows were cut from: what followed them is read from these closes
@@ -430,18 +435,6 @@ def _check_memory_outcomes(table: pd.DataFrame, close: pd.Series, horizon: int, 
     if not np.allclose(recomputed, table["neighbour_return"].to_numpy(dtype=float)[ok], rtol=1e-4, atol=1e-6):
         raise CliError(f"the outcomes stored in {model_dir}'s memory do not match the closes of its data "
                        "source: the data changed after training. Re-train the checkpoint on the current data.")  # fmt: skip
-
-
-def _unlabelled_last(trainer, run: dict, df: pd.DataFrame):
-    """Windows including the most recent one, whose outcome is not known yet (for a query at the data's end)."""
-    from .data.features import forward_log_return
-    from .data.windows import make_windows
-
-    feats = _run_features(run, df)
-    target = forward_log_return(df["close"], run["horizon"]).reindex(feats.index)
-    return make_windows(
-        trainer.scaler.transform(feats), target, run["seq_len"], run["horizon"], drop_unlabeled=False
-    )
 
 
 def _run_features(run: dict, df: pd.DataFrame) -> pd.DataFrame:
