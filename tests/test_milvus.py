@@ -116,6 +116,30 @@ def test_flat_equals_exact_backend(filled):
     np.testing.assert_array_equal(u.indices, v.indices)
 
 
+@pytest.mark.parametrize("max_calls, overfetch", [(8, 4), (1, 1)])  # the default; one call that must fall back
+def test_grouped_times_give_each_query_its_exact_eligible_top_k(filled, monkeypatch, max_calls, overfetch):
+    """Queries with many distinct times share a few engine calls, and each still gets what the exact bank gives."""
+    import course_lib.memory.milvus as milvus_module
+
+    mil, exact, _ = filled
+    monkeypatch.setattr(milvus_module, "_MAX_CALLS", max_calls)
+    monkeypatch.setattr(milvus_module, "_OVERFETCH", overfetch)
+    calls = []
+    real = mil._client.search
+    monkeypatch.setattr(mil._client, "search", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    rng = np.random.default_rng(4)
+    q = _unit(rng, 64)
+    as_of = rng.integers(0, 320, 64)
+    a, b = mil.search(q, k=K, as_of=as_of), exact.search(q, k=K, as_of=as_of)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    assert not (a.mask & (a.metadata("available_at") > as_of[:, None])).any()
+    if max_calls == 8:
+        assert len(calls) <= 8 + 64 // 4  # a few group calls (and rare fallbacks), not one per distinct time
+    else:
+        assert len(calls) > 1  # one group, an over-fetch of k: most queries had to ask again alone
+
+
 def test_search_requires_as_of(filled):
     mil, _, keys = filled
     with pytest.raises(MissingTimeError):

@@ -13,7 +13,7 @@ background and serves many readers. The code is the same whichever Milvus answer
 The causal rule is the engine's filter expression, ``available_at <= as_of``, evaluated *inside* the
 approximate search: Milvus restricts the candidates before ranking them, so a query still gets ``k``
 eligible neighbours when most stored entries are not yet available (a post-filter over the top k would
-return fewer, or none). Queries are grouped by distinct ``as_of``: one engine call per distinct time.
+return fewer, or none). Queries with mixed times are grouped into a few time windows: one engine call per window.
 
 What differs from the in-memory bank: eviction is FIFO only (a full memory overwrites its oldest slot by
 an upsert; LRU or importance would need a read-modify-write of every entry per search, which a shared
@@ -47,6 +47,8 @@ _NAT = np.iinfo(np.int64).min
 _NEVER = np.iinfo(np.int64).max
 _DESC = "course_lib.MilvusMemoryBank"
 _PAGE = 4096  # rows per page when reading a whole collection back
+_MAX_CALLS = 8  # engine calls per search with mixed times (see MilvusMemoryBank._groups)
+_OVERFETCH = 4  # hits per query asked of a group, in units of k
 
 
 def require_pymilvus():
@@ -357,24 +359,42 @@ class MilvusMemoryBank:
         keys = np.zeros((nq, k, self.config.key_dim), np.float32)
         values = np.zeros((nq, k, self.config.value_dim), np.float32)
         found: dict[str, dict[tuple[int, int], Any]] = {}
+
+        def take(r: int, row_hits, t: int | None) -> int:
+            """Store query r's first k hits with available_at <= t (all hits when t is None); how many."""
+            j = 0
+            for h in row_hits:
+                ent = h["entity"]
+                if t is not None and int(ent["available_at"]) > t:
+                    continue  # inside its group's window but after this query's own time
+                slots[r, j], scores[r, j] = int(h["slot"]), float(h["distance"])
+                keys[r, j] = ent["key"]
+                if self.config.value_dim:
+                    values[r, j] = ent["value"]
+                for name, v in ent.items():
+                    if name not in ("key", "value", "slot", "insert_seq") and v is not None:
+                        found.setdefault(name, {})[(r, j)] = v
+                j += 1
+                if j == k:
+                    break
+            return j
+
         if len(self):
-            groups = [(None, np.arange(nq))] if times is None else self._groups(times)
             params = self._search_params(k)
-            for t, rows in groups:
-                expr = "" if t is None else f"available_at <= {int(t)}"
-                hits = self._client.search(self._name, data=[q[i] for i in rows], limit=min(k, 16384), filter=expr,
+            groups = [(None, np.arange(nq))] if times is None else self._groups(times)
+            for t_max, rows in groups:
+                mixed = t_max is not None and bool((times[rows] != t_max).any())
+                limit = min(_OVERFETCH * k if mixed else k, 16384)
+                hits = self._client.search(self._name, data=[q[i] for i in rows], limit=limit,
+                                           filter="" if t_max is None else f"available_at <= {int(t_max)}",
                                            output_fields=["*"], search_params=params)
                 for r, row_hits in zip(rows, hits):
-                    for j, h in enumerate(row_hits):
-                        ent = h["entity"]
-                        slots[r, j], scores[r, j] = int(h["slot"]), float(h["distance"])
-                        keys[r, j] = ent["key"]
-                        if self.config.value_dim:
-                            values[r, j] = ent["value"]
-                        for name, v in ent.items():
-                            if name not in ("key", "value", "slot", "insert_seq"):
-                                if v is not None:
-                                    found.setdefault(name, {})[(r, j)] = v
+                    t = None if t_max is None else int(times[r])
+                    if take(r, row_hits, t) < k and len(row_hits) == limit and mixed:
+                        # the over-fetch held fewer than k of this query's eligible entries: ask for its own time
+                        take(r, self._client.search(self._name, data=[q[r]], limit=min(k, 16384),
+                                                    filter=f"available_at <= {t}", output_fields=["*"],
+                                                    search_params=params)[0], t)
         mask = slots >= 0
         self._clock += 1
         res = SearchResult(scores, slots, mask, keys, values, f"milvus:{self.config.milvus_index}",
@@ -385,12 +405,22 @@ class MilvusMemoryBank:
         return res
 
     @staticmethod
-    def _groups(times: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """Query rows per distinct ``as_of`` (one engine call each; the filter is one number per call)."""
+    def _groups(times: np.ndarray, max_calls: int | None = None) -> list[tuple[int, np.ndarray]]:
+        """Query rows in at most ``max_calls`` groups of neighbouring times (one engine call each).
+
+        Each engine call costs a round trip (about 2 s per call on Milvus Lite at 1e5 entries, measured in
+        benchmarks/bench_milvus.py), so a training-like batch with 256 distinct times must not make 256 calls.
+        A group is filtered inside the engine at its latest time and over-fetched; each query then keeps only
+        its own eligible hits (``available_at <= as_of``), and a query left with fewer than ``k`` asks again
+        alone, so every query still gets its exact eligible top k from the engine's index.
+        """
+        max_calls = max_calls or _MAX_CALLS
         uniq, inv = np.unique(times, return_inverse=True)
-        order = np.argsort(inv, kind="stable")
-        bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
-        return [(int(uniq[g]), order[bounds[g]:bounds[g + 1]]) for g in range(len(uniq))]
+        order = np.argsort(inv, kind="stable")  # rows by time
+        cuts = np.linspace(0, len(uniq), min(max_calls, len(uniq)) + 1).round().astype(int)
+        bounds = np.searchsorted(inv[order], cuts)  # first row of each group of distinct times
+        return [(int(times[order[bounds[g + 1] - 1]]), order[bounds[g]:bounds[g + 1]])
+                for g in range(len(bounds) - 1) if bounds[g + 1] > bounds[g]]
 
     def _gather(self, found: dict[str, dict[tuple[int, int], Any]], shape: tuple[int, int]) -> dict[str, np.ndarray]:
         """Per-neighbour metadata as (q, k) arrays, blank (NaN / -1 / "") where a slot is invalid."""
