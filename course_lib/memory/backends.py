@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +41,8 @@ _BLOCK = 32
 _TWO_STAGE_MIN = 32_768  # below this many entries a single top-k is as fast (measured)
 _TIME_BLOCKS = 32  # causal ANN: the index ids are cut into this many time blocks (see _FaissANN.search)
 _TIME_BLOCK_MIN = 4096  # ... of at least this many ids (the partial block is searched exactly)
+_MAX_OVERFETCH = 1024  # faiss rows that must skip more entries than this go to a matmul kernel
+_NUMPY_MAX_SCORES = 1 << 20  # auto uses numpy when batch * M is at most this (about a millisecond of work)
 _FAISS_BLAS_MIN_BATCH = 16  # faiss's own default switches to BLAS only at 20 (faiss < 1.8) or 128,000 queries
 
 
@@ -289,6 +292,44 @@ def exact_faiss(keys: np.ndarray, queries: np.ndarray, k: int, filt: CausalFilte
         with faiss_blas_threshold():
             d, i = faiss.knn(queries, keys, kk, metric=faiss.METRIC_INNER_PRODUCT)
     return filter_overfetched(d, i, k, filt if extra else None, slice(None))
+
+
+def choose_exact_kernel(device_type: str, batch: int, n: int, filt: CausalFilter | None,
+                        numpy_max_batch: int, faiss_min_batch: int) -> str:
+    """The exact kernel for ``batch`` queries over ``n`` entries (what ``backend="auto"`` runs).
+
+    Measured on 2 CPU cores (benchmarks/bench_memory.py): numpy's matmul + argpartition has the lowest call
+    overhead, so it wins small jobs; faiss's BLAS path wins large batches, unless the causal filter hides
+    many entries from some query (faiss cannot skip them inside its top-k); torch covers the rest and every
+    GPU.
+    """
+    if device_type != "cpu":
+        return "torch"
+    if batch <= numpy_max_batch or batch * n <= _NUMPY_MAX_SCORES:
+        return "numpy"
+    if batch >= faiss_min_batch and faiss_available():
+        if filt is None or filt.trivial or filt.n_ineligible().max() <= _MAX_OVERFETCH:
+            return "faiss"
+    return "torch"
+
+
+def exact_faiss_causal(keys: np.ndarray, queries: torch.Tensor, k: int, filt: CausalFilter | None,
+                       gpu_res: Any = None, chunk_mb: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """faiss's exact search for the rows it can filter cheaply (at most ``_MAX_OVERFETCH`` hidden entries),
+    torch's matmul kernel for the rows that must skip more."""
+    nq = queries.shape[0]
+    qn = queries.cpu().numpy()
+    many = filt.n_ineligible() > _MAX_OVERFETCH if filt is not None and not filt.trivial else np.zeros(nq, bool)
+    s = np.empty((nq, k), np.float32)
+    i = np.empty((nq, k), np.int64)
+    ok = ~many
+    if ok.any():
+        sub = None if filt is None else filt.subset(ok)
+        s[ok], i[ok] = exact_faiss(keys, np.ascontiguousarray(qn[ok]), k, sub, gpu_res)
+    if many.any():
+        s[many], i[many] = exact_torch(torch.from_numpy(keys), queries[torch.from_numpy(many)], k,
+                                       filt.subset(many), chunk_mb)
+    return s, i
 
 
 class _FaissANN:

@@ -15,10 +15,9 @@ Why it looks like this (the usual bugs of a homemade kNN memory, fixed):
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from .eviction import (
     sample_by_priority,
     victim_block,
 )
-from .persistence import MemoryFileError, read_npz, write_npz
+from .persistence import device_available, read_bank, write_npz
 from .time_filter import query_times, to_ns
 
 __all__ = ["ExternalMemoryBank", "SearchResult", "to_ns"]
@@ -44,8 +43,6 @@ __all__ = ["ExternalMemoryBank", "SearchResult", "to_ns"]
 FORMAT = "course_lib.ExternalMemoryBank"
 FORMAT_VERSION = 1
 _ANN_MIN_ENTRIES = 2048  # below this an approximate index is pointless: search exactly
-_MAX_OVERFETCH = 1024  # faiss/ANN rows that must skip more entries than this go to a matmul kernel
-_NUMPY_MAX_SCORES = 1 << 20  # auto uses numpy when batch * M is at most this (about a millisecond of work)
 
 
 _NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
@@ -75,45 +72,6 @@ def _as_numpy_rows(x: Any, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     return np.asarray(x)
-
-
-def _device_available(device: str) -> bool:
-    """Whether torch can put tensors on ``device`` on this machine (a CUDA index must exist)."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        return False
-    if dev.type == "cpu":
-        return True
-    if dev.type == "cuda":
-        return torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
-    if dev.type == "mps":
-        return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    return False
-
-
-def _usable_device(saved: str, path: Any) -> str:
-    """The saved device if this machine has it, else ``"cpu"`` with a warning (the device is a run-time
-    setting: a memory built on a GPU machine must still load on a laptop)."""
-    if _device_available(saved):
-        return saved
-    warnings.warn(f"{path} was saved with device={saved!r}, which this machine does not have: loading on 'cpu'. "
-                  "Pass load(..., device=...) to choose.", RuntimeWarning, stacklevel=3)
-    return "cpu"
-
-
-def _config_from_header(header: dict, path: Any) -> MemoryConfig:
-    """The saved :class:`MemoryConfig`, or ``MemoryFileError`` naming what is missing or invalid."""
-    raw = header.get("config")
-    if not isinstance(raw, dict):
-        raise MemoryFileError(f"{path}: the header has no config ({type(raw).__name__} instead of a dict): file "
-                              "corrupted or not written by ExternalMemoryBank.save(). Re-create it.")
-    known = {f.name for f in fields(MemoryConfig)}
-    try:
-        return MemoryConfig(**{key: val for key, val in raw.items() if key in known})
-    except (TypeError, ValueError) as exc:
-        raise MemoryFileError(f"{path}: the saved config is invalid ({exc}): file corrupted or written by an "
-                              "incompatible version. Re-create it.") from exc
 
 
 @dataclass
@@ -195,7 +153,7 @@ class ExternalMemoryBank:
                 "backend='faiss-gpu' needs a faiss build with GPU support and a visible GPU. "
                 "Use backend='torch' with device='cuda' (same exact results) or install faiss-gpu."
             )
-        if not _device_available(cfg.device):
+        if not device_available(cfg.device):
             raise RuntimeError(f"device={cfg.device!r} is not available on this machine (torch sees "
                                f"{torch.cuda.device_count()} CUDA device(s)); use device='cpu'.")
         cap, d = cfg.capacity, cfg.key_dim
@@ -496,16 +454,11 @@ class ExternalMemoryBank:
         return res
 
     def choose_kernel(self, batch: int, filt: B.CausalFilter | None = None) -> str:
-        """The exact kernel ``backend="auto"`` uses for a batch of ``batch`` queries."""
+        """The exact kernel ``backend="auto"`` uses for a batch of ``batch`` queries (see
+        :func:`~course_lib.memory.backends.choose_exact_kernel`)."""
         cfg = self.config
-        if self._device.type != "cpu":
-            return "torch"
-        if batch <= cfg.auto_numpy_max_batch or batch * self._size <= _NUMPY_MAX_SCORES:
-            return "numpy"  # small jobs: numpy's lower call overhead wins
-        if batch >= cfg.auto_faiss_min_batch and B.faiss_available():  # faiss's BLAS path (see backends)
-            if filt is None or filt.trivial or filt.n_ineligible().max() <= _MAX_OVERFETCH:
-                return "faiss"
-        return "torch"
+        return B.choose_exact_kernel(self._device.type, batch, self._size, filt, cfg.auto_numpy_max_batch,
+                                     cfg.auto_faiss_min_batch)
 
     def _run_kernel(self, qt: torch.Tensor, k: int, filt: B.CausalFilter | None):
         n = self._size
@@ -527,21 +480,8 @@ class ExternalMemoryBank:
         elif name == "torch":
             dk = self._device_keys()[:n]
             s, i = B.exact_torch(dk, qt.to(dk.device), k, filt, cm)
-        else:  # faiss / faiss-gpu: rows that must skip many entries go to the matmul kernel
-            qn = qt.cpu().numpy()
-            if filt is not None and not filt.trivial:
-                many = filt.n_ineligible() > _MAX_OVERFETCH
-            else:
-                many = np.zeros(nq, dtype=bool)
-            s = np.empty((nq, k), np.float32)
-            i = np.empty((nq, k), np.int64)
-            ok = ~many
-            if ok.any():
-                sub = None if filt is None else filt.subset(ok)
-                s[ok], i[ok] = B.exact_faiss(keys, np.ascontiguousarray(qn[ok]), k, sub, self._gpu_res)
-            if many.any():
-                sub = filt.subset(many)
-                s[many], i[many] = B.exact_torch(torch.from_numpy(keys), qt[torch.from_numpy(many)], k, sub, cm)
+        else:  # faiss / faiss-gpu
+            s, i = B.exact_faiss_causal(keys, qt, k, filt, self._gpu_res, cm)
         return s, i, name
 
     def _ann_search(self, qt: torch.Tensor, k: int, filt: B.CausalFilter | None):
@@ -608,61 +548,19 @@ class ExternalMemoryBank:
         GPU with the device set to ``"cpu"`` and a ``RuntimeWarning`` (likewise ``backend="faiss-gpu"``
         becomes ``"faiss"``); pass ``device=...`` to choose explicitly.
         """
-        header, arrays = read_npz(path, FORMAT, FORMAT_VERSION)
-        bad_override = set(overrides) & {"key_dim", "value_dim", "capacity"}
-        if bad_override:
-            raise ValueError(f"cannot override {sorted(bad_override)} when loading; they are part of the file")
-        saved = _config_from_header(header, path)
-        runtime = {name: overrides.pop(name) for name in ("device", "backend") if name in overrides}
-        if "device" not in runtime:
-            runtime["device"] = _usable_device(saved.device, path)
-        if saved.backend == "faiss-gpu" and "backend" not in runtime and not B.faiss_available(gpu=True):
-            warnings.warn(f"{path} was saved with backend='faiss-gpu', which this machine lacks: using 'faiss' "
-                          "(same exact results). Pass load(..., backend=...) to choose.", RuntimeWarning, stacklevel=2)
-            runtime["backend"] = "faiss"
-        cfg = MemoryConfig(**{**saved.to_dict(), **overrides, **runtime})
-        for want, have, what in ((expect_key_dim, cfg.key_dim, "key_dim"), (expect_value_dim, cfg.value_dim, "value_dim")):
-            if want is not None and want != have:
-                raise MemoryFileError(f"{path}: {what} is {have} but {want} was expected (memory built for "
-                                      "another encoder?). Rebuild the memory with the current model.")
-        try:
-            n, write_pos = int(header["size"]), int(header["write_pos"])
-            seq, clock, meta_fields = int(header["seq"]), int(header["clock"]), list(header["fields"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise MemoryFileError(f"{path}: header lacks or garbles {exc}: file corrupted or not written by "
-                                  "ExternalMemoryBank.save(). Re-create it.") from exc
-        if not (0 <= n <= cfg.capacity and 0 <= write_pos < max(cfg.capacity, 1)):
-            raise MemoryFileError(f"{path}: size {n} / write position {write_pos} do not fit the capacity "
-                                  f"{cfg.capacity}: file corrupted. Re-create it.")
-        need = {"keys": (n, cfg.key_dim), "values": (n, cfg.value_dim), "insert_seq": (n,),
-                "last_access": (n,), "access_count": (n,)}
-        for name, shape in need.items():
-            if name not in arrays or arrays[name].shape != shape:
-                got = arrays[name].shape if name in arrays else "missing"
-                raise MemoryFileError(f"{path}: array {name!r} has shape {got}, header says {shape}: file corrupted.")
-        missing = [name for name in cls._CORE if name not in meta_fields]
-        if missing:
-            raise MemoryFileError(f"{path}: the header lists no {missing} field(s) (every bank stores "
-                                  f"{list(cls._CORE)}): file corrupted or not written by ExternalMemoryBank.save(). "
-                                  "Re-create it.")
-        for name in ("timestamp", "available_at"):
-            arr = arrays.get(f"meta__{name}")
-            if arr is not None and (arr.dtype != np.int64 or arr.ndim != 1):
-                raise MemoryFileError(f"{path}: {name!r} is stored as {arr.dtype} {arr.shape}, not int64 "
-                                      "nanoseconds per entry: file corrupted. Re-create it.")
+        state = read_bank(path, FORMAT, FORMAT_VERSION, cls._CORE, expect_key_dim, expect_value_dim, overrides)
+        cfg, arrays, n = state.config, state.arrays, state.size
         bank = cls(cfg)
         bank._keys[:n] = arrays["keys"]
         bank._values[:n] = arrays["values"]
         for name in ("insert_seq", "last_access", "access_count"):
             getattr(bank, f"_{name}")[:n] = arrays[name]
-        for name in meta_fields:
-            arr = arrays.get(f"meta__{name}")
-            if arr is None or len(arr) != n:
-                raise MemoryFileError(f"{path}: metadata field {name!r} is missing or has the wrong length.")
+        for name in state.fields:
+            arr = arrays[f"meta__{name}"]
             bank._meta[name] = np.full((cfg.capacity, *arr.shape[1:]), _fill_value(arr.dtype), dtype=arr.dtype)
             bank._meta[name][:n] = arr
-        bank._size, bank._write_pos = n, write_pos
-        bank._seq, bank._clock = seq, clock
+        bank._size, bank._write_pos = n, state.write_pos
+        bank._seq, bank._clock = state.seq, state.clock
         bank._touch(np.arange(n))
         return bank
 

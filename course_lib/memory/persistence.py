@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 import zipfile
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 from ..utils import atomic_path
+from . import backends as B
+from .config import MemoryConfig
 
 __all__ = ["MemoryFileError"]
 
@@ -77,3 +83,117 @@ def read_npz(path: str | os.PathLike, fmt: str, max_version: int) -> tuple[dict,
             "Upgrade course_lib (pip install -U -e .) or re-create the file."
         )
     return header, arrays
+
+
+def device_available(device: str) -> bool:
+    """Whether torch can put tensors on ``device`` on this machine (a CUDA index must exist)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    if dev.type == "cpu":
+        return True
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
+    if dev.type == "mps":
+        return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    return False
+
+
+def _usable_device(saved: str, path: Any) -> str:
+    """The saved device if this machine has it, else ``"cpu"`` with a warning (the device is a run-time
+    setting: a memory built on a GPU machine must still load on a laptop)."""
+    if device_available(saved):
+        return saved
+    warnings.warn(f"{path} was saved with device={saved!r}, which this machine does not have: loading on 'cpu'. "
+                  "Pass load(..., device=...) to choose.", RuntimeWarning, stacklevel=4)
+    return "cpu"
+
+
+def _config_from_header(header: dict, path: Any) -> MemoryConfig:
+    """The saved :class:`MemoryConfig`, or ``MemoryFileError`` naming what is missing or invalid."""
+    raw = header.get("config")
+    if not isinstance(raw, dict):
+        raise MemoryFileError(f"{path}: the header has no config ({type(raw).__name__} instead of a dict): file "
+                              "corrupted or not written by ExternalMemoryBank.save(). Re-create it.")
+    known = {f.name for f in fields(MemoryConfig)}
+    try:
+        return MemoryConfig(**{key: val for key, val in raw.items() if key in known})
+    except (TypeError, ValueError) as exc:
+        raise MemoryFileError(f"{path}: the saved config is invalid ({exc}): file corrupted or written by an "
+                              "incompatible version. Re-create it.") from exc
+
+@dataclass
+class BankState:
+    """A bank file after every check: the config to build the bank with, and its arrays and counters."""
+
+    config: MemoryConfig
+    header: dict
+    arrays: dict[str, np.ndarray]
+    size: int
+    write_pos: int
+    seq: int
+    clock: int
+    fields: list[str]
+
+
+def read_bank(path: str | os.PathLike, fmt: str, max_version: int, core: tuple[str, ...],
+              expect_key_dim: int | None = None, expect_value_dim: int | None = None,
+              overrides: dict[str, Any] | None = None) -> BankState:
+    """Read and check a bank file written by ``ExternalMemoryBank.save``; every refusal names the fix.
+
+    Refuses (:class:`MemoryFileError`) a truncated or corrupted file, another format or a newer version,
+    arrays whose shape disagrees with the header, a missing core field (``core``), and, if given, a key or
+    value dimension other than ``expect_key_dim``/``expect_value_dim``. ``overrides`` are run-time settings
+    (``backend``, ``device``, ...); the file's size settings cannot be overridden. A device or GPU backend
+    this machine lacks falls back to the CPU with a ``RuntimeWarning``.
+    """
+    overrides = dict(overrides or {})
+    header, arrays = read_npz(path, fmt, max_version)
+    bad_override = set(overrides) & {"key_dim", "value_dim", "capacity"}
+    if bad_override:
+        raise ValueError(f"cannot override {sorted(bad_override)} when loading; they are part of the file")
+    saved = _config_from_header(header, path)
+    runtime = {name: overrides.pop(name) for name in ("device", "backend") if name in overrides}
+    if "device" not in runtime:
+        runtime["device"] = _usable_device(saved.device, path)
+    if saved.backend == "faiss-gpu" and "backend" not in runtime and not B.faiss_available(gpu=True):
+        warnings.warn(f"{path} was saved with backend='faiss-gpu', which this machine lacks: using 'faiss' "
+                      "(same exact results). Pass load(..., backend=...) to choose.", RuntimeWarning, stacklevel=3)
+        runtime["backend"] = "faiss"
+    cfg = MemoryConfig(**{**saved.to_dict(), **overrides, **runtime})
+    for want, have, what in ((expect_key_dim, cfg.key_dim, "key_dim"), (expect_value_dim, cfg.value_dim, "value_dim")):
+        if want is not None and want != have:
+            raise MemoryFileError(f"{path}: {what} is {have} but {want} was expected (memory built for "
+                                  "another encoder?). Rebuild the memory with the current model.")
+    try:
+        n, write_pos = int(header["size"]), int(header["write_pos"])
+        seq, clock, meta_fields = int(header["seq"]), int(header["clock"]), list(header["fields"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MemoryFileError(f"{path}: header lacks or garbles {exc}: file corrupted or not written by "
+                              "ExternalMemoryBank.save(). Re-create it.") from exc
+    if not (0 <= n <= cfg.capacity and 0 <= write_pos < max(cfg.capacity, 1)):
+        raise MemoryFileError(f"{path}: size {n} / write position {write_pos} do not fit the capacity "
+                              f"{cfg.capacity}: file corrupted. Re-create it.")
+    need = {"keys": (n, cfg.key_dim), "values": (n, cfg.value_dim), "insert_seq": (n,),
+            "last_access": (n,), "access_count": (n,)}
+    for name, shape in need.items():
+        if name not in arrays or arrays[name].shape != shape:
+            got = arrays[name].shape if name in arrays else "missing"
+            raise MemoryFileError(f"{path}: array {name!r} has shape {got}, header says {shape}: file corrupted.")
+    missing = [name for name in core if name not in meta_fields]
+    if missing:
+        raise MemoryFileError(f"{path}: the header lists no {missing} field(s) (every bank stores "
+                              f"{list(core)}): file corrupted or not written by ExternalMemoryBank.save(). "
+                              "Re-create it.")
+    for name in ("timestamp", "available_at"):
+        arr = arrays.get(f"meta__{name}")
+        if arr is not None and (arr.dtype != np.int64 or arr.ndim != 1):
+            raise MemoryFileError(f"{path}: {name!r} is stored as {arr.dtype} {arr.shape}, not int64 "
+                                  "nanoseconds per entry: file corrupted. Re-create it.")
+    for name in meta_fields:
+        arr = arrays.get(f"meta__{name}")
+        if arr is None or len(arr) != n:
+            raise MemoryFileError(f"{path}: metadata field {name!r} is missing or has the wrong length.")
+    return BankState(cfg, header, arrays, n, write_pos, seq, clock, meta_fields)
+
