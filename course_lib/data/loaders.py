@@ -626,17 +626,40 @@ def load_csv(
     """
     path = Path(path)
     where = path.name
+    _check_path(path)
+    raw, written, ticker, note = _read_raw(path, where, symbol)  # 1. read: header style, delimiter, ticker
+    report: list[str] = [note] if note else []
+    raw, tcol = _name_columns(raw, written, where, time_column)  # 2. name the columns, find the time
+    frame, raw, data_rows = _numeric_bars(raw, tcol, where, report)  # 3. numbers, empty rows dropped
+    # 4. parse the times, oldest first
+    frame, data_rows = _index_by_time(frame, raw, tcol, where, dayfirst, time_column is None, data_rows, report)
+    frame = _adjusted(frame, adjust, report)  # 5. dividends and splits
+    frame = frame[list(OHLCV_COLUMNS)].astype("float64")
+    _validate_bars(frame, where, min_rows, rows=data_rows)  # 6. every bar valid, enough of them
+    frame.attrs["source"] = str(path)
+    if ticker:
+        frame.attrs["symbol"] = ticker
+    frame.attrs["load_report"] = report
+    for line in report:
+        warnings.warn(f"{where}: {line}", DataWarning, stacklevel=2)
+    return frame
+
+
+def _check_path(path: Path) -> None:
+    """A readable file, or an error that says what was passed instead."""
     if not path.exists():
         raise DataError(f"{path}: file not found. Check the path (relative paths start at {Path.cwd()}).")
     if path.is_dir():
         csvs = sorted(p.name for p in path.iterdir() if ".csv" in p.name.lower())
         inside = f"e.g. {path / csvs[0]}" if csvs else "it holds no .csv files"
         raise DataError(f"{path}: is a directory, not a CSV file. Pass the path of one file inside it ({inside}).")
-    raw, written, ticker, note = _read_raw(path, where, symbol)
+
+
+def _name_columns(raw: pd.DataFrame, written: list[str], where: str,
+                  time_column: str | None) -> tuple[pd.DataFrame, str]:
+    """The course's column names on ``raw`` and the name of its time column; every OHLCV column present."""
     if raw.shape[1] == 0:
         raise DataError(f"{where}: the file is empty. Download it again or choose another file.")
-
-    report: list[str] = [note] if note else []
     names, drop_first = _column_names(written, where, time_column)
     raw.columns = names
     if drop_first:
@@ -660,7 +683,13 @@ def load_csv(
         )
     if len(raw) == 0:
         raise DataError(f"{where}: header only, no data rows.")
+    return raw, tcol
 
+
+def _numeric_bars(raw: pd.DataFrame, tcol: str, where: str,
+                  report: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """The value columns as floats (a non-numeric cell is an error naming its row), rows with no price at
+    all dropped (reported); returns the values, the matching raw rows and their 1-based data row numbers."""
     value_cols = [c for c in (*OHLCV_COLUMNS, "adj_close") if c in raw.columns]
     numeric = {}
     for col in value_cols:
@@ -683,9 +712,14 @@ def load_csv(
         raw = raw.loc[~empty_rows]
     if len(frame) == 0:
         raise DataError(f"{where}: every row is empty.")
+    return frame, raw, frame.index.to_numpy() + 1
 
-    data_rows = frame.index.to_numpy() + 1  # 1-based data row numbers in the file, for messages
-    stamps = _date_and_clock(raw) if time_column is None else None
+
+def _index_by_time(frame: pd.DataFrame, raw: pd.DataFrame, tcol: str, where: str, dayfirst: bool | None,
+                   guess_clock: bool, data_rows: np.ndarray, report: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Index ``frame`` by its parsed times, oldest first (a newest-first file is reversed, reported), with
+    the data row numbers in the same order (for the messages of the last check)."""
+    stamps = _date_and_clock(raw) if guess_clock else None
     if stamps is None:
         stamps = raw[tcol]
         clock = stamps.dropna().astype(str).str.strip()
@@ -712,30 +746,28 @@ def load_csv(
             f"{where}: timestamps out of order at row {pos + 2}: {idx[pos + 1]} comes after {idx[pos]}. "
             f"{date_hint} Otherwise sort the file by time before loading."
         )
+    return frame, data_rows
 
-    if "adj_close" in frame.columns:
-        factor = frame["adj_close"] / frame["close"]
-        if adjust:
-            for col in ("open", "high", "low", "close"):
-                frame[col] = frame[col] * factor
-            report.append("rescaled open/high/low/close by adj_close/close")
-        else:
-            ratio = factor.to_numpy(dtype=float)
-            ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
-            if len(ratio) and ratio.max() / ratio.min() - 1 > _ADJ_SPREAD_WARN:
-                report.append(
-                    f"adj_close/close moves from {ratio.min():.4g} to {ratio.max():.4g} over the file (splits or "
-                    "dividends), so returns of the unadjusted close jump at those dates; pass adjust=True to use "
-                    "adjusted prices"
-                )
-    frame = frame[list(OHLCV_COLUMNS)].astype("float64")
-    _validate_bars(frame, where, min_rows, rows=data_rows)
-    frame.attrs["source"] = str(path)
-    if ticker:
-        frame.attrs["symbol"] = ticker
-    frame.attrs["load_report"] = report
-    for line in report:
-        warnings.warn(f"{where}: {line}", DataWarning, stacklevel=2)
+
+def _adjusted(frame: pd.DataFrame, adjust: bool, report: list[str]) -> pd.DataFrame:
+    """With ``adjust``, prices rescaled by ``adj_close / close`` (reported); without it, a warning when that
+    ratio moves by more than 1% over the file (unadjusted returns jump at splits and dividends)."""
+    if "adj_close" not in frame.columns:
+        return frame
+    factor = frame["adj_close"] / frame["close"]
+    if adjust:
+        for col in ("open", "high", "low", "close"):
+            frame[col] = frame[col] * factor
+        report.append("rescaled open/high/low/close by adj_close/close")
+    else:
+        ratio = factor.to_numpy(dtype=float)
+        ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+        if len(ratio) and ratio.max() / ratio.min() - 1 > _ADJ_SPREAD_WARN:
+            report.append(
+                f"adj_close/close moves from {ratio.min():.4g} to {ratio.max():.4g} over the file (splits or "
+                "dividends), so returns of the unadjusted close jump at those dates; pass adjust=True to use "
+                "adjusted prices"
+            )
     return frame
 
 
