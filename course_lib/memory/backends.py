@@ -409,9 +409,13 @@ class _FaissANN:
             if top > f:  # the partial block, exactly, each query up to its own rank
                 ids = np.arange(f, top)
                 sl = self.pos_slot[f:top]
-                ok = sl >= 0
-                ids, sl = ids[ok], sl[ok]
-                sc = qs @ keys[sl].T
+                if sl[0] >= 0 and sl[-1] - sl[0] == len(sl) - 1 and (np.diff(sl) == 1).all():
+                    block_keys = keys[sl[0] : sl[-1] + 1]  # ids in slot order (the usual case): a view, no copy
+                else:
+                    ok = sl >= 0
+                    ids, sl = ids[ok], sl[ok]
+                    block_keys = keys[sl]
+                sc = qs @ block_keys.T
                 sc[ids[None, :] >= ranks[rows, None]] = _NEG
                 kk = min(k, len(sl))
                 if kk:
