@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .data.features import compute_features, forward_log_return
-from .data.synthetic import SyntheticConfig, make_synthetic_market
+from .data.synthetic import SyntheticConfig, append_market, make_synthetic_market
 from .data.windows import FeatureScaler, WindowSet, make_windows, prepare_dataset
 from .metrics import block_bootstrap_mean_ci, direction_accuracy, information_coefficient
 from .model import MemoryTransformerConfig
@@ -189,24 +189,7 @@ def joined_market(before: Any, after: Any, n_before: int, n_after: int, seed: in
                          "covers new motifs).")
     a = make_synthetic_market(n_before, seed, before)
     b = make_synthetic_market(n_after + 1, seed + 10_000, replace(after, start=str(a.ohlcv.index[-1].date())))
-    scale = a.ohlcv["close"].iloc[-1] / b.ohlcv["close"].iloc[0]
-    b_ohlcv = b.ohlcv.iloc[1:].copy()
-    b_ohlcv[["open", "high", "low", "close"]] *= scale
-    ohlcv = pd.concat([a.ohlcv, b_ohlcv])
-    ohlcv.attrs["source"] = f"synthetic:joined:seed={seed}"
-    bm = b.motifs.copy()
-    for col in ("start_pos", "end_pos"):
-        bm[col] = bm[col] + n_before - 1
-    bm = bm[bm["start_pos"] >= n_before]
-    idx = ohlcv.index
-
-    def cat(x: pd.Series, y: pd.Series, name: str) -> pd.Series:
-        return pd.Series(np.r_[x.to_numpy(), y.to_numpy()[1:]], index=idx, name=name)
-
-    return replace(a, ohlcv=ohlcv, regimes=cat(a.regimes, b.regimes, "regime"),
-                   motifs=pd.concat([a.motifs, bm], ignore_index=True),
-                   motif_bars=cat(a.motif_bars, b.motif_bars, "motif_id"),
-                   aftermath_bars=cat(a.aftermath_bars, b.aftermath_bars, "aftermath_of"))
+    return append_market(a, b, source=f"synthetic:joined:seed={seed}", drop_motifs_at_join=True)
 
 
 def _concat(a: Any, b: Any) -> Any:

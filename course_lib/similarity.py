@@ -920,7 +920,7 @@ def novel_motif_market(
     """
     from dataclasses import replace
 
-    from .data.synthetic import MOTIF_LIBRARY, SyntheticConfig, SyntheticMarket, make_synthetic_market
+    from .data.synthetic import MOTIF_LIBRARY, SyntheticConfig, append_market, make_synthetic_market
 
     novel = (novel,) if isinstance(novel, str) else tuple(novel)
     unknown = [m for m in novel if m not in MOTIF_LIBRARY]
@@ -931,34 +931,8 @@ def novel_motif_market(
     a = make_synthetic_market(n_before, seed, replace(base, motifs=old))
     b_cfg = replace(base, motifs=novel, start=str(a.ohlcv.index[-1].date()))  # its bar 0 = a's last bar
     b = make_synthetic_market(n_after + 1, seed + 10_000, b_cfg)
-    scale = a.ohlcv["close"].iloc[-1] / b.ohlcv["close"].iloc[0]
-    b_ohlcv = b.ohlcv.iloc[1:].copy()
-    b_ohlcv[["open", "high", "low", "close"]] *= scale
-    ohlcv = pd.concat([a.ohlcv, b_ohlcv])
-    ohlcv.attrs["source"] = f"synthetic:novel={'+'.join(novel)}:seed={seed}"
-    bm = b.motifs.copy()
-    for col in ("start_pos", "end_pos"):
-        bm[col] = bm[col] + n_before - 1
-    bm["motif_id"] = bm["motif_id"] + len(old)
-    motifs = pd.concat([a.motifs, bm], ignore_index=True)
-
-    def shift(ids: np.ndarray) -> np.ndarray:
-        return np.where(ids >= 0, ids + len(old), -1)
-
-    idx = ohlcv.index
-    return SyntheticMarket(
-        ohlcv=ohlcv,
-        regimes=pd.Series(np.r_[a.regimes.to_numpy(), b.regimes.to_numpy()[1:]], index=idx, name="regime"),
-        regime_names=a.regime_names,
-        motifs=motifs,
-        motif_bars=pd.Series(np.r_[a.motif_bars.to_numpy(), shift(b.motif_bars.to_numpy()[1:])], index=idx,
-                             name="motif_id"),  # fmt: skip
-        aftermath_bars=pd.Series(np.r_[a.aftermath_bars.to_numpy(), shift(b.aftermath_bars.to_numpy()[1:])],
-                                 index=idx, name="aftermath_of"),  # fmt: skip
-        motif_names=old + novel,
-        config=base,
-        seed=seed,
-    )
+    return append_market(a, b, source=f"synthetic:novel={'+'.join(novel)}:seed={seed}", motif_id_offset=len(old),
+                         motif_names=old + novel, config=base, seed=seed)
 
 
 @dataclass

@@ -21,7 +21,8 @@ Everything is deterministic given ``seed``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ __all__ = [
     "MOTIF_LIBRARY",
     "SyntheticConfig",
     "SyntheticMarket",
+    "append_market",
     "make_synthetic_market",
     "motif_shape",
 ]
@@ -391,3 +393,39 @@ def make_synthetic_market(n_bars: int = 5000, seed: int = 0, config: SyntheticCo
         config=cfg,
         seed=seed,
     )
+
+
+def append_market(a: SyntheticMarket, b: SyntheticMarket, *, source: str, motif_id_offset: int = 0,
+                  drop_motifs_at_join: bool = False, **fields: Any) -> SyntheticMarket:
+    """``b`` continued after ``a``: ``b``'s bar 0 is ``a``'s last bar (make ``b`` with ``start`` at that date
+    and one bar more), so prices continue from ``a``'s last close (``b`` is rescaled) and ``b``'s bar 0 is
+    dropped. Ground truth follows: motif positions shift to the joined series, motif ids by
+    ``motif_id_offset`` (when ``b`` plants other motif types), and ``drop_motifs_at_join`` drops motifs of
+    ``b`` that start on the join bar. ``fields`` replace other attributes of the result (``motif_names``...).
+    """
+    scale = a.ohlcv["close"].iloc[-1] / b.ohlcv["close"].iloc[0]
+    b_ohlcv = b.ohlcv.iloc[1:].copy()
+    b_ohlcv[["open", "high", "low", "close"]] *= scale
+    ohlcv = pd.concat([a.ohlcv, b_ohlcv])
+    ohlcv.attrs["source"] = source
+    n_before = len(a.ohlcv)
+    bm = b.motifs.copy()
+    for col in ("start_pos", "end_pos"):
+        bm[col] = bm[col] + n_before - 1
+    if drop_motifs_at_join:
+        bm = bm[bm["start_pos"] >= n_before]
+    if motif_id_offset:
+        bm["motif_id"] = bm["motif_id"] + motif_id_offset
+    idx = ohlcv.index
+
+    def cat(x: pd.Series, y: np.ndarray, name: str) -> pd.Series:
+        return pd.Series(np.r_[x.to_numpy(), y[1:]], index=idx, name=name)
+
+    def shift(ids: pd.Series) -> np.ndarray:
+        v = ids.to_numpy()
+        return np.where(v >= 0, v + motif_id_offset, -1) if motif_id_offset else v
+
+    return replace(a, ohlcv=ohlcv, regimes=cat(a.regimes, b.regimes.to_numpy(), "regime"),
+                   motifs=pd.concat([a.motifs, bm], ignore_index=True),
+                   motif_bars=cat(a.motif_bars, shift(b.motif_bars), "motif_id"),
+                   aftermath_bars=cat(a.aftermath_bars, shift(b.aftermath_bars), "aftermath_of"), **fields)
