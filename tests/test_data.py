@@ -645,3 +645,14 @@ def test_tz_aware_daily_bars_with_a_partial_last_row_keep_their_dates(tmp_path):
     with pytest.warns(DataWarning, match=r"last row \('2024-01-10 10:30:00\+09:00'\).*daily bar of 2024-01-10.*partial"):
         df = load_csv(write(tmp_path, text))
     assert list(df.index) == [pd.Timestamp(d) for d in [*days, "2024-01-10"]]  # was every date the day before
+
+
+def test_bundled_data_is_found_from_any_working_directory(tmp_path, monkeypatch):
+    """A notebook's kernel may start anywhere (nbval's copies in build/, Colab's /content): the bundled data
+    is found next to the package, not through the working directory."""
+    monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    from course_lib.data import SAMPLES, data_dir
+
+    assert (data_dir() / SAMPLES["sp500"]).exists()
+    assert len(load_sample("sp500")) > 1000

@@ -97,7 +97,7 @@ def data_dir() -> Path:
     candidates = []
     if os.environ.get("COURSE_DATA_DIR"):
         candidates.append(Path(os.environ["COURSE_DATA_DIR"]))
-    candidates += [Path(__file__).resolve().parents[1] / "data", Path.cwd() / "data", Path.cwd().parent / "data"]
+    candidates += [Path(__file__).resolve().parents[2] / "data", Path.cwd() / "data", Path.cwd().parent / "data"]
     for cand in candidates:
         if (cand / SAMPLES["sp500"]).exists():
             return cand
