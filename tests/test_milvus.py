@@ -6,9 +6,6 @@ error for a missing extra runs always.
 
 from __future__ import annotations
 
-import builtins
-import sys
-
 import numpy as np
 import pytest
 
@@ -23,17 +20,9 @@ def _unit(rng, n):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_missing_extra_names_it(monkeypatch, tmp_path):
+def test_missing_extra_names_it(hide_module, tmp_path):
     """Without pymilvus installed, asking for the backend says which extra to install."""
-    real_import = builtins.__import__
-
-    def no_pymilvus(name, *args, **kwargs):
-        if name == "pymilvus" or name.startswith("pymilvus."):
-            raise ImportError("No module named 'pymilvus'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.delitem(sys.modules, "pymilvus", raising=False)
-    monkeypatch.setattr(builtins, "__import__", no_pymilvus)
+    hide_module("pymilvus")
     with pytest.raises(ImportError, match=r'course-lib\[scale\]'):
         ExternalMemoryBank(MemoryConfig(key_dim=D, backend="milvus", uri=str(tmp_path / "m.db")))
 

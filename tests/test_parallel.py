@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
-import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
@@ -85,15 +83,7 @@ def test_dask_local_cluster_equals_serial_bit_for_bit(data, serial):
     _assert_same(serial, par)
 
 
-def test_dask_missing_names_the_extra(monkeypatch):
-    real_import = builtins.__import__
-
-    def no_distributed(name, *args, **kwargs):
-        if name == "distributed" or name.startswith("distributed."):
-            raise ImportError("No module named 'distributed'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.delitem(sys.modules, "distributed", raising=False)
-    monkeypatch.setattr(builtins, "__import__", no_distributed)
+def test_dask_missing_names_the_extra(hide_module):
+    hide_module("distributed")
     with pytest.raises(ImportError, match=r'course-lib\[scale\]'):
         dask_executor()
