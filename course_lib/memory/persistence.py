@@ -128,7 +128,6 @@ class BankState:
     """A bank file after every check: the config to build the bank with, and its arrays and counters."""
 
     config: MemoryConfig
-    header: dict
     arrays: dict[str, np.ndarray]
     size: int
     write_pos: int
@@ -195,5 +194,5 @@ def read_bank(path: str | os.PathLike, fmt: str, max_version: int, core: tuple[s
         arr = arrays.get(f"meta__{name}")
         if arr is None or len(arr) != n:
             raise MemoryFileError(f"{path}: metadata field {name!r} is missing or has the wrong length.")
-    return BankState(cfg, header, arrays, n, write_pos, seq, clock, meta_fields)
+    return BankState(cfg, arrays, n, write_pos, seq, clock, meta_fields)
 
