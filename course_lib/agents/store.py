@@ -937,8 +937,8 @@ class AgentMemory:
             over = rank.reindex(frame.index).to_numpy() >= keep_last
             reason[over & (reason == "")] = f"beyond the newest {keep_last} of its kind"
         drop = (reason != "") & ~frame["id"].isin(pending).to_numpy()
-        removed = frame.loc[drop, ["id", "agent", "kind", "tier", "importance", "strength"]].sort_values("id")
-        removed = removed.assign(reason=reason[drop][np.argsort(frame["id"].to_numpy()[drop], kind="stable")])
+        removed = (frame.loc[drop, ["id", "agent", "kind", "tier", "importance", "strength"]]
+                   .assign(reason=reason[drop]).sort_values("id"))  # ascending ids: the order _delete returns texts
         texts = self._delete(removed["id"].tolist()) if len(removed) else []
         removed.insert(3, "text", texts)
         return removed.reset_index(drop=True)
