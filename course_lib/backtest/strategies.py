@@ -18,7 +18,6 @@ outcomes were known by ``t`` (``as_of``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -228,50 +227,6 @@ class HistoricalSimilarityStrategy:
 
     def positions(self, predictions: pd.DataFrame) -> pd.Series:
         return self.signals(predictions)["position"].rename("position")
-
-
-class _NumpyMemory:
-    """Exact cosine search with the memory bank's causal ``as_of`` filter (used until/unless the course's
-    :class:`ExternalMemoryBank` is importable; same ``add``/``search`` subset)."""
-
-    def __init__(self, key_dim: int):
-        self.keys = np.zeros((0, key_dim), np.float32)
-        self.available_at = np.zeros(0, np.int64)
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def add(self, keys, values=None, timestamp=None, available_at=None, **_: Any) -> np.ndarray:
-        k = np.asarray(keys, np.float32)
-        k = k / np.maximum(np.linalg.norm(k, axis=1, keepdims=True), 1e-12)
-        start = len(self.keys)
-        self.keys = np.concatenate([self.keys, k])
-        self.available_at = np.concatenate([self.available_at, np.asarray(available_at, np.int64)])
-        return np.arange(start, len(self.keys))
-
-    def search(self, queries, k: int = 32, as_of=None) -> SimpleNamespace:
-        q = np.asarray(queries, np.float32)
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        scores = q @ self.keys.T
-        if as_of is not None:
-            t = np.broadcast_to(np.asarray(as_of, np.int64).reshape(-1, 1), (len(q), 1))
-            scores = np.where(self.available_at[None, :] > t, -np.inf, scores)
-        if scores.shape[1] < k:
-            scores = np.pad(scores, ((0, 0), (0, k - scores.shape[1])), constant_values=-np.inf)
-        idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top = np.take_along_axis(scores, idx, axis=1)
-        order = np.argsort(-top, axis=1)
-        idx, top = np.take_along_axis(idx, order, axis=1), np.take_along_axis(top, order, axis=1)
-        mask = np.isfinite(top)
-        return SimpleNamespace(scores=np.where(mask, top, 0.0), indices=np.where(mask, idx, -1), mask=mask)
-
-
-def _make_memory(key_dim: int, capacity: int):
-    try:
-        from ..memory import ExternalMemoryBank, MemoryConfig
-    except ImportError:
-        return _NumpyMemory(key_dim)
-    return ExternalMemoryBank(MemoryConfig(key_dim=key_dim, value_dim=0, capacity=capacity, backend="auto"))
 
 
 @dataclass
