@@ -444,3 +444,97 @@ def test_search_without_a_time_is_refused_and_the_opt_out_is_named():
     with pytest.raises(MissingTimeError):
         tm.search(np.eye(2), k=1)
     assert tm.search(np.eye(2), k=1, as_of=NO_TIME_FILTER)["mask"].all()
+
+
+def _same_result(a, b):
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_array_equal(a.keys, b.keys)
+    for name in a.metadata_names:
+        np.testing.assert_array_equal(a.metadata(name), b.metadata(name))
+
+
+def test_single_query_time_ordered_prefix_equals_the_masked_search():
+    """A bank filled in time order ranks only the visible prefix of its slots for one query; the same
+    entries stored out of time order take the masked path. Both give the same answer, for every as_of
+    (before the first label, in the middle, after the last), and as_of between two entries' times."""
+    bank, keys, t = _bank(n=400)
+    assert bank._time_ordered
+    rng = np.random.default_rng(3)
+    perm = rng.permutation(400)
+    shuffled = ExternalMemoryBank(bank.config)
+    shuffled.add(keys[perm], values=bank.values[perm], timestamp=t[perm], available_at=t[perm] + 250)
+    assert not shuffled._time_ordered
+    for as_of in (t[0], t[0] + 250, t[100] + 251, t[250] + 249, t[-1] + 250, t[-1] + 10**6):
+        q = rng.normal(size=(1, 16))
+        a, b = bank.search(q, k=7, as_of=int(as_of)), shuffled.search(q, k=7, as_of=int(as_of))
+        np.testing.assert_array_equal(perm[b.indices[b.mask]], a.indices[a.mask])  # same entries, same order
+        np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_array_equal(a.mask.sum(), min(7, int((t + 250 <= as_of).sum())))
+        assert (bank.metadata("available_at")[a.indices[a.mask]] <= as_of).all()
+
+
+def test_single_query_equals_the_same_query_in_a_batch():
+    bank, keys, t = _bank(n=3000)
+    rng = np.random.default_rng(4)
+    q = rng.normal(size=(9, 16))
+    as_of = t[rng.integers(0, 3000, 9)]
+    batch = bank.search(q, k=5, as_of=as_of)
+    for i in range(9):
+        one = bank.search(q[i], k=5, as_of=int(as_of[i]))
+        np.testing.assert_array_equal(one.indices[0], batch.indices[i])
+        np.testing.assert_allclose(one.scores[0], batch.scores[i], rtol=0, atol=1e-6)
+
+
+def test_time_order_is_dropped_by_eviction_and_out_of_order_adds_and_searches_stay_causal():
+    rng = np.random.default_rng(5)
+    fifo = ExternalMemoryBank(MemoryConfig(key_dim=8, capacity=50, eviction="fifo"))
+    t = np.arange(80, dtype=np.int64) * 10
+    keys = rng.normal(size=(80, 8))
+    fifo.add(keys[:50], timestamp=t[:50], available_at=t[:50] + 5)
+    assert fifo._time_ordered
+    fifo.add(keys[50:], timestamp=t[50:], available_at=t[50:] + 5)  # wraps: slot order is no longer time order
+    assert not fifo._time_ordered
+    late = ExternalMemoryBank(MemoryConfig(key_dim=8, capacity=100))
+    late.add(keys[40:], timestamp=t[40:], available_at=t[40:] + 5)
+    late.add(keys[:40], timestamp=t[:40], available_at=t[:40] + 5)  # older entries arrive later
+    assert not late._time_ordered
+    for bank in (fifo, late):
+        for as_of in (t[45], t[60] + 5, t[79] + 5):
+            res = bank.search(keys[70], k=10, as_of=int(as_of))
+            avail = bank.metadata("available_at")
+            assert (avail[res.indices[res.mask]] <= as_of).all()
+            assert res.mask.sum() == min(10, int((avail <= as_of).sum()))
+    late.reset()
+    assert late._time_ordered
+
+
+def test_time_order_survives_save_and_load(tmp_path):
+    bank, keys, t = _bank(n=200)
+    again = ExternalMemoryBank.load(bank.save(tmp_path / "m.npz"))
+    assert again._time_ordered
+    q = np.random.default_rng(6).normal(size=16)
+    _same_result(bank.search(q, k=4, as_of=int(t[120])), again.search(q, k=4, as_of=int(t[120])))
+
+
+def test_numpy_and_torch_queries_find_the_same_neighbours():
+    """numpy queries are normalised like stored keys, tensors like torch does (training's path): the scores
+    may differ in the last bit, the neighbours do not."""
+    bank, keys, t = _bank(n=2000)
+    q = np.random.default_rng(8).normal(size=(50, 16)).astype(np.float32)
+    a = bank.search(q, k=8, as_of=t[1500])
+    b = bank.search(torch.from_numpy(q), k=8, as_of=t[1500])
+    np.testing.assert_array_equal(a.indices, b.indices.numpy())
+    np.testing.assert_allclose(a.scores, b.scores.numpy(), rtol=0, atol=1e-6)
+
+
+def test_single_query_counts_accesses_like_a_batch():
+    bank, keys, t = _bank(n=300)
+    other = ExternalMemoryBank(bank.config)
+    other.add(keys, values=bank.values, timestamp=t, available_at=t + 250)
+    q = np.random.default_rng(2).normal(size=(6, 16))
+    for row in q:
+        bank.search(row, k=5, as_of=int(t[-1]))
+    other.search(q, k=5, as_of=int(t[-1]))
+    np.testing.assert_array_equal(bank.access_count, other.access_count)

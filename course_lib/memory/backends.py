@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -95,27 +96,46 @@ class CausalFilter:
     """Which stored entries each query may see: ``available_at[slot] <= as_of[query]``.
 
     Only entries that some query cannot see need work, i.e. those with ``available_at > min(as_of)``; in the
-    usual case (memory of the past, queries now) that is a small set, so the filter costs little.
+    usual case (memory of the past, queries now) that is a small set, so the filter costs little. That set
+    (``cols``) is found on first use: a single query masks its score row in one pass and never needs it.
     """
 
     available_at: np.ndarray  # (n,) int64 of the filled slots
     as_of: np.ndarray  # (q,) int64
     latest: int | None = None  # an upper bound of available_at, if known: skips the scan when all are visible
+    time_ordered: bool = False  # available_at is non-decreasing: a query sees a prefix of the slots
 
     def __post_init__(self) -> None:
-        if self.latest is not None and self.latest <= self.as_of.min():
-            self.cols = np.zeros(0, np.int64)  # every entry is visible to every query: no O(M) scan
-        else:
-            self.cols = np.flatnonzero(self.available_at > self.as_of.min())
-        self._col_avail = self.available_at[self.cols]
+        # every entry visible to every query: no O(M) scan at all
+        self._all_visible = self.latest is not None and self.latest <= self.as_of.min()
+
+    @cached_property
+    def cols(self) -> np.ndarray:
+        """The slots hidden from at least one query."""
+        if self._all_visible:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(self.available_at > self.as_of.min())
+
+    @cached_property
+    def _col_avail(self) -> np.ndarray:
+        return self.available_at[self.cols]
 
     def subset(self, rows: np.ndarray) -> CausalFilter:
         """The filter for the queries ``rows`` (a bool mask or indices) only."""
-        return CausalFilter(self.available_at, self.as_of[rows], self.latest)
+        return CausalFilter(self.available_at, self.as_of[rows], self.latest, self.time_ordered)
+
+    def visible_prefix(self, row: int) -> int | None:
+        """How many leading slots query ``row`` may see, when that is all it may see (time-ordered slots:
+        the hidden entries are the tail); ``None`` when the slots are in no time order."""
+        if self._all_visible:
+            return self.available_at.size
+        if not self.time_ordered:
+            return None
+        return int(np.searchsorted(self.available_at, self.as_of[row], side="right"))
 
     @property
     def trivial(self) -> bool:
-        return self.cols.size == 0
+        return self._all_visible or self.cols.size == 0
 
     def n_ineligible(self) -> np.ndarray:
         """Per query, how many stored entries it may not see (used to size the over-fetch)."""
@@ -131,10 +151,16 @@ class CausalFilter:
         return self.cols.size * 4 > self.available_at.size
 
     def apply_numpy(self, scores: np.ndarray, rows: slice) -> None:
+        """Mask forbidden scores of the query chunk ``rows`` in place (``-inf``)."""
+        if self._all_visible:
+            return
+        n = self.available_at.size
+        if scores.shape[0] == 1:  # one query: a single comparison over its row, no column bookkeeping
+            np.putmask(scores[:, :n], self.available_at[None, :] > self.as_of[rows, None], _NEG)
+            return
         if self.trivial:
             return
         if self.dense:
-            n = self.available_at.size
             np.putmask(scores[:, :n], self.available_at[None, :] > self.as_of[rows, None], _NEG)
             return
         bad = self._col_avail[None, :] > self.as_of[rows, None]
@@ -191,31 +217,61 @@ def _pad(scores: np.ndarray, slots: np.ndarray, k: int) -> tuple[np.ndarray, np.
 
 
 def _finish(scores: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    slots = np.where(np.isneginf(scores), -1, slots).astype(np.int64)
-    return scores.astype(np.float32, copy=False), slots
+    """float32 scores and int64 slots, with slot -1 wherever no eligible entry was left (score -inf)."""
+    empty = scores == _NEG
+    if empty.any():
+        slots = np.where(empty, -1, slots)
+    return scores.astype(np.float32, copy=False), slots.astype(np.int64, copy=False)
 
 
 def exact_numpy(keys: np.ndarray, queries: np.ndarray, k: int, filt: CausalFilter | None,
                 chunk_mb: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by one matrix product and ``argpartition`` (fastest for a few queries)."""
-    n = keys.shape[0]
+    n, q = keys.shape[0], len(queries)
     kk = min(k, n)
-    out_s = np.full((len(queries), kk), _NEG, np.float32)
-    out_i = np.full((len(queries), kk), -1, np.int64)
-    if kk == 0:
-        return _pad(out_s, out_i, k)
+    if kk == 0 or q == 0:
+        return _pad(np.full((q, kk), _NEG, np.float32), np.full((q, kk), -1, np.int64), k)
+    if q == 1:
+        return _finish(*_pad(*_one_query_topk(keys, queries[0], kk, filt), k))
     step = _rows_per_chunk(n, chunk_mb)
-    for start in range(0, len(queries), step):
-        rows = slice(start, min(start + step, len(queries)))
-        s = queries[rows] @ keys.T
-        if filt is not None:
-            filt.apply_numpy(s, rows)
-        part = np.argpartition(s, n - kk, axis=1)[:, n - kk:] if kk < n else np.broadcast_to(np.arange(n), s.shape)
-        top = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-top, axis=1, kind="stable")
-        out_s[rows] = np.take_along_axis(top, order, axis=1)
-        out_i[rows] = np.take_along_axis(part, order, axis=1)
-    return _finish(*_pad(out_s, out_i, k))
+    parts = [_numpy_topk(keys, queries, kk, filt, slice(lo, min(lo + step, q))) for lo in range(0, q, step)]
+    scores, slots = parts[0] if len(parts) == 1 else (np.concatenate(p) for p in zip(*parts))
+    return _finish(*_pad(scores, slots, k))
+
+
+def _numpy_topk(keys: np.ndarray, queries: np.ndarray, kk: int, filt: CausalFilter | None,
+                rows: slice) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``kk`` (scores, slots) of the query chunk ``rows``, best first."""
+    n = keys.shape[0]
+    s = queries[rows] @ keys.T
+    if filt is not None:
+        filt.apply_numpy(s, rows)
+    part = np.argpartition(s, n - kk, axis=1)[:, n - kk:] if kk < n else np.broadcast_to(np.arange(n), s.shape)
+    top = np.take_along_axis(s, part, axis=1)
+    order = np.argsort(-top, axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(part, order, axis=1)
+
+
+def _one_query_topk(keys: np.ndarray, query: np.ndarray, kk: int,
+                    filt: CausalFilter | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_numpy_topk` for one query on 1-d arrays (the same numbers, fewer calls: the per-bar case).
+
+    When the filter hides a tail of the slots (entries stored in time order), only the visible prefix of
+    the scores is ranked: nothing to mask, less to partition. (The product still covers every key: BLAS's
+    rounding depends on the matrix's height, and the scores must not depend on the query's time.)"""
+    s = keys @ query
+    visible = filt.visible_prefix(0) if filt is not None else None
+    if visible is not None:
+        s, filt, kk = s[:visible], None, min(kk, visible)
+        if kk == 0:
+            return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64)
+    n = s.shape[0]
+    if filt is not None:
+        filt.apply_numpy(s[None], slice(0, 1))  # a view: masks s in place
+    part = np.argpartition(s, n - kk)[n - kk:] if kk < n else np.arange(n)
+    top = s[part]
+    order = np.argsort(-top, kind="stable")
+    return top[order][None], part[order][None]
 
 
 def _two_stage_topk(s: torch.Tensor, n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -313,22 +369,21 @@ def choose_exact_kernel(device_type: str, batch: int, n: int, filt: CausalFilter
     return "torch"
 
 
-def exact_faiss_causal(keys: np.ndarray, queries: torch.Tensor, k: int, filt: CausalFilter | None,
+def exact_faiss_causal(keys: np.ndarray, queries: np.ndarray, k: int, filt: CausalFilter | None,
                        gpu_res: Any = None, chunk_mb: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """faiss's exact search for the rows it can filter cheaply (at most ``_MAX_OVERFETCH`` hidden entries),
     torch's matmul kernel for the rows that must skip more."""
     nq = queries.shape[0]
-    qn = queries.cpu().numpy()
     many = filt.n_ineligible() > _MAX_OVERFETCH if filt is not None and not filt.trivial else np.zeros(nq, bool)
     s = np.empty((nq, k), np.float32)
     i = np.empty((nq, k), np.int64)
     ok = ~many
     if ok.any():
         sub = None if filt is None else filt.subset(ok)
-        s[ok], i[ok] = exact_faiss(keys, np.ascontiguousarray(qn[ok]), k, sub, gpu_res)
+        s[ok], i[ok] = exact_faiss(keys, np.ascontiguousarray(queries[ok]), k, sub, gpu_res)
     if many.any():
-        s[many], i[many] = exact_torch(torch.from_numpy(keys), queries[torch.from_numpy(many)], k,
-                                       filt.subset(many), chunk_mb)
+        s[many], i[many] = exact_torch(torch.from_numpy(keys), torch.from_numpy(np.ascontiguousarray(queries[many])),
+                                       k, filt.subset(many), chunk_mb)
     return s, i
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,17 @@ def _fill_value(dtype: np.dtype) -> Any:
     if dtype.kind == "b":
         return False
     raise TypeError(f"metadata of dtype {dtype} is not supported (use numbers, bools or strings)")
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (an all-zero row stays zero); how stored keys and numpy queries are
+    normalised."""
+    norm = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))  # np.linalg.norm(x, axis=1), without its wrapper
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32, copy=False)
+
+
+def _numpy(q: np.ndarray | torch.Tensor) -> np.ndarray:
+    return q.cpu().numpy() if isinstance(q, torch.Tensor) else q
 
 
 def _as_numpy_rows(x: Any, name: str) -> np.ndarray:
@@ -170,6 +181,7 @@ class ExternalMemoryBank:
         self._rng = np.random.default_rng(cfg.seed)
         self._victims = VictimQueue()  # lru/importance: next eviction victims, chosen in blocks
         self._max_avail: int | None = None  # an upper bound of available_at (None: recompute at next search)
+        self._time_ordered = True  # available_at is non-decreasing in slot order (see _note_time_order)
         self._device = torch.device(cfg.device)
         self._dev_keys: torch.Tensor | None = None
         self._ann: B._FaissANN | None = None
@@ -296,7 +308,9 @@ class ExternalMemoryBank:
                     for c, a in cols.items()}
             n = len(k)
         now_ns = int(to_ns(now, 1)[0]) if now is not None else int(ts.max())
+        size_before = self._size
         slots = self._allocate(n, now_ns)
+        self._note_time_order(size_before, len(slots), cols["available_at"])
         self._note_available(self._meta["available_at"][slots], cols["available_at"])
         self._keys[slots] = k
         if vals is not None:
@@ -389,6 +403,7 @@ class ExternalMemoryBank:
         self._size = self._write_pos = self._seq = self._clock = 0
         self._victims.clear()
         self._max_avail = None
+        self._time_ordered = True
         self._access_count[:] = 0
         self._last_access[:] = 0
         for name in list(self._meta):
@@ -413,45 +428,75 @@ class ExternalMemoryBank:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         is_torch = isinstance(queries, torch.Tensor)
-        out_device = queries.device if is_torch else None
-        qt = (queries.detach() if is_torch else torch.from_numpy(np.asarray(queries, dtype=np.float32)))
-        if qt.ndim == 1:
-            qt = qt.unsqueeze(0)
-        if qt.ndim != 2 or qt.shape[1] != self.config.key_dim:
-            raise ValueError(f"queries must have shape (q, {self.config.key_dim}), got {tuple(qt.shape)}")
-        qt = torch.nn.functional.normalize(qt.float(), dim=1, eps=1e-12)
-        nq = qt.shape[0]
-        times = query_times(as_of, nq, "ExternalMemoryBank.search")
+        q = self._unit_queries(queries)
+        times = query_times(as_of, q.shape[0], "ExternalMemoryBank.search")
         n = self._size
         filt = None
         if times is not None and n:
-            filt = B.CausalFilter(self._meta["available_at"][:n], times, self._latest_available())
+            filt = B.CausalFilter(self._meta["available_at"][:n], times, self._latest_available(),
+                                  self._time_ordered)
         with self._threads():
-            scores, slots, used = self._run_kernel(qt, k, filt)
+            scores, slots, used = self._run_kernel(q, k, filt)
         mask = slots >= 0
-        scores = np.where(mask, scores, 0.0).astype(np.float32)
-        hit = slots[mask]
-        self._clock += 1
-        if hit.size:
-            self._last_access[hit] = self._clock
-            hit_slots, hit_counts = np.unique(hit, return_counts=True)  # O(q*k), not O(M) per search
-            self._access_count[hit_slots] += hit_counts
-        safe = np.where(mask, slots, 0)
-        keys = self._keys[safe] * mask[..., None]
-        values = self._values[safe] * mask[..., None]
-        meta = {}
-        for name, arr in self._meta.items():
-            g = arr[safe]
-            fill = _fill_value(arr.dtype)
-            g[~mask] = fill
-            meta[name] = g
-        res = SearchResult(scores, slots, mask, keys, values, used, meta)
+        every = bool(mask.all())  # the usual case: k eligible entries for every query, nothing to blank
+        self._note_access(slots if every else slots[mask], one_query=q.shape[0] == 1)
+        res = self._gather(np.asarray(scores, np.float32) if every else np.where(mask, scores, 0.0).astype(np.float32),
+                           slots, mask, every, used)
         if is_torch:
             res.scores, res.indices, res.mask, res.keys, res.values = (
-                torch.from_numpy(np.ascontiguousarray(a)).to(out_device)
-                for a in (scores, slots, mask, keys, values)
+                torch.from_numpy(np.ascontiguousarray(a)).to(queries.device)
+                for a in (res.scores, res.indices, res.mask, res.keys, res.values)
             )
         return res
+
+    def _unit_queries(self, queries: Any) -> np.ndarray | torch.Tensor:
+        """The queries as unit float32 rows: a numpy array, or a tensor when they live on a GPU.
+
+        numpy queries are normalised exactly like stored keys (:func:`_unit_rows`), in a handful of numpy
+        calls: at M = 10,000 a single query's whole search is a few of them, and one torch call costs as
+        much as the matrix product. Tensors keep torch's normalisation (``F.normalize``, bit for bit), so
+        what the model retrieves during training does not depend on this speed path.
+        """
+        if isinstance(queries, torch.Tensor):
+            q = queries.detach().float()
+        else:
+            q = np.asarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.ndim != 2 or q.shape[1] != self.config.key_dim:
+            raise ValueError(f"queries must have shape (q, {self.config.key_dim}), got {tuple(q.shape)}")
+        if isinstance(q, np.ndarray):
+            return _unit_rows(q)
+        if q.device.type != "cpu":
+            return torch.nn.functional.normalize(q, dim=1, eps=1e-12)
+        # F.normalize on the CPU = torch's norm, clamped, then an IEEE division: the same bits, fewer calls
+        norm = torch.linalg.vector_norm(q, dim=1, keepdim=True).numpy()
+        return q.numpy() / np.maximum(norm, np.float32(1e-12))
+
+    def _note_access(self, hit: np.ndarray, one_query: bool) -> None:
+        """Count a search's results (``hit``: their slots) for LRU eviction and tiering: O(q*k), not O(M)."""
+        self._clock += 1
+        if not hit.size:
+            return
+        self._last_access[hit] = self._clock
+        if one_query:  # one query's slots are distinct
+            self._access_count[hit] += 1
+        else:
+            np.add.at(self._access_count, hit.reshape(-1), 1)
+
+    def _gather(self, scores: np.ndarray, slots: np.ndarray, mask: np.ndarray, every: bool,
+                used: str) -> SearchResult:
+        """The stored keys, values and metadata of the result slots (blank where ``mask`` is False)."""
+        safe = slots if every else np.where(mask, slots, 0)
+        keys = self._keys[safe]
+        values = self._values[safe]
+        meta = {name: arr[safe] for name, arr in self._meta.items()}
+        if not every:
+            np.multiply(keys, mask[..., None], out=keys)
+            np.multiply(values, mask[..., None], out=values)
+            for g in meta.values():
+                g[~mask] = _fill_value(g.dtype)
+        return SearchResult(scores, slots, mask, keys, values, used, meta)
 
     def choose_kernel(self, batch: int, filt: B.CausalFilter | None = None) -> str:
         """The exact kernel ``backend="auto"`` uses for a batch of ``batch`` queries (see
@@ -460,9 +505,9 @@ class ExternalMemoryBank:
         return B.choose_exact_kernel(self._device.type, batch, self._size, filt, cfg.auto_numpy_max_batch,
                                      cfg.auto_faiss_min_batch)
 
-    def _run_kernel(self, qt: torch.Tensor, k: int, filt: B.CausalFilter | None):
+    def _run_kernel(self, q: np.ndarray | torch.Tensor, k: int, filt: B.CausalFilter | None):
         n = self._size
-        nq = qt.shape[0]
+        nq = q.shape[0]
         if n == 0:
             return np.zeros((nq, k), np.float32), np.full((nq, k), -1, np.int64), "empty"
         name = self.config.backend
@@ -470,26 +515,27 @@ class ExternalMemoryBank:
             if n < _ANN_MIN_ENTRIES:
                 name = self.choose_kernel(nq, filt)
             else:
-                return (*self._ann_search(qt, k, filt), name)
+                return (*self._ann_search(_numpy(q), k, filt), name)
         if name == "auto":
             name = self.choose_kernel(nq, filt)
         keys = self._keys[:n]
         cm = self.config.chunk_mb
         if name == "numpy":
-            s, i = B.exact_numpy(keys, qt.cpu().numpy(), k, filt, cm)
+            s, i = B.exact_numpy(keys, _numpy(q), k, filt, cm)
         elif name == "torch":
             dk = self._device_keys()[:n]
+            qt = q if isinstance(q, torch.Tensor) else torch.from_numpy(q)
             s, i = B.exact_torch(dk, qt.to(dk.device), k, filt, cm)
         else:  # faiss / faiss-gpu
-            s, i = B.exact_faiss_causal(keys, qt, k, filt, self._gpu_res, cm)
+            s, i = B.exact_faiss_causal(keys, _numpy(q), k, filt, self._gpu_res, cm)
         return s, i, name
 
-    def _ann_search(self, qt: torch.Tensor, k: int, filt: B.CausalFilter | None):
+    def _ann_search(self, qn: np.ndarray, k: int, filt: B.CausalFilter | None):
         """IVF/HNSW search; queries that may see fewer than ``_ANN_MIN_ENTRIES`` entries (early in time)
         are answered exactly instead: an approximate index restricted to a handful of entries would miss
         most of them, and an exact pass over so few is cheap."""
         n = self._size
-        keys, qn = self._keys[:n], qt.cpu().numpy()
+        keys = self._keys[:n]
         if filt is None or filt.trivial:
             return self._ann.search(keys, qn, k, filt, _ann_overfetch(k))
         few_visible = (n - filt.n_ineligible()) < _ANN_MIN_ENTRIES
@@ -561,6 +607,8 @@ class ExternalMemoryBank:
             bank._meta[name][:n] = arr
         bank._size, bank._write_pos = n, state.write_pos
         bank._seq, bank._clock = state.seq, state.clock
+        avail = bank._meta["available_at"][:n]
+        bank._time_ordered = bool((avail[1:] >= avail[:-1]).all())
         bank._touch(np.arange(n))
         return bank
 
@@ -573,8 +621,7 @@ class ExternalMemoryBank:
             raise ValueError(f"keys must have shape (n, {self.config.key_dim}), got {k.shape}")
         if not np.isfinite(k).all():
             raise ValueError("keys contain NaN or inf; check the encoder or the features feeding it")
-        norm = np.linalg.norm(k, axis=1, keepdims=True)
-        return (k / np.maximum(norm, 1e-12)).astype(np.float32, copy=False)
+        return _unit_rows(k)
 
     def _prep_values(self, values: Any, n: int) -> np.ndarray | None:
         if values is None:
@@ -656,6 +703,18 @@ class ExternalMemoryBank:
             self._max_avail = int(self._meta["available_at"][: self._size].max()) if self._size else _NAT
         return self._max_avail
 
+    def _note_time_order(self, size_before: int, n_new: int, written: np.ndarray) -> None:
+        """Keep track of whether the slots hold non-decreasing ``available_at``, which is the case while
+        entries arrive in time order and nothing is evicted (a walk-forward memory, the training memory).
+        Then the entries a query may not see are a tail of the slots, found by binary search
+        (:meth:`CausalFilter.visible_prefix`). One overwritten slot or one entry out of order ends it
+        until :meth:`reset`."""
+        if not self._time_ordered:
+            return
+        appended = self._size - size_before == n_new  # every row took a fresh slot, in slot order
+        after_last = size_before == 0 or written[0] >= self._meta["available_at"][size_before - 1]
+        self._time_ordered = bool(appended and after_last and (written[1:] >= written[:-1]).all())
+
     def _note_available(self, overwritten: np.ndarray, written: np.ndarray) -> None:
         """Keep :meth:`_latest_available` an upper bound across an add: raise it to the new rows' latest;
         forget it when an evicted entry held it (recomputed lazily, O(M) once)."""
@@ -682,12 +741,13 @@ class ExternalMemoryBank:
         if self._ann is not None:
             self._ann.mark(slots)
 
+    def _threads(self) -> AbstractContextManager[None]:
+        """Run the search with ``config.num_threads`` torch and faiss threads (unset: as they are)."""
+        return self._set_threads(self.config.num_threads) if self.config.num_threads else nullcontext()
+
+    @staticmethod
     @contextmanager
-    def _threads(self) -> Iterator[None]:
-        n = self.config.num_threads
-        if not n:
-            yield
-            return
+    def _set_threads(n: int) -> Iterator[None]:
         import faiss
 
         old_t, old_f = torch.get_num_threads(), faiss.omp_get_max_threads()

@@ -49,6 +49,8 @@ def to_ns(times: Any, n: int | None = None) -> np.ndarray | None:
     """
     if times is None:
         return None
+    if isinstance(times, (int, np.integer)) and not isinstance(times, (bool, np.timedelta64)):
+        return np.full(1 if n is None else n, times, dtype=np.int64)  # the per-bar case: one int64 time
     if isinstance(times, torch.Tensor):
         times = times.detach().cpu().numpy()
     if isinstance(times, pd.DatetimeIndex):
