@@ -5,6 +5,7 @@ Prints tables (medians); never asserts on time. ``--quick`` is a smoke run (smal
     python benchmarks/bench_memory.py            # full run (several minutes on 2 CPU cores)
     python benchmarks/bench_memory.py --quick
     python benchmarks/bench_memory.py --sections add     # add throughput only (every eviction policy)
+    python benchmarks/bench_memory.py --sections single  # one causal query per call (the per-bar loops)
 
 Data: keys are PCA embeddings (d=64) of windows of the bundled S&P 500 data (course_lib.WindowEmbedder,
 fitted on the training period). The data has ~4,900 windows, so the larger memories are made of those
@@ -28,7 +29,7 @@ from course_lib.memory import NO_TIME_FILTER, ExternalMemoryBank, MemoryConfig, 
 from course_lib.memory.backends import faiss_blas_threshold
 
 K, D = 32, 64
-SECTIONS = ("add", "search", "ann", "int8")
+SECTIONS = ("add", "search", "single", "ann", "int8")
 
 
 def timeit(fn, reps: int) -> float:
@@ -210,6 +211,64 @@ def bench_search(keys, queries, sizes, batches, ann_params, with_hnsw: bool = Tr
     return recalls
 
 
+def raw_one_query_batch_style(xb, q, k):
+    """One query through the batch kernel's numpy calls: normalise, (1, d) x (d, M), argpartition per row,
+    sort of the k (what the bank ran for every batch size until a one-query path was added)."""
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    s = q @ xb.T
+    part = np.argpartition(s, s.shape[1] - k, axis=1)[:, -k:]
+    top = np.take_along_axis(s, part, axis=1)
+    return np.take_along_axis(part, np.argsort(-top, axis=1), axis=1)
+
+
+def raw_one_query(xb, q, k):
+    """The leanest numpy answer for one query: normalise, matrix-vector product, argpartition, sort of k."""
+    q = q[0] / np.linalg.norm(q[0])
+    s = xb @ q
+    part = np.argpartition(s, len(s) - k)[-k:]
+    return part[np.argsort(-s[part])]
+
+
+def bench_single_query(keys, queries, m: int, reps: int) -> None:
+    """A per-bar loop's search: one query, ``as_of`` = now, over a memory filled in time order whose last
+    10% of labels are still pending. Every variant runs once per round, in turn, on the same query, so all
+    share the machine's state (caches, load); medians over the rounds."""
+    print(f"\n## one causal query per call, M={m:,}, k={K}, d={D}: µs per call (median of {reps} rounds, "
+          "run in turn)")
+    xb = np.ascontiguousarray(keys[:m])
+    t = np.arange(m, dtype=np.int64) * 60_000_000_000  # one bar a minute
+    bank = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m, backend="auto"))
+    bank.add(xb, timestamp=t, available_at=t + 60_000_000_000 * (m // 10),
+             future_return=np.random.default_rng(0).normal(size=m))
+    shuffled = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m, backend="auto"))  # same entries, no time order
+    perm = np.random.default_rng(1).permutation(m)
+    shuffled.add(xb[perm], timestamp=t[perm], available_at=t[perm] + 60_000_000_000 * (m // 10),
+                 future_return=np.random.default_rng(0).normal(size=m)[perm])
+    xb_unit = bank.keys
+    now = int(t[-1])
+    variants = {
+        "raw numpy, batch-style calls": lambda q: raw_one_query_batch_style(xb_unit, q, K),
+        "raw numpy, 1-d calls": lambda q: raw_one_query(xb_unit, q, K),
+        "bank.search, as_of (time-ordered)": lambda q: bank.search(q, k=K, as_of=now),
+        "bank.search, as_of (out of order)": lambda q: shuffled.search(q, k=K, as_of=now),
+        "bank.search, NO_TIME_FILTER": lambda q: bank.search(q, k=K, as_of=NO_TIME_FILTER),
+        "bank.search, torch query, as_of": lambda q: bank.search(torch.from_numpy(q), k=K, as_of=now),
+    }
+    times = {name: [] for name in variants}
+    for r in range(reps + 200):
+        q = np.ascontiguousarray(queries[r % len(queries)][None])
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            fn(q)
+            if r >= 200:  # the first rounds warm up
+                times[name].append(time.perf_counter() - t0)
+    med = {name: float(np.median(v)) for name, v in times.items()}
+    base, lean = med["raw numpy, batch-style calls"], med["raw numpy, 1-d calls"]
+    print(f"{'':<38}{'µs':>8}{'/ batch-style raw':>19}{'/ 1-d raw':>11}")
+    for name, v in med.items():
+        print(f"{name:<38}{v * 1e6:>8.1f}{v / base:>19.2f}{v / lean:>11.2f}")
+
+
 def bench_ann_settings(keys, queries, m, batch, nprobes, efs) -> None:
     print(f"\n## approximate search at M={m:,}, batch {batch}: recall@{K} vs exact, speed-up vs bank auto")
     xb = keys[:m]
@@ -303,6 +362,8 @@ def main(argv=None) -> None:
         bench_search(keys, queries, search_sizes, batches, ann)
         if not args.quick:
             bench_search(keys, queries, sizes[2:], batches, ann, with_hnsw=False)
+    if "single" in sections:
+        bench_single_query(keys, queries, 2_000 if args.quick else 10_000, 500 if args.quick else 3000)
     if "ann" in sections:
         bench_ann_settings(keys, queries, m_ann, 256, nprobes=(4, 8, 16), efs=(32, 64, 128))
     if "int8" in sections:
