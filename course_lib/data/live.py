@@ -125,6 +125,17 @@ def _to_ms(value: Any, what: str) -> int:
     return int(_to_timestamp(value, what).value // 1_000_000)
 
 
+def _delivered(df: pd.DataFrame, path: Path, source: str, report: list[str], where: str) -> pd.DataFrame:
+    """A live loader's last step: cache the checked frame, label it, and warn once per reported repair (the
+    warning points at the caller of ``load_yfinance``/``load_bybit``)."""
+    _write_cache(df, path)
+    df.attrs["source"] = source
+    df.attrs["load_report"] = report
+    for line in report:
+        warnings.warn(f"{where}: {line}", DataWarning, stacklevel=3)
+    return df
+
+
 def _write_cache(df: pd.DataFrame, path: Path) -> None:
     """Write atomically (temp file + rename) so an interrupted download never leaves half a cache file."""
     out = df[list(OHLCV_COLUMNS)].copy()
@@ -333,12 +344,7 @@ def load_yfinance(
         if len(df) == 0:
             raise DataError(f"{where}: every row Yahoo returned was empty. Try another range or interval.")
         df = _checked(df, where, report)
-        _write_cache(df, path)
-        df.attrs["source"] = f"yfinance:{symbol}"
-        df.attrs["load_report"] = report
-        for line in report:
-            warnings.warn(f"{where}: {line}", DataWarning, stacklevel=2)
-        out[symbol] = df
+        out[symbol] = _delivered(df, path, f"yfinance:{symbol}", report, where)
     return out
 
 
@@ -579,10 +585,5 @@ def load_bybit(
         gaps = int((np.diff(df.index.as_unit("ns").asi8) // 1_000_000 > _INTERVAL_MS[iv]).sum()) if iv != "M" else 0
         if gaps:
             report.append(f"{gaps} gap(s) between candles (exchange downtime or listing date); not filled")
-        _write_cache(df, path)
-        df.attrs["source"] = f"bybit:{category}:{symbol}"
-        df.attrs["load_report"] = report
-        for line in report:
-            warnings.warn(f"{where}: {line}", DataWarning, stacklevel=2)
-        out[symbol] = df
+        out[symbol] = _delivered(df, path, f"bybit:{category}:{symbol}", report, where)
     return out
