@@ -237,13 +237,13 @@ def bench_single_query(keys, queries, m: int, reps: int) -> None:
           "run in turn)")
     xb = np.ascontiguousarray(keys[:m])
     t = np.arange(m, dtype=np.int64) * 60_000_000_000  # one bar a minute
+    avail = t + 60_000_000_000 * (m // 10)  # labels known m/10 bars later: the last 10% still pending
+    fr = np.random.default_rng(0).normal(size=m)
     bank = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m, backend="auto"))
-    bank.add(xb, timestamp=t, available_at=t + 60_000_000_000 * (m // 10),
-             future_return=np.random.default_rng(0).normal(size=m))
+    bank.add(xb, timestamp=t, available_at=avail, future_return=fr)
     shuffled = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m, backend="auto"))  # same entries, no time order
     perm = np.random.default_rng(1).permutation(m)
-    shuffled.add(xb[perm], timestamp=t[perm], available_at=t[perm] + 60_000_000_000 * (m // 10),
-                 future_return=np.random.default_rng(0).normal(size=m)[perm])
+    shuffled.add(xb[perm], timestamp=t[perm], available_at=avail[perm], future_return=fr[perm])
     xb_unit = bank.keys
     now = int(t[-1])
     variants = {

@@ -154,13 +154,11 @@ class CausalFilter:
         """Mask forbidden scores of the query chunk ``rows`` in place (``-inf``)."""
         if self._all_visible:
             return
-        n = self.available_at.size
-        if scores.shape[0] == 1:  # one query: a single comparison over its row, no column bookkeeping
-            np.putmask(scores[:, :n], self.available_at[None, :] > self.as_of[rows, None], _NEG)
+        one = scores.shape[0] == 1  # one query: a single comparison over its row, no column bookkeeping
+        if not one and self.trivial:
             return
-        if self.trivial:
-            return
-        if self.dense:
+        if one or self.dense:
+            n = self.available_at.size
             np.putmask(scores[:, :n], self.available_at[None, :] > self.as_of[rows, None], _NEG)
             return
         bad = self._col_avail[None, :] > self.as_of[rows, None]
