@@ -24,6 +24,7 @@ from .model import *  # noqa: F401,F403  (03)
 from .plots import *  # noqa: F401,F403
 from .regimes import *  # noqa: F401,F403  (07)
 from .similarity import *  # noqa: F401,F403  (06)
+from .stats import *  # noqa: F401,F403  (intervals and their readings, 04-09)
 from .training import *  # noqa: F401,F403  (04)
 from .utils import *  # noqa: F401,F403
 

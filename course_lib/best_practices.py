@@ -34,6 +34,7 @@ from .data.features import compute_features, forward_log_return
 from .data.synthetic import SyntheticConfig, append_market, make_synthetic_market
 from .data.windows import FeatureScaler, WindowSet, make_windows, prepare_dataset
 from .metrics import block_bootstrap_mean_ci, direction_accuracy, information_coefficient
+from .stats import paired_seed_interval, read_interval
 from .model import MemoryTransformerConfig
 from .similarity import AnalogIndex, embed_windows, novel_motif_market
 from .training import MemoryTransformerTrainer, TrainerConfig, motif_subsets
@@ -48,9 +49,7 @@ __all__ = [
     "knn_direction",
     "market_windows",
     "no_structure_study",
-    "paired_seed_interval",
     "pruning_study",
-    "read_interval",
     "recency_weights",
     "sensitivity_study",
     "shift_study",
@@ -65,45 +64,6 @@ def study_config(**changes: Any) -> Any:
     base = dict(aftermath_strength=0.8, motif_coverage=0.5)
     base.update(changes)
     return SyntheticConfig(**base)
-
-
-def paired_seed_interval(values: Sequence[float], baseline: Sequence[float], level: float = 0.95) -> dict[str, float]:
-    """Mean of ``values - baseline`` (paired by seed) with a Student-t interval over the seeds.
-
-    Pairing removes what a seed does to both arms alike (its initial weights, its market); the interval is
-    ``mean +- t_{n-1} * sd / sqrt(n)``. One seed: no interval (NaN).
-    """
-    from scipy import stats
-
-    d = np.asarray(values, dtype=float) - np.asarray(baseline, dtype=float)
-    d = d[np.isfinite(d)]
-    n = len(d)
-    mean = float(d.mean()) if n else float("nan")
-    if n < 2:
-        return {"diff": mean, "ci_low": float("nan"), "ci_high": float("nan"), "n": n}
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
-    return {"diff": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
-
-
-def read_interval(diff: float, low: float, high: float, unit: str = "points", scale: float = 100.0,
-                  gain: str = "a gain", loss: str = "a loss") -> str:
-    """One phrase for a difference and its 95% interval, with what a reader may conclude from it.
-
-    Above zero: evidence of ``gain``; below: evidence of ``loss``; covering zero: no evidence either way (a
-    setting whose interval covers zero may still matter, by less than this experiment can see).
-    """
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{scale * diff:+.1f} {unit} (a single replication has no interval: no conclusion)"
-    if low == high and diff != 0:
-        return (f"{scale * diff:+.1f} {unit}, the same in every replication (no spread, so no interval: "
-                "too few replications for a conclusion)")
-    if low > 0:
-        verdict = f"the interval lies above zero: evidence of {gain}"
-    elif high < 0:
-        verdict = f"the interval lies below zero: evidence of {loss}"
-    else:
-        verdict = "the interval covers zero: no evidence that this matters here"
-    return f"{scale * diff:+.1f} {unit}, 95% interval [{scale * low:+.1f}, {scale * high:+.1f}]: {verdict}"
 
 
 @contextlib.contextmanager

@@ -1,0 +1,126 @@
+"""The course's one home for intervals and their readings.
+
+Every interval a lesson prints comes from here, so every verdict uses the same rules:
+
+* **Outcomes of overlapping windows are dependent.** Two h-bar outcomes that share bars are not two
+  independent observations; a formula that assumes they are (Wilson, a plain t over windows) is too narrow.
+  :func:`block_bootstrap_ci` resamples blocks of consecutive observations (``arch.bootstrap``), with blocks at
+  least the horizon, so the dependence survives the resampling.
+* **Replications (seeds) are independent.** :func:`t_interval` is Student's t over them (scipy's quantiles).
+* **A bounded score gets a bounded interval.** Percentile bootstrap intervals of a bounded statistic stay in
+  its range by construction; :func:`t_interval` takes ``bounds`` and clips (and says so in ``clipped``).
+* **A verdict checks both sides.** :func:`interval_side` says above / below / covers; :func:`read_interval`
+  turns a difference and its interval into the phrase the lessons print.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["block_bootstrap_ci", "interval_side", "paired_seed_interval", "read_interval", "t_interval"]
+
+Side = Literal["above", "below", "covers", "undetermined"]
+
+
+def t_interval(values: Sequence[float], level: float = 0.95,
+               bounds: tuple[float, float] | None = None) -> dict[str, float]:
+    """Mean of independent replications with a Student-t interval: ``mean +- t_{n-1} * sd / sqrt(n)``.
+
+    Non-finite values are dropped. Fewer than two values: no interval (NaN ends). ``bounds``: the range the
+    quantity lives in (e.g. ``(0, 1)`` for an accuracy); the ends are clipped to it and ``clipped`` is 1.0
+    when that happened, so a table can say so.
+    """
+    from scipy import stats
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    d = np.asarray(values, dtype=float)
+    d = d[np.isfinite(d)]
+    n = len(d)
+    mean = float(d.mean()) if n else float("nan")
+    if n < 2:
+        return {"diff": mean, "ci_low": float("nan"), "ci_high": float("nan"), "n": n, "clipped": 0.0}
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    lo, hi = mean - half, mean + half
+    clipped = 0.0
+    if bounds is not None:
+        c_lo, c_hi = max(lo, bounds[0]), min(hi, bounds[1])
+        clipped = float((c_lo, c_hi) != (lo, hi))
+        lo, hi = c_lo, c_hi
+    return {"diff": mean, "ci_low": lo, "ci_high": hi, "n": n, "clipped": clipped}
+
+
+def paired_seed_interval(values: Sequence[float], baseline: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """Mean of ``values - baseline`` paired by seed, with a Student-t interval over the seeds.
+
+    Pairing removes what a seed does to both arms alike (its initial weights, its market).
+    """
+    return t_interval(np.asarray(values, dtype=float) - np.asarray(baseline, dtype=float), level)
+
+
+def block_bootstrap_ci(x, block: int, level: float = 0.95, n_boot: int = 2000, seed: int = 0,
+                       statistic: Callable[..., float] | None = None, *more) -> tuple[float, float]:
+    """Percentile interval of ``statistic(x, *more)`` (default: the mean of ``x``) by circular block bootstrap.
+
+    ``block``: the block length in observations. For outcomes over ``h`` bars on consecutive windows use at
+    least ``h``; every observation then shares its overlapping neighbours' resample. ``more``: further arrays
+    of the same length, resampled with the same blocks (paired data, e.g. predictions and outcomes).
+    Non-finite rows are dropped first. Fewer than two rows: NaN ends. Percentile intervals of a bounded
+    statistic stay inside its bounds.
+    """
+    from arch.bootstrap import CircularBlockBootstrap
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    arrays = [np.asarray(a, dtype=float) for a in (x, *more)]
+    if any(len(a) != len(arrays[0]) for a in arrays):
+        raise ValueError(f"the arrays must have one length; got {[len(a) for a in arrays]}")
+    ok = np.logical_and.reduce([np.isfinite(a) for a in arrays]) if arrays[0].size else np.zeros(0, bool)
+    arrays = [a[ok] for a in arrays]
+    n = len(arrays[0])
+    if n < 2:
+        return float("nan"), float("nan")
+    block = int(max(1, min(block, n)))
+    stat = statistic or (lambda a: float(np.mean(a)))
+    bs = CircularBlockBootstrap(block, *arrays, seed=seed)
+    ci = bs.conf_int(lambda *a: np.atleast_1d(stat(*a)), reps=n_boot, method="percentile", size=level)
+    return float(ci[0, 0]), float(ci[1, 0])
+
+
+def interval_side(low: float, high: float, null: float = 0.0) -> Side:
+    """Where an interval lies relative to ``null``: wholly ``above``, wholly ``below``, or ``covers`` it.
+
+    ``undetermined`` when an end is missing (one replication, no scored windows).
+    """
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "undetermined"
+    if low > null:
+        return "above"
+    if high < null:
+        return "below"
+    return "covers"
+
+
+def read_interval(diff: float, low: float, high: float, unit: str = "points", scale: float = 100.0,
+                  gain: str = "a gain", loss: str = "a loss", null: float = 0.0) -> str:
+    """One phrase for a difference and its 95% interval, with what a reader may conclude from it.
+
+    Above ``null``: evidence of ``gain``; below: evidence of ``loss``; covering it: no evidence either way (a
+    setting whose interval covers zero may still matter, by less than this experiment can see).
+    """
+    side = interval_side(low, high, null)
+    if side == "undetermined":
+        return f"{scale * diff:+.1f} {unit} (a single replication has no interval: no conclusion)"
+    if low == high and diff != 0:
+        return (f"{scale * diff:+.1f} {unit}, the same in every replication (no spread, so no interval: "
+                "too few replications for a conclusion)")
+    verdict = {"above": f"the interval lies above zero: evidence of {gain}",
+               "below": f"the interval lies below zero: evidence of {loss}",
+               "covers": "the interval covers zero: no evidence that this matters here"}[side]
+    if null != 0.0:
+        verdict = verdict.replace("zero", f"{scale * null:g}")
+    return f"{scale * diff:+.1f} {unit}, 95% interval [{scale * low:+.1f}, {scale * high:+.1f}]: {verdict}"
