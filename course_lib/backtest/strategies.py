@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..analog_index import AnalogIndex, embed_windows
 from ..data.windows import WindowSet
-from ..similarity import AnalogIndex, embed_windows
 from .sizing import agreement_sizing, trailing_scale
 
 __all__ = [
