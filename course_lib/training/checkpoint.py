@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -21,9 +21,6 @@ import torch
 from ..data.windows import WindowSet
 from ..memory.persistence import MemoryFileError, read_npz, write_npz
 from ..utils import atomic_path
-
-if TYPE_CHECKING:
-    from .trainer import MemoryTransformerTrainer
 
 __all__ = ["CHECKPOINT_VERSION", "CheckpointError", "load_checkpoint_weights", "read_checkpoint_meta",
            "save_checkpoint"]
@@ -35,12 +32,27 @@ FORMAT = "course_lib.MemoryTransformerTrainer"
 MEMORY_FORMAT = "course_lib.TrainingMemory"
 
 
+class Checkpointable(Protocol):
+    """What a checkpoint reads from a trainer and loads into it. :class:`~.trainer.MemoryTransformerTrainer`
+    is one; the trainer imports this module, never the other way round."""
+
+    model: torch.nn.Module
+    model_config: Any
+    config: Any
+    scaler: Any
+    training_memory: Any
+    best_epoch: Any
+    device: torch.device
+
+    def load_memory(self, windows: WindowSet, keys: np.ndarray, values: np.ndarray) -> None: ...
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded safely: wrong version, missing file, files from different saves
     (an interrupted save) or a config that does not match."""
 
 
-def save_checkpoint(trainer: MemoryTransformerTrainer, directory: str | Path, keys: np.ndarray | None = None) -> Path:
+def save_checkpoint(trainer: Checkpointable, directory: str | Path, keys: np.ndarray | None = None) -> Path:
     """Write ``trainer`` to ``directory``; ``keys`` (default: the memory's current raw keys) are stored."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -65,7 +77,7 @@ def save_checkpoint(trainer: MemoryTransformerTrainer, directory: str | Path, ke
     return d
 
 
-def trainer_meta(trainer: MemoryTransformerTrainer) -> dict[str, Any]:
+def trainer_meta(trainer: Checkpointable) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -77,7 +89,7 @@ def trainer_meta(trainer: MemoryTransformerTrainer) -> dict[str, Any]:
     }
 
 
-def load_checkpoint_weights(trainer: MemoryTransformerTrainer, directory: str | Path) -> None:
+def load_checkpoint_weights(trainer: Checkpointable, directory: str | Path) -> None:
     """Load weights (and memory) of a checkpoint folder into ``trainer``; the model configs must match."""
     d = Path(directory)
     meta = read_checkpoint_meta(d)
