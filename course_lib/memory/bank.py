@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +34,12 @@ from .eviction import (
     sample_by_priority,
     victim_block,
 )
-from .persistence import device_available, read_bank, write_npz
+from .persistence import FORMAT, FORMAT_VERSION, device_available, read_bank, write_npz
+from .results import SearchResult
 from .time_filter import query_times, to_ns
 
 __all__ = ["ExternalMemoryBank", "SearchResult", "to_ns"]
 
-FORMAT = "course_lib.ExternalMemoryBank"
-FORMAT_VERSION = 1
 _ANN_MIN_ENTRIES = 2048  # below this an approximate index is pointless: search exactly
 
 
@@ -83,53 +81,6 @@ def _as_numpy_rows(x: Any, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     return np.asarray(x)
-
-
-@dataclass
-class SearchResult:
-    """What :meth:`ExternalMemoryBank.search` returns; every array has ``k`` columns.
-
-    Attributes:
-        scores: (q, k) cosine similarities, best first (0 where invalid).
-        indices: (q, k) slot ids (-1 where invalid).
-        mask: (q, k) True where a real, eligible entry was found.
-        keys: (q, k, key_dim) the stored unit keys (zeros where invalid).
-        values: (q, k, value_dim) the stored values (zeros where invalid).
-        backend: the kernel that answered (useful when ``backend="auto"``).
-    Use :meth:`metadata` for per-neighbour fields such as ``"timestamp"`` or ``"future_return"``.
-    If the queries were a torch tensor, the arrays above are tensors on the queries' device.
-    """
-
-    scores: Any
-    indices: Any
-    mask: Any
-    keys: Any
-    values: Any
-    backend: str = ""
-    _metadata: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-
-    def metadata(self, name: str) -> np.ndarray:
-        """(q, k) numpy array of one metadata field; NaN / -1 / "" where the slot is invalid."""
-        if name not in self._metadata:
-            raise KeyError(f"no metadata field {name!r}; available: {sorted(self._metadata)}")
-        return self._metadata[name]
-
-    @property
-    def metadata_names(self) -> list[str]:
-        return sorted(self._metadata)
-
-    def neighbours(self, row: int = 0) -> pd.DataFrame:
-        """The valid neighbours of query ``row`` as a table (time columns shown as dates)."""
-        mask = np.asarray(self.mask[row].cpu() if isinstance(self.mask, torch.Tensor) else self.mask[row])
-        scores = self.scores[row].cpu().numpy() if isinstance(self.scores, torch.Tensor) else self.scores[row]
-        idx = self.indices[row].cpu().numpy() if isinstance(self.indices, torch.Tensor) else self.indices[row]
-        cols: dict[str, Any] = {"slot": idx[mask], "score": scores[mask]}
-        for name in self.metadata_names:
-            col = self._metadata[name][row][mask]
-            if name in ("timestamp", "available_at"):
-                col = pd.to_datetime(col)
-            cols[name] = list(col) if col.ndim > 1 else col
-        return pd.DataFrame(cols)
 
 
 class ExternalMemoryBank:

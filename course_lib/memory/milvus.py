@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .bank import FORMAT, FORMAT_VERSION, SearchResult
 from .config import MemoryConfig
-from .persistence import MemoryFileError, read_npz, write_npz
+from .persistence import FORMAT, FORMAT_VERSION, MemoryFileError, read_npz, write_npz
+from .results import SearchResult
 from .time_filter import query_times, to_ns
 
 __all__ = ["MilvusMemoryBank", "require_pymilvus"]

@@ -26,6 +26,10 @@ __all__ = ["MemoryFileError"]
 
 _HEADER = "__header__"
 
+#: the memory bank's file (written by ``ExternalMemoryBank.save`` and ``MilvusMemoryBank.save`` alike)
+FORMAT = "course_lib.ExternalMemoryBank"
+FORMAT_VERSION = 1
+
 
 class MemoryFileError(ValueError):
     """A memory file is truncated, corrupted, of another format/version, or has the wrong dimensions."""
