@@ -295,10 +295,10 @@ def bench_ann_settings(keys, queries, m, batch, nprobes, efs) -> None:
     ivf.add(xb, timestamp=ts, available_at=ts + 1)
     for npb in nprobes:
         ivf.config.ivf_nprobe = npb
-        ivf._ann.nprobe = npb
+        ivf._kernels.ann.nprobe = npb
         t = timeit(lambda: ivf.search(xq, k=K, as_of=NO_TIME_FILTER), 2)
         r = recall_at_k(ivf.search(xq, k=K, as_of=NO_TIME_FILTER).indices, exact)
-        print(f"{f'ivf nlist={ivf._ann.index.nlist} nprobe={npb}':<28}{r:>10.3f}{t * 1e3:>10.1f}{t_exact / t:>10.1f}")
+        print(f"{f'ivf nlist={ivf._kernels.ann.index.nlist} nprobe={npb}':<28}{r:>10.3f}{t * 1e3:>10.1f}{t_exact / t:>10.1f}")
     causal_row(ivf, f"ivf nprobe={nprobes[-1]}, causal")
     ivf = None
     hnsw = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=m, backend="hnsw", hnsw_m=16,
@@ -308,7 +308,7 @@ def bench_ann_settings(keys, queries, m, batch, nprobes, efs) -> None:
     hnsw.search(xq[:1], k=K, as_of=NO_TIME_FILTER)
     print(f"{'(hnsw M=16 build, s)':<28}{'':>10}{time.perf_counter() - t0:>10.1f}")
     for ef in efs:
-        hnsw._ann.efs = ef
+        hnsw._kernels.ann.efs = ef
         t = timeit(lambda: hnsw.search(xq, k=K, as_of=NO_TIME_FILTER), 2)
         r = recall_at_k(hnsw.search(xq, k=K, as_of=NO_TIME_FILTER).indices, exact)
         print(f"{f'hnsw M=16 efSearch={ef}':<28}{r:>10.3f}{t * 1e3:>10.1f}{t_exact / t:>10.1f}")

@@ -263,7 +263,7 @@ def test_lru_block_eviction_is_exact_and_amortised(monkeypatch):
         bank.add(keys[s:s + 64], timestamp=np.arange(s, s + 64))
     bank.search(keys[rng.integers(0, cap, 50)], k=3, as_of=NO_TIME_FILTER)
     for step in range(120):
-        expect = np.lexsort((bank._insert_seq, bank._last_access))[0]
+        expect = np.lexsort((bank._insert_seq, bank._access.last))[0]
         slot = bank.add(rng.normal(size=(1, 8)), timestamp=[cap + step])
         assert slot.tolist() == [expect], step
         if step % 7 == 0:  # retrieve the next queued victims: they must now survive

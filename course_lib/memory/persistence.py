@@ -21,6 +21,7 @@ import torch
 from ..utils import atomic_path
 from . import backends as B
 from .config import MemoryConfig
+from .metadata import fill_value
 
 __all__ = ["MemoryFileError"]
 
@@ -200,3 +201,52 @@ def read_bank(path: str | os.PathLike, fmt: str, max_version: int, core: tuple[s
             raise MemoryFileError(f"{path}: metadata field {name!r} is missing or has the wrong length.")
     return BankState(cfg, arrays, n, write_pos, seq, clock, meta_fields)
 
+
+# ------------------------------------------------------------------ ExternalMemoryBank.save / .load
+def save_bank(bank: Any, path: str | os.PathLike) -> Path:
+    """Write an :class:`~course_lib.memory.bank.ExternalMemoryBank` (keys, values, every metadata field,
+    counters; filled slots only) to one ``.npz`` with :func:`write_npz`."""
+    n = bank._size
+    header = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "config": bank.config.to_dict(),
+        "size": n,
+        "write_pos": bank._write_pos,
+        "seq": bank._seq,
+        "clock": bank._access.clock,
+        "fields": sorted(bank._meta),
+    }
+    arrays = {
+        "keys": bank._keys[:n],
+        "values": bank._values[:n],
+        "insert_seq": bank._insert_seq[:n],
+        "last_access": bank._access.last[:n],
+        "access_count": bank._access.count[:n],
+    }
+    arrays.update({f"meta__{name}": arr[:n] for name, arr in bank._meta.items()})
+    return write_npz(path, header, arrays)
+
+
+def load_bank(cls: Any, path: str | os.PathLike, expect_key_dim: int | None, expect_value_dim: int | None,
+              overrides: dict[str, Any]) -> Any:
+    """A new ``cls`` (the bank class) filled from a file :func:`save_bank` wrote, after :func:`read_bank`'s
+    checks."""
+    state = read_bank(path, FORMAT, FORMAT_VERSION, cls._CORE, expect_key_dim, expect_value_dim, overrides)
+    cfg, arrays, n = state.config, state.arrays, state.size
+    bank = cls(cfg)
+    bank._keys[:n] = arrays["keys"]
+    bank._values[:n] = arrays["values"]
+    bank._insert_seq[:n] = arrays["insert_seq"]
+    bank._access.last[:n] = arrays["last_access"]
+    bank._access.count[:n] = arrays["access_count"]
+    for name in state.fields:
+        arr = arrays[f"meta__{name}"]
+        bank._meta[name] = np.full((cfg.capacity, *arr.shape[1:]), fill_value(arr.dtype), dtype=arr.dtype)
+        bank._meta[name][:n] = arr
+    bank._size, bank._write_pos = n, state.write_pos
+    bank._seq, bank._access.clock = state.seq, state.clock
+    avail = bank._meta["available_at"][:n]
+    bank._time_ordered = bool((avail[1:] >= avail[:-1]).all())
+    bank._touch(np.arange(n))
+    return bank

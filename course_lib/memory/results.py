@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["SearchResult"]
+from .metadata import fill_value
+
+__all__ = ["SearchResult", "gather"]
 
 
 @dataclass
@@ -57,3 +59,19 @@ class SearchResult:
                 col = pd.to_datetime(col)
             cols[name] = list(col) if col.ndim > 1 else col
         return pd.DataFrame(cols)
+
+
+def gather(keys: np.ndarray, values: np.ndarray, meta: dict[str, np.ndarray], scores: np.ndarray,
+           slots: np.ndarray, mask: np.ndarray, every: bool, used: str) -> SearchResult:
+    """The stored keys, values and metadata of the result slots (blank where ``mask`` is False; ``every``:
+    the mask is all True, nothing to blank)."""
+    safe = slots if every else np.where(mask, slots, 0)
+    k = keys[safe]
+    v = values[safe]
+    fields = {name: arr[safe] for name, arr in meta.items()}
+    if not every:
+        np.multiply(k, mask[..., None], out=k)
+        np.multiply(v, mask[..., None], out=v)
+        for g in fields.values():
+            g[~mask] = fill_value(g.dtype)
+    return SearchResult(scores, slots, mask, k, v, used, fields)

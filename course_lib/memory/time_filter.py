@@ -15,7 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["NO_TIME_FILTER", "MissingTimeError", "query_times", "to_ns"]
+__all__ = ["NO_TIME_FILTER", "MissingTimeError", "entry_times", "query_times", "to_ns"]
+
+NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
+NEVER = np.iinfo(np.int64).max  # "never available" (WindowSet.available_at_ns() writes this for NaT)
 
 
 class _NoTimeFilter:
@@ -90,3 +93,42 @@ def query_times(as_of: Any, n: int, where: str = "search") -> np.ndarray | None:
             "future), pass as_of=cl.NO_TIME_FILTER."
         )
     return to_ns(as_of, n)
+
+
+def entry_times(timestamp: Any, available_at: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(timestamp, available_at) of ``n`` new memory entries as int64 ns; a NaT ``available_at`` means never
+    available, a NaT timestamp or an ``available_at`` before its timestamp is refused."""
+    ts = to_ns(timestamp, n)
+    if ts is not None and (ts == NAT).any():
+        raise ValueError(
+            f"timestamp is NaT in {int((ts == NAT).sum())} of {n} rows: every entry needs the end time of "
+            "its window. Drop those rows before adding them."
+        )
+    av = to_ns(available_at, n)
+    if av is None:
+        return (ts, ts.copy()) if ts is not None else (np.zeros(n, np.int64), np.zeros(n, np.int64))
+    av = np.where(av == NAT, NEVER, av)  # unresolved label: never retrievable (WindowSet.available_at_ns)
+    if ts is None:
+        return np.zeros(n, np.int64), av
+    early = av < ts
+    if early.any():
+        i = int(np.flatnonzero(early)[0])
+        raise ValueError(
+            f"available_at is before timestamp in {int(early.sum())} of {n} rows (row {i}: available_at "
+            f"{pd.Timestamp(av[i])} < timestamp {pd.Timestamp(ts[i])}): a label cannot be known before its "
+            "window ends. Pass the time the label becomes known (WindowSet.available_at_ns())."
+        )
+    return ts, av
+
+
+def refuse_outcomes_without_time(known_at_timestamp: tuple[str, ...], **fields_given: Any) -> None:
+    """Refuse fields that may hold outcomes when no ``available_at`` says when they are known."""
+    given = [name for name, val in fields_given.items() if val is not None]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} given without available_at: pass when each label becomes known "
+            "(WindowSet.available_at_ns()), otherwise searches could see unresolved labels "
+            "(values, returns, regimes, priorities and free-form fields usually carry what happened next). "
+            "If these fields are known at the window's end, pass available_at=timestamp; without "
+            f"available_at only {known_at_timestamp} are accepted."
+        )
