@@ -342,6 +342,25 @@ class Backtester:
             compute: compute the metrics (set False when only the series are needed).
         """
         cfg = self.config
+        asset = self._asset_returns(prices, returns, log_returns)
+        index, target, r = self._aligned(positions, asset)
+        if len(target) < 2:
+            raise DataError("a backtest needs at least 2 bars (one decision and one bar to earn on).")
+        p, freq = self._periods_per_year(index)
+        sim = simulate(
+            target, r, cfg.cost_rate, cfg.max_position, cfg.allow_short, cfg.stop_loss, cfg.take_profit
+        )
+        bench = simulate(np.ones_like(r), r, cfg.cost_rate, 1.0, True)
+        result = self._result(sim, bench, r, index, p, freq)
+        if compute:
+            result.metrics = self._metrics(sim, p)
+            result.benchmark_metrics = self._metrics(bench, p)
+        return result
+
+    @staticmethod
+    def _asset_returns(prices: pd.DataFrame | pd.Series | None, returns: pd.Series | np.ndarray | None,
+                       log_returns: bool) -> pd.Series | np.ndarray:
+        """The asset's simple return of each bar, from ``prices`` or ``returns`` (exactly one), checked."""
         if (prices is None) == (returns is None):
             raise ValueError("pass exactly one of prices=... (OHLCV frame or close series) or returns=....")
         if prices is not None:
@@ -359,46 +378,48 @@ class Backtester:
                 )
         if isinstance(asset, pd.Series):
             _check_time_index(asset.index, "prices" if prices is not None else "returns")
+        return asset
+
+    def _aligned(self, positions: pd.Series | np.ndarray,
+                 asset: pd.Series | np.ndarray) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+        """(bar index, target position per bar, asset return per bar) on one grid."""
         if isinstance(positions, pd.Series):
             if not isinstance(asset, pd.Series):
                 raise TypeError("positions is a Series: pass prices/returns as a time-indexed Series too.")
             pos_series, asset_grid = self._align(positions, asset)
-            index = pos_series.index
-            target = pos_series.to_numpy(dtype=float)
-            r = asset_grid.to_numpy(dtype=float)
-        else:
-            target = np.asarray(positions, dtype=float)
-            r = (
-                asset.to_numpy(dtype=float)
-                if isinstance(asset, pd.Series)
-                else np.asarray(asset, dtype=float)
-            )
-            if len(target) != len(r):
-                raise ValueError(f"positions ({len(target)}) and returns ({len(r)}) differ in length.")
-            index = asset.index if isinstance(asset, pd.Series) else pd.RangeIndex(len(r))
-        if len(target) < 2:
-            raise DataError("a backtest needs at least 2 bars (one decision and one bar to earn on).")
-        freq = None
-        if cfg.periods_per_year is not None:
-            p = float(cfg.periods_per_year)
-        elif isinstance(index, pd.DatetimeIndex):
-            freq = infer_frequency(index)
-            p = freq.periods_per_year
-        else:
-            raise ValueError(
-                "periods_per_year is required without a DatetimeIndex (BacktestConfig(periods_per_year=252))."
-            )
-
-        sim = simulate(
-            target, r, cfg.cost_rate, cfg.max_position, cfg.allow_short, cfg.stop_loss, cfg.take_profit
+            return pos_series.index, pos_series.to_numpy(dtype=float), asset_grid.to_numpy(dtype=float)
+        target = np.asarray(positions, dtype=float)
+        r = (
+            asset.to_numpy(dtype=float)
+            if isinstance(asset, pd.Series)
+            else np.asarray(asset, dtype=float)
         )
-        bench = simulate(np.ones_like(r), r, cfg.cost_rate, 1.0, True)
+        if len(target) != len(r):
+            raise ValueError(f"positions ({len(target)}) and returns ({len(r)}) differ in length.")
+        index = asset.index if isinstance(asset, pd.Series) else pd.RangeIndex(len(r))
+        return index, target, r
+
+    def _periods_per_year(self, index: pd.Index) -> tuple[float, BarFrequency | None]:
+        """Bars per year (the config's, else inferred from the time index) and the inferred frequency."""
+        if self.config.periods_per_year is not None:
+            return float(self.config.periods_per_year), None
+        if isinstance(index, pd.DatetimeIndex):
+            freq = infer_frequency(index)
+            return freq.periods_per_year, freq
+        raise ValueError(
+            "periods_per_year is required without a DatetimeIndex (BacktestConfig(periods_per_year=252))."
+        )
+
+    def _result(self, sim: dict[str, np.ndarray], bench: dict[str, np.ndarray], r: np.ndarray, index: pd.Index,
+                p: float, freq: BarFrequency | None) -> BacktestResult:
+        """The simulated series as a :class:`BacktestResult` (metrics still empty)."""
+        cfg = self.config
         first_r = np.where(np.arange(len(r)) == 0, 0.0, np.where(np.isfinite(r), r, 0.0))
 
         def s(values, name):
             return pd.Series(values, index=index, name=name, copy=False)
 
-        result = BacktestResult(
+        return BacktestResult(
             returns=s(sim["net"], "net_return"),
             gross_returns=s(sim["gross"], "gross_return"),
             positions=s(sim["position"], "position"),
@@ -413,27 +434,21 @@ class Backtester:
             periods_per_year=p,
             frequency=freq,
         )
-        if compute:
-            kw = dict(
-                periods_per_year=p, risk_free_rate=cfg.risk_free_rate, ci_level=cfg.ci_level, seed=cfg.seed
-            )
-            result.metrics = compute_metrics(
-                sim["net"],
-                sim["held"],
-                gross_returns=sim["gross"],
-                cost_rate=cfg.cost_rate,
-                n_boot=cfg.n_boot,
-                **kw,
-            )
-            result.benchmark_metrics = compute_metrics(
-                bench["net"],
-                bench["held"],
-                gross_returns=bench["gross"],
-                cost_rate=cfg.cost_rate,
-                n_boot=cfg.n_boot,
-                **kw,
-            )
-        return result
+
+    def _metrics(self, sim: dict[str, np.ndarray], p: float) -> dict[str, float]:
+        """:func:`compute_metrics` of one simulated book (the strategy's or buy-and-hold's)."""
+        cfg = self.config
+        return compute_metrics(
+            sim["net"],
+            sim["held"],
+            gross_returns=sim["gross"],
+            cost_rate=cfg.cost_rate,
+            n_boot=cfg.n_boot,
+            periods_per_year=p,
+            risk_free_rate=cfg.risk_free_rate,
+            ci_level=cfg.ci_level,
+            seed=cfg.seed,
+        )
 
     @staticmethod
     def _align(positions: pd.Series, asset: pd.Series) -> tuple[pd.Series, pd.Series]:
