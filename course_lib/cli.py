@@ -322,10 +322,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------- similar
 def cmd_similar(args: argparse.Namespace) -> int:
-    from .data.features import compute_features, forward_log_return
-    from .data.windows import FeatureScaler, make_windows
-    from .similarity import analog_forecast, find_analogs
-
     model_dir = _model_dir(args.model) if args.model else None
     run = _read_run(model_dir) if model_dir is not None else None
     same_data = not (args.data or args.symbols)
@@ -343,48 +339,76 @@ def cmd_similar(args: argparse.Namespace) -> int:
     t = idx[pos]
     horizons = tuple(sorted({1, 5, 20, int(args.horizon)}))
     if run is not None:
-        from .similarity import memory_windows
-        from .training import MemoryTransformerTrainer
-
-        fitted_until = run["val_end"] or run["train_end"]
-        if t <= pd.Timestamp(fitted_until):
-            print(f"warning: --date {t} is inside the checkpoint's training/validation period (ends {fitted_until}): "
-                  "its scaler and weights were fitted on bars after that date, so the ranking of the neighbours "
-                  "uses information from after --date (their outcomes do not).", file=sys.stderr)  # fmt: skip
-        trainer = MemoryTransformerTrainer.load(model_dir, device="cpu")
-        memory = memory_windows(trainer)
-        query = _model_windows(trainer, run, df.loc[:t], include_unlabelled=True)
-        query = query.subset(np.array([len(query) - 1]))
-        method = f"the model's memory keys ({model_dir})"
-        ref = df  # the bars the memory's windows were cut from: what followed them is read from these closes
-        if not same_data:
-            # the memory holds windows of the checkpoint's own data, not of --data: their outcomes must
-            # come from those bars (the query's closes at the same dates belong to another series)
-            ref = _load_source(run["data"], model_dir)
-            method += f", neighbours from its training data ({_describe(run['data'])})"
-        exclusion = int(run["seq_len"]) if args.min_gap is None else args.min_gap
-        analogs = find_analogs(memory, k=args.top, method="memory_keys", trainer=trainer, exclusion=exclusion,
-                               close=ref["close"], horizons=horizons, query_window=query)  # fmt: skip
-        rows = pd.DatetimeIndex(memory.end_time).get_indexer(analogs["end_time"])
-        stored = pd.DataFrame({"neighbour_time": analogs["end_time"], "neighbour_return": memory.y[rows]})
-        _check_memory_outcomes(stored, ref["close"], int(run["horizon"]), model_dir)
+        analogs, method, exclusion = _analogs_in_memory(args, run, model_dir, df, t, horizons, same_data)
     else:
-        feats = compute_features(df.loc[:t])  # bars up to --date only: nothing later can enter
-        if len(feats) < args.seq_len + 10:
-            raise CliError(
-                f"too little history before {t} for windows of {args.seq_len} bars; pick a later --date."
-            )
-        scaled = FeatureScaler().fit(feats).transform(feats)
-        close = df["close"].loc[:t]
-        target = forward_log_return(close, 1).reindex(feats.index)
-        windows = make_windows(scaled, target, args.seq_len, 1, drop_unlabeled=False)
-        lookback = min(args.lookback, args.seq_len)
-        exclusion = args.seq_len if args.min_gap is None else args.min_gap
-        analogs = find_analogs(windows, t, k=args.top, method=args.method, lookback=lookback, exclusion=exclusion,
-                               close=close, horizons=horizons)  # fmt: skip
-        method = f"{args.method} description of the last {lookback} bars of scaled features"
+        analogs, method, exclusion = _analogs_of_features(args, df, t, horizons)
     if analogs.empty:
         raise CliError(f"no past window with a known outcome before {t}; pick a later --date.")
+    _print_analogs(analogs, horizons, df["close"], pos, method, exclusion)
+    return 0
+
+
+def _analogs_in_memory(args: argparse.Namespace, run: dict, model_dir: Path, df: pd.DataFrame, t: pd.Timestamp,
+                       horizons: tuple[int, ...], same_data: bool) -> tuple[pd.DataFrame, str, int]:
+    """``similar --model``: the checkpoint's memory searched with its own keys (analogs, method, exclusion)."""
+    from .similarity import find_analogs, memory_windows
+    from .training import MemoryTransformerTrainer
+
+    fitted_until = run["val_end"] or run["train_end"]
+    if t <= pd.Timestamp(fitted_until):
+        print(f"warning: --date {t} is inside the checkpoint's training/validation period (ends {fitted_until}): "
+              "its scaler and weights were fitted on bars after that date, so the ranking of the neighbours "
+              "uses information from after --date (their outcomes do not).", file=sys.stderr)  # fmt: skip
+    trainer = MemoryTransformerTrainer.load(model_dir, device="cpu")
+    memory = memory_windows(trainer)
+    query = _model_windows(trainer, run, df.loc[:t], include_unlabelled=True)
+    query = query.subset(np.array([len(query) - 1]))
+    method = f"the model's memory keys ({model_dir})"
+    ref = df  # the bars the memory's windows were cut from: what followed them is read from these closes
+    if not same_data:
+        # the memory holds windows of the checkpoint's own data, not of --data: their outcomes must
+        # come from those bars (the query's closes at the same dates belong to another series)
+        ref = _load_source(run["data"], model_dir)
+        method += f", neighbours from its training data ({_describe(run['data'])})"
+    exclusion = int(run["seq_len"]) if args.min_gap is None else args.min_gap
+    analogs = find_analogs(memory, k=args.top, method="memory_keys", trainer=trainer, exclusion=exclusion,
+                           close=ref["close"], horizons=horizons, query_window=query)  # fmt: skip
+    rows = pd.DatetimeIndex(memory.end_time).get_indexer(analogs["end_time"])
+    stored = pd.DataFrame({"neighbour_time": analogs["end_time"], "neighbour_return": memory.y[rows]})
+    _check_memory_outcomes(stored, ref["close"], int(run["horizon"]), model_dir)
+    return analogs, method, exclusion
+
+
+def _analogs_of_features(args: argparse.Namespace, df: pd.DataFrame, t: pd.Timestamp,
+                         horizons: tuple[int, ...]) -> tuple[pd.DataFrame, str, int]:
+    """``similar`` without a model: windows of scaled features up to ``t`` (analogs, method, exclusion)."""
+    from .data.features import compute_features, forward_log_return
+    from .data.windows import FeatureScaler, make_windows
+    from .similarity import find_analogs
+
+    feats = compute_features(df.loc[:t])  # bars up to --date only: nothing later can enter
+    if len(feats) < args.seq_len + 10:
+        raise CliError(
+            f"too little history before {t} for windows of {args.seq_len} bars; pick a later --date."
+        )
+    scaled = FeatureScaler().fit(feats).transform(feats)
+    close = df["close"].loc[:t]
+    target = forward_log_return(close, 1).reindex(feats.index)
+    windows = make_windows(scaled, target, args.seq_len, 1, drop_unlabeled=False)
+    lookback = min(args.lookback, args.seq_len)
+    exclusion = args.seq_len if args.min_gap is None else args.min_gap
+    analogs = find_analogs(windows, t, k=args.top, method=args.method, lookback=lookback, exclusion=exclusion,
+                           close=close, horizons=horizons)  # fmt: skip
+    method = f"{args.method} description of the last {lookback} bars of scaled features"
+    return analogs, method, exclusion
+
+
+def _print_analogs(analogs: pd.DataFrame, horizons: tuple[int, ...], query_close: pd.Series, pos: int,
+                   method: str, exclusion: int) -> None:
+    """The neighbours table, the analog forecast, and (in hindsight) what followed the query bar."""
+    from .similarity import analog_forecast
+
+    t = query_close.index[pos]
     out = pd.DataFrame({"rank": analogs["rank"], "date": analogs["end_time"],
                         "similarity": analogs["similarity"].round(3)})  # fmt: skip
     for h in horizons:
@@ -398,12 +422,11 @@ def cmd_similar(args: argparse.Namespace) -> int:
     f = analog_forecast(analogs, f"fwd_{h}")
     print(f"analog forecast over {h} bars (simplex weights): {100 * np.expm1(f.mean):+.2f}%, "
           f"{100 * f.up_share:.0f}% of the neighbours rose")  # fmt: skip
-    query_close = df["close"]
-    future = {h: query_close.iloc[pos + h] / query_close.iloc[pos] - 1 for h in horizons if pos + h < len(idx)}
+    n = len(query_close)
+    future = {h: query_close.iloc[pos + h] / query_close.iloc[pos] - 1 for h in horizons if pos + h < n}
     if future:
         print("what actually followed " + str(t) + " (hindsight, not used above): "
               + ", ".join(f"{h} bars {100 * v:+.2f}%" for h, v in future.items()))  # fmt: skip
-    return 0
 
 
 def _describe(source: dict) -> str:
@@ -477,7 +500,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="{fetch,train,backtest,similar}")
     sub.required = True
+    _add_fetch_command(sub)
+    _add_train_command(sub)
+    _add_backtest_command(sub)
+    _add_similar_command(sub)
+    return parser
 
+
+def _add_fetch_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fetch", help="download bars from Yahoo Finance or Bybit into the cache",
                        description="Download bars (paginated, retried) and cache them as CSV for offline use.")  # fmt: skip
     p.add_argument("--source", choices=("yfinance", "bybit"), default="yfinance")
@@ -491,6 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh", action="store_true", help="download even if cached")
     p.set_defaults(func=cmd_fetch)
 
+
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the memory-augmented transformer and save a checkpoint",
                        description="Train on a chronological split (purged, scaler fitted on training bars only) "
                        "and save weights, memory and scaler to --out.")  # fmt: skip
@@ -520,6 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+
+def _add_backtest_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("backtest", help="backtest a trained checkpoint, print the metrics, write the plot",
                        description="Positions decided at each close earn the next bar; costs on turnover; "
                        "annualisation from the bar frequency. Default period: the checkpoint's test period.")  # fmt: skip
@@ -541,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_backtest)
 
+
+def _add_similar_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("similar", help="the most similar past moments to a date and what followed them",
                        description="The most similar distinct past episodes to --date. Only windows whose outcomes "
                        "over every horizon shown were known by --date are searched (no look-ahead in the outcomes). "
@@ -567,8 +603,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exclusion zone in bars: no two neighbours, and no neighbour and --date, end closer than "
                    "this (default: the window length), so each row is a distinct episode")  # fmt: skip
     p.set_defaults(func=cmd_similar)
-    return parser
-
 
 # Flags checked before any work starts: deep inside, a bad value surfaces as a message about an internal
 # field ("MemoryConfig.key_dim must be >= 1" for --lookback 0), which does not say which flag to change.

@@ -29,8 +29,6 @@ MAX_FUNCTION_LINES = 80
 LONG_FUNCTIONS_ALLOWED: dict[str, int] = {
     "course_lib/backtest/evaluation.py::walk_forward_evaluate": 91,
     "course_lib/best_practices.py::sensitivity_study": 82,
-    "course_lib/cli.py::build_parser": 99,
-    "course_lib/cli.py::cmd_similar": 83,
     "course_lib/data/live.py::load_bybit": 90,
     "course_lib/data/synthetic.py::make_synthetic_market": 111,
     "course_lib/plots/data.py::plot_windows_and_splits": 106,
