@@ -29,10 +29,15 @@ MAX_FUNCTION_LINES = 80
 LONG_FUNCTIONS_ALLOWED: dict[str, int] = {
     "course_lib/backtest/evaluation.py::walk_forward_evaluate": 91,
     "course_lib/best_practices.py::sensitivity_study": 82,
-    "course_lib/data/live.py::load_bybit": 90,
     "course_lib/data/synthetic.py::make_synthetic_market": 111,
     "course_lib/plots/data.py::plot_windows_and_splits": 106,
     "course_lib/similarity.py::inference_time_learning": 86,
+}
+
+#: A lesson's main class must fit one sitting. The others named by the readable-code work (AgentMemory 400,
+#: the trainer 300) join this table when they are split.
+CLASS_LINE_LIMITS: dict[str, int] = {
+    "course_lib/memory/bank.py::ExternalMemoryBank": 350,
 }
 
 
@@ -207,6 +212,14 @@ def test_allow_list_only_shrinks():
     lengths = function_lengths()
     stale = {f: n for f, n in LONG_FUNCTIONS_ALLOWED.items() if lengths.get(f, 0) <= MAX_FUNCTION_LINES}
     assert not stale, f"these are no longer over {MAX_FUNCTION_LINES} lines: delete them from the list: {stale}"
+
+
+def test_lesson_classes_fit_their_limit():
+    lengths = class_lengths()
+    over = {c: (lengths.get(c), limit) for c, limit in CLASS_LINE_LIMITS.items() if lengths.get(c, 0) > limit}
+    missing = [c for c in CLASS_LINE_LIMITS if c not in lengths]
+    assert not missing, f"classes named in CLASS_LINE_LIMITS no longer exist there: {missing}"
+    assert not over, f"classes over their line limit (lines, limit): {over}; move engineering paths to modules"
 
 
 if __name__ == "__main__":

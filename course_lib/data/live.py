@@ -532,14 +532,7 @@ def load_bybit(
         DataError: unknown interval, ``retCode != 0`` (with Bybit's message), no rows in the range, or no
             network and no cache.
     """
-    iv = _bybit_interval(interval)
-    if max_retries < 0:
-        raise DataError(f"max_retries must be >= 0, got {max_retries}.")
-    now_ms = int(time.time() * 1000)
-    end_ms = _to_ms(end, "end") if end is not None else now_ms
-    start_ms = _to_ms(start, "start") if start is not None else None
-    if start_ms is not None and start_ms > end_ms:
-        raise DataError(f"start {start} is after end {end}; swap them.")
+    iv, now_ms, start_ms, end_ms = _bybit_request(interval, start, end, max_retries)
     out: dict[str, pd.DataFrame] = {}
     for symbol in _as_list(symbols):
         path = cache_path(f"bybit-{category}", symbol, iv, start, end, cache_dir)
@@ -573,17 +566,37 @@ def load_bybit(
                 f"{where}: {what} after {max_retries} retries ({off}), and no cached copy at {path}. "
                 "Connect to the internet and try again, or use the bundled data: course_lib.load_sample('sp500')."
             ) from None
-        report: list[str] = []
-        if len(df) and _candle_close_ms(df.index[-1], iv) > now_ms:
-            df = df.iloc[:-1]
-            report.append("dropped the newest candle: it is still forming (its close is not final)")
-        if len(df) == 0:
-            raise DataError(
-                f"{where}: Bybit returned no candles. Check the dates (is the symbol listed then?)."
-            )
-        df = _checked(df, where, report)
-        gaps = int((np.diff(df.index.as_unit("ns").asi8) // 1_000_000 > _INTERVAL_MS[iv]).sum()) if iv != "M" else 0
-        if gaps:
-            report.append(f"{gaps} gap(s) between candles (exchange downtime or listing date); not filled")
+        df, report = _bybit_repaired(df, iv, now_ms, where)
         out[symbol] = _delivered(df, path, f"bybit:{category}:{symbol}", report, where)
     return out
+
+
+def _bybit_request(interval: str | int, start: Any, end: Any, max_retries: int) -> tuple[str, int, int | None, int]:
+    """``load_bybit``'s arguments checked: (interval code, now, start, end), times in epoch ms."""
+    iv = _bybit_interval(interval)
+    if max_retries < 0:
+        raise DataError(f"max_retries must be >= 0, got {max_retries}.")
+    now_ms = int(time.time() * 1000)
+    end_ms = _to_ms(end, "end") if end is not None else now_ms
+    start_ms = _to_ms(start, "start") if start is not None else None
+    if start_ms is not None and start_ms > end_ms:
+        raise DataError(f"start {start} is after end {end}; swap them.")
+    return iv, now_ms, start_ms, end_ms
+
+
+def _bybit_repaired(df: pd.DataFrame, iv: str, now_ms: int, where: str) -> tuple[pd.DataFrame, list[str]]:
+    """Downloaded candles made usable, and the report of each repair: the still-forming newest candle
+    dropped, bars widened to cover their open and close, gaps counted (not filled)."""
+    report: list[str] = []
+    if len(df) and _candle_close_ms(df.index[-1], iv) > now_ms:
+        df = df.iloc[:-1]
+        report.append("dropped the newest candle: it is still forming (its close is not final)")
+    if len(df) == 0:
+        raise DataError(
+            f"{where}: Bybit returned no candles. Check the dates (is the symbol listed then?)."
+        )
+    df = _checked(df, where, report)
+    gaps = int((np.diff(df.index.as_unit("ns").asi8) // 1_000_000 > _INTERVAL_MS[iv]).sum()) if iv != "M" else 0
+    if gaps:
+        report.append(f"{gaps} gap(s) between candles (exchange downtime or listing date); not filled")
+    return df, report
