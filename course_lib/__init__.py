@@ -8,7 +8,8 @@ Notebooks teach, this package does the work. Every public name is importable fro
 * ``model/`` (03): the memory-augmented transformer (config, retrieval, attention, fusion, transformer);
 * ``training/`` (04): trainer, training memory, checkpoints, the memory-vs-no-memory comparison;
 * ``backtest/`` (05): engine, strategies, sizing, walk-forward evaluation; ``metrics`` (04-08);
-* ``similarity`` (06): analog search; ``regimes/`` (07): detection and study; ``agents/`` (08);
+* ``similarity`` (06): analog search (its index: ``analog_index``); ``regimes/`` (07): detection and
+  study; ``agents/`` (08);
 * support: ``plots/``, ``cli``, ``checks/`` + ``exercise`` (exercise checks), ``parallel``, ``utils``,
   ``notebook_runner``.
 """
