@@ -448,6 +448,10 @@ class AnalogSearch:
         self.horizons = tuple(int(h) for h in (horizons or (windows.horizon,)))
         if min(self.horizons) < 1:
             raise ValueError(f"horizons must be >= 1 bar, got {self.horizons}.")
+        if close is None and set(self.horizons) != {windows.horizon}:
+            raise ValueError(f"horizons {self.horizons} need `close`: without it the only outcome known is the "
+                             f"windows' own {windows.horizon}-bar label, so every fwd_<h> column would hold it. "
+                             "Pass close=<the closes the windows were cut from>, or horizons=None.")  # fmt: skip
         self.windows = windows
         self.trainer = trainer
         self.embedding = embedding if embedding is not None else embed_windows(windows, method, lookback, trainer)
@@ -647,18 +651,22 @@ def analog_forecast(
     )
 
 
-def forward_paths(close: pd.Series, end_times: Any, horizon: int) -> pd.DataFrame:
+def forward_paths(close: pd.Series, end_times: Any, horizon: int, as_of: Any = None) -> pd.DataFrame:
     """Cumulative log return over the ``horizon`` bars after each end time (row 0 is 0): the fan chart's
-    lines. NaN where the data ends first. Columns are the end times."""
+    lines. NaN where the data ends first, and, with ``as_of``, at every bar after ``as_of`` (what was not yet
+    known then). Columns are the end times."""
     bars = pd.DatetimeIndex(close.index)
     pos = bars.get_indexer(pd.DatetimeIndex(end_times))
     if (pos < 0).any():
         raise DataError("an end time is not a bar of `close`.")
     logc = np.log(close.to_numpy(dtype=float))
+    last = len(logc) - 1
+    if as_of is not None:
+        last = min(last, int(bars.searchsorted(pd.Timestamp(as_of), side="right")) - 1)
     steps = np.arange(horizon + 1)
     later = pos[None, :] + steps[:, None]
-    ok = later < len(logc)
-    vals = np.where(ok, logc[np.minimum(later, len(logc) - 1)] - logc[pos][None, :], np.nan)
+    ok = later <= last
+    vals = np.where(ok, logc[np.clip(later, 0, len(logc) - 1)] - logc[pos][None, :], np.nan)
     return pd.DataFrame(vals, index=pd.Index(steps, name="bars_after"), columns=pd.DatetimeIndex(end_times))
 
 
@@ -886,7 +894,14 @@ def time_shuffled(ohlcv: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     Every bar's size and the return distribution survive; any link between a shape and what follows it does
     not. An analog method's skill should vanish here; if it does not, the skill came from somewhere else
     (volatility clustering is destroyed too, so a volatility forecast should lose its edge as well).
+
+    Raises :class:`course_lib.DataError` (naming the bar and the fix) for a missing column, a missing,
+    infinite or non-positive price, unsorted times or fewer than two bars: one bad close would otherwise
+    spread through the rebuilt prices.
     """
+    from .data.loaders import validate_ohlcv
+
+    validate_ohlcv(ohlcv, where="time_shuffled", min_rows=2)  # NaN, zero or missing columns: say so, never spread
     logc = np.log(ohlcv["close"].to_numpy(dtype=float))
     prev = np.r_[logc[0], logc[:-1]]
     rel = {c: np.log(ohlcv[c].to_numpy(dtype=float)) - prev for c in ("open", "high", "low", "close")}
