@@ -590,20 +590,17 @@ def sharpe_confidence_interval(
 
 def block_bootstrap_mean_ci(d, n_boot: int, block: int, rng: np.random.Generator,
                             level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the mean of ``d`` by moving-block bootstrap (blocks of ``block`` samples).
+    """Percentile interval of the mean of ``d`` by circular block bootstrap (blocks of ``block`` samples).
 
     The comparison of two forecasts on the same test windows resamples their per-window difference with it:
-    blocks keep the serial dependence of overlapping windows that an i.i.d. bootstrap would destroy.
+    blocks keep the serial dependence of overlapping windows that an i.i.d. bootstrap would destroy. A thin
+    wrapper kept for its callers: the one implementation is :func:`course_lib.stats.block_bootstrap_ci`
+    (``arch``), seeded from ``rng``.
     """
-    d = np.asarray(d, dtype=float)
-    n = len(d)
-    block = max(1, min(block, n))
-    n_blocks = math.ceil(n / block)
-    starts = rng.integers(0, n - block + 1, size=(n_boot, n_blocks))
-    idx = (starts[..., None] + np.arange(block)).reshape(n_boot, -1)[:, :n]
-    means = d[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
+    from .stats import block_bootstrap_ci
+
+    seed = int(rng.integers(0, 2**31 - 1))
+    return block_bootstrap_ci(d, block, level=level, n_boot=n_boot, seed=seed)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ __all__ = [
     "motif_recall",
     "novel_motif_market",
     "oos_r2",
+    "r2_interval",
     "time_shuffled",
     "walk_forward_analogs",
 ]
@@ -179,6 +180,10 @@ class AnalogSearch:
         self.horizons = tuple(int(h) for h in (horizons or (windows.horizon,)))
         if min(self.horizons) < 1:
             raise ValueError(f"horizons must be >= 1 bar, got {self.horizons}.")
+        if close is None and set(self.horizons) != {windows.horizon}:
+            raise ValueError(f"horizons {self.horizons} need `close`: without it the only outcome known is the "
+                             f"windows' own {windows.horizon}-bar label, so every fwd_<h> column would hold it. "
+                             "Pass close=<the closes the windows were cut from>, or horizons=None.")  # fmt: skip
         self.windows = windows
         self.trainer = trainer
         self.embedding = embedding if embedding is not None else embed_windows(windows, method, lookback, trainer)
@@ -378,18 +383,22 @@ def analog_forecast(
     )
 
 
-def forward_paths(close: pd.Series, end_times: Any, horizon: int) -> pd.DataFrame:
+def forward_paths(close: pd.Series, end_times: Any, horizon: int, as_of: Any = None) -> pd.DataFrame:
     """Cumulative log return over the ``horizon`` bars after each end time (row 0 is 0): the fan chart's
-    lines. NaN where the data ends first. Columns are the end times."""
+    lines. NaN where the data ends first, and, with ``as_of``, at every bar after ``as_of`` (what was not yet
+    known then). Columns are the end times."""
     bars = pd.DatetimeIndex(close.index)
     pos = bars.get_indexer(pd.DatetimeIndex(end_times))
     if (pos < 0).any():
         raise DataError("an end time is not a bar of `close`.")
     logc = np.log(close.to_numpy(dtype=float))
+    last = len(logc) - 1
+    if as_of is not None:
+        last = min(last, int(bars.searchsorted(pd.Timestamp(as_of), side="right")) - 1)
     steps = np.arange(horizon + 1)
     later = pos[None, :] + steps[:, None]
-    ok = later < len(logc)
-    vals = np.where(ok, logc[np.minimum(later, len(logc) - 1)] - logc[pos][None, :], np.nan)
+    ok = later <= last
+    vals = np.where(ok, logc[np.clip(later, 0, len(logc) - 1)] - logc[pos][None, :], np.nan)
     return pd.DataFrame(vals, index=pd.Index(steps, name="bars_after"), columns=pd.DatetimeIndex(end_times))
 
 
@@ -492,21 +501,45 @@ def oos_r2(pred: Any, y: Any, benchmark: Any) -> float:
     return 1.0 - float(np.sum((t[ok] - p[ok]) ** 2)) / den if den > 0 else float("nan")
 
 
-def hit_rate(pred: Any, y: Any, level: float = 0.95) -> dict[str, float]:
-    """Share of non-zero forecasts whose sign matches the outcome, with a Wilson binomial interval.
+def hit_rate(pred: Any, y: Any, level: float = 0.95, horizon: int = 1, n_boot: int = 2000,
+             seed: int = 0) -> dict[str, float]:
+    """Share of non-zero forecasts whose sign matches the outcome, with an interval that respects how the
+    outcomes were made.
 
-    Zero forecasts (abstentions) and zero outcomes are not scored. Returns ``rate``, ``low``, ``high``, ``n``.
+    ``horizon``: the bars each outcome spans, on consecutive windows (in time order). Outcomes of windows
+    fewer than ``horizon`` bars apart share bars, so their hits are dependent: for ``horizon > 1`` the
+    interval is a percentile circular block bootstrap (:func:`course_lib.stats.block_bootstrap_ci`, blocks of
+    :func:`course_lib.stats.overlap_block` scored windows). ``horizon=1`` (one-bar outcomes, or events that
+    never overlap): the Wilson binomial interval. Zero forecasts (abstentions) and zero outcomes are not
+    scored. Returns ``rate``, ``low``, ``high``, ``n``.
     """
     from scipy.stats import binomtest
+
+    from .stats import block_bootstrap_ci, overlap_block
 
     p, t = np.asarray(pred, float), np.asarray(y, float)
     ok = np.isfinite(p) & np.isfinite(t) & (p != 0) & (t != 0)
     n = int(ok.sum())
     if n == 0:
         return {"rate": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
-    hits = int((np.sign(p[ok]) == np.sign(t[ok])).sum())
-    ci = binomtest(hits, n).proportion_ci(confidence_level=level, method="wilson")
-    return {"rate": hits / n, "low": float(ci.low), "high": float(ci.high), "n": n}
+    hit = (np.sign(p[ok]) == np.sign(t[ok])).astype(float)
+    if int(horizon) > 1:
+        lo, hi = block_bootstrap_ci(hit, overlap_block(horizon), level=level, n_boot=n_boot, seed=seed)
+    else:
+        ci = binomtest(int(hit.sum()), n).proportion_ci(confidence_level=level, method="wilson")
+        lo, hi = float(ci.low), float(ci.high)
+    return {"rate": float(hit.mean()), "low": lo, "high": hi, "n": n}
+
+
+def r2_interval(pred: Any, y: Any, benchmark: float, horizon: int = 1, level: float = 0.95, n_boot: int = 2000,
+                seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of :func:`oos_r2` against a fixed ``benchmark`` forecast, by circular block
+    bootstrap of (forecast, outcome) pairs in time order, blocks of :func:`course_lib.stats.overlap_block`
+    (``horizon``) windows, so overlapping outcomes stay together."""
+    from .stats import block_bootstrap_ci, overlap_block
+
+    return block_bootstrap_ci(pred, overlap_block(horizon), level, n_boot, seed,
+                              lambda a, b: oos_r2(a, b, benchmark), y)  # fmt: skip
 
 
 def _trailing_variance(close: pd.Series, window: int, lam: float) -> tuple[pd.Series, pd.Series]:
@@ -531,6 +564,8 @@ def analog_skill(
     subsets: Any = None,
     vol_window: int = 20,
     ewma_lambda: float = 0.94,
+    n_boot: int = 1000,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Does the analog forecast know anything out of sample? Direction, size and volatility, with baselines.
 
@@ -540,11 +575,16 @@ def analog_skill(
     resolved by the cut, and every later window is forecast. Scores, per row (``all`` and each mask that
     ``subsets(test_windows)`` returns, a dict of name -> boolean mask):
 
-    * ``hit_rate`` (``hit_low``, ``hit_high``: 95% Wilson interval) of the sign of the forecast return;
+    * ``hit_rate`` (``hit_low``, ``hit_high``: 95% interval) of the sign of the forecast return;
     * ``r2_return``: out-of-sample R^2 of the forecast return against the historical mean (training windows);
     * ``r2_var_analog`` / ``r2_var_trailing`` / ``r2_var_ewma``: R^2 of forecasts of the squared return
       over the horizon against the historical mean square: the neighbours' mean squared outcome, a
       ``vol_window``-bar trailing variance and an EWMA variance (``ewma_lambda``) scaled to the horizon.
+
+    Consecutive test windows' ``horizon``-bar outcomes overlap, so every interval (``*_low``, ``*_high``:
+    95%) is a circular block bootstrap over the windows in time order with blocks of twice the horizon
+    (:func:`hit_rate`, :func:`r2_interval`; ``n_boot`` resamples, ``seed``), never a formula that treats
+    overlapping outcomes as independent.
     """
     from .backtest.strategies import KNNAnalogForecaster
 
@@ -572,11 +612,15 @@ def analog_skill(
     rows = []
     for name, mask in masks.items():
         m = np.asarray(mask, dtype=bool)
-        hr = hit_rate(pred["pred_return"].to_numpy()[m], y[m])
+        pr = pred["pred_return"].to_numpy()[m]
+        hr = hit_rate(pr, y[m], horizon=horizon, n_boot=n_boot, seed=seed)
+        lo, hi = r2_interval(pr, y[m], ytr.mean(), horizon, n_boot=n_boot, seed=seed)
         row = {"subset": name, "n": int(m.sum()), "hit_rate": hr["rate"], "hit_low": hr["low"], "hit_high": hr["high"],
-               "r2_return": oos_r2(pred["pred_return"].to_numpy()[m], y[m], ytr.mean())}  # fmt: skip
+               "r2_return": oos_r2(pr, y[m], ytr.mean()), "r2_return_low": lo, "r2_return_high": hi}  # fmt: skip
         for arm, fc in var_fc.items():
             row[f"r2_var_{arm}"] = oos_r2(fc[m], y[m] ** 2, np.mean(ytr**2))
+            row[f"r2_var_{arm}_low"], row[f"r2_var_{arm}_high"] = r2_interval(
+                fc[m], y[m] ** 2, float(np.mean(ytr**2)), horizon, n_boot=n_boot, seed=seed)
         rows.append(row)
     return pd.DataFrame(rows).set_index("subset")
 
@@ -617,7 +661,14 @@ def time_shuffled(ohlcv: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     Every bar's size and the return distribution survive; any link between a shape and what follows it does
     not. An analog method's skill should vanish here; if it does not, the skill came from somewhere else
     (volatility clustering is destroyed too, so a volatility forecast should lose its edge as well).
+
+    Raises :class:`course_lib.DataError` (naming the bar and the fix) for a missing column, a missing,
+    infinite or non-positive price, unsorted times or fewer than two bars: one bad close would otherwise
+    spread through the rebuilt prices.
     """
+    from .data.loaders import validate_ohlcv
+
+    validate_ohlcv(ohlcv, where="time_shuffled", min_rows=2)  # NaN, zero or missing columns: say so, never spread
     logc = np.log(ohlcv["close"].to_numpy(dtype=float))
     prev = np.r_[logc[0], logc[:-1]]
     rel = {c: np.log(ohlcv[c].to_numpy(dtype=float)) - prev for c in ("open", "high", "low", "close")}
@@ -676,8 +727,9 @@ class LearningExperiment:
 
     def curve(self, bins: Sequence[int] = (0, 1, 3, 6, 11, 21)) -> dict[str, pd.DataFrame]:
         """Accuracy per bin of ``seen`` (bin edges: ``[0], [1, 2], [3, 5], ...``): mean over seeds with a 95%
-        t-interval over seeds (each seed is one market and, for the transformer, one training)."""
-        from scipy.stats import t as student_t
+        t-interval over seeds (each seed is one market and, for the transformer, one training), clipped to
+        [0, 1] (:func:`course_lib.stats.t_interval`); NaN ends with one seed."""
+        from .stats import t_interval
 
         df = self.per_occurrence.copy()
         edges = list(bins) + [np.inf]
@@ -685,12 +737,10 @@ class LearningExperiment:
         out = {}
         for arm in self.arms:
             per_seed = df[df.arm == arm].groupby(["bin", "seed"])["correct"].mean().unstack("seed")
-            mean = per_seed.mean(axis=1)
-            n = per_seed.notna().sum(axis=1)
-            sem = per_seed.std(axis=1, ddof=1) / np.sqrt(n)
-            half = sem * student_t.ppf(0.975, np.maximum(n - 1, 1))
-            out[arm] = pd.DataFrame({"mean": mean, "low": (mean - half).clip(0, 1), "high": (mean + half).clip(0, 1),
-                                     "n_seeds": n}).rename_axis("seen")  # fmt: skip
+            ci = [t_interval(row, bounds=(0.0, 1.0)) for row in per_seed.to_numpy()]  # accuracy lives in [0, 1]
+            out[arm] = pd.DataFrame({"mean": [c["diff"] for c in ci], "low": [c["ci_low"] for c in ci],
+                                     "high": [c["ci_high"] for c in ci], "n_seeds": [c["n"] for c in ci]},
+                                    index=per_seed.index).rename_axis("seen")  # fmt: skip
         return out
 
     def summary(self) -> pd.DataFrame:

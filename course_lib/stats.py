@@ -21,7 +21,8 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["block_bootstrap_ci", "interval_side", "paired_seed_interval", "read_interval", "t_interval"]
+__all__ = ["block_bootstrap_ci", "interval_side", "overlap_block", "paired_seed_interval", "read_interval",
+           "t_interval"]
 
 Side = Literal["above", "below", "covers", "undetermined"]
 
@@ -124,3 +125,17 @@ def read_interval(diff: float, low: float, high: float, unit: str = "points", sc
     if null != 0.0:
         verdict = verdict.replace("zero", f"{scale * null:g}")
     return f"{scale * diff:+.1f} {unit}, 95% interval [{scale * low:+.1f}, {scale * high:+.1f}]: {verdict}"
+
+
+def overlap_block(horizon: int) -> int:
+    """Block length (in consecutive observations) for a bootstrap over outcomes that each span ``horizon``
+    bars on consecutive windows: twice the horizon.
+
+    Blocks of at least the horizon keep two overlapping outcomes together; blocks of *exactly* the horizon
+    still cut the dependence at every block edge and give intervals that are too narrow (on i.i.d. noise a
+    95% hit-rate interval then excludes one half in about 7% of markets instead of 5%); twice the horizon
+    brings that back to its nominal rate (``tests/test_null_rates.py`` measures it).
+    """
+    if int(horizon) < 1:
+        raise ValueError(f"horizon must be >= 1 bar, got {horizon}.")
+    return 2 * int(horizon) if int(horizon) > 1 else 1

@@ -460,7 +460,7 @@ def _market(n=420, seed=0):
 
 def _run(prices, seed=0):
     agents = [cl.MomentumAgent(), cl.MeanReversionAgent(), cl.VolatilityAgent(min_history=60),
-              cl.AnalogAgent(k=8, seq_len=12, lookback=6, train_frac=0.4)]
+              cl.AnalogAgent(k=8, seq_len=12, lookback=6, train_bars=168)]
     comps = [cl.EqualWeightComposer(), cl.WinRateComposer(), cl.ThompsonComposer(n_draws=64),
              cl.ThompsonComposer("thompson_discounted", half_life=60, n_draws=64)]
     return cl.run_agents(prices, agents, comps, _mem(), start=200, seed=seed)
@@ -518,3 +518,70 @@ def test_diary_full_hybrid_beats_relevance_only():
     assert cl.precision_at_k([1, 2, 3], {1, 3}, 2) == 0.5
     assert cl.ndcg_at_k([1, 2], {1, 2}, 2) == pytest.approx(1.0)
     assert cl.ndcg_at_k([2, 1], {1}, 2) == pytest.approx(1 / np.log2(3))
+
+
+# ------------------------------------------------------------------ the future after T moves nothing before T
+def test_agent_decisions_do_not_depend_on_how_many_bars_follow():
+    """Rule: a decision at t uses bars up to t, the choice of its training period included. Appending bars
+    after T moves no signal, composed position, composer weight or recorded decision at or before T."""
+    prices = _market(420)
+    T = prices.index[330]
+    full, short = _run(prices), _run(prices.loc[:T])
+    pd.testing.assert_frame_equal(full.positions.loc[:T], short.positions.loc[:T])
+    for name in full.weights:
+        pd.testing.assert_frame_equal(full.weights[name].loc[:T], short.weights[name].loc[:T])
+    for name in full.signals:
+        pd.testing.assert_frame_equal(full.signals[name].loc[:T], short.signals[name].loc[:T])
+    cols = ["agent", "direction", "confidence", "decided_at"]
+    before = full.decisions[full.decisions["decided_at"] < T][cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, short.decisions[short.decisions["decided_at"] < T][cols].reset_index(drop=True))
+    timed = cl.AnalogAgent(k=8, seq_len=12, lookback=6, train_until=prices.index[167])
+    pd.testing.assert_frame_equal(timed.signals(prices).loc[:T], timed.signals(prices.loc[:T]).loc[:T])
+
+
+def test_maintenance_never_changes_what_an_earlier_search_saw():
+    """Rule: maintain at M (deletions included) leaves every search, item list and decision at or before M as
+    it was; later searches no longer see the retired items; only cleanup frees them."""
+    mem = _mem()
+    rng = np.random.default_rng(7)
+    for d in range(12):
+        mem.add("x", "observation", "breakout volume" if d % 2 else "quiet tape", now=T0 + d * DAY,
+                importance=float(rng.uniform(0.2, 0.6)), vector=rng.normal(size=2))
+    dec = mem.record_decision("x", "long breakout", now=T0 + DAY, direction=1, confidence=0.6)
+    mem.resolve(dec, 0.01, at=T0 + 2 * DAY)
+    M = T0 + 30 * DAY
+    times = [T0 + 5 * DAY, T0 + 12 * DAY, M]
+    mem.add("x", "lesson", "breakout volume matters", now=T0 + 3 * DAY, importance=5.0, vector=[1.0, 0.5])
+    n0 = len(mem)
+    before = {t: [*_snapshot(mem, t), mem.items(now=t)] for t in times}
+    changes = mem.maintain(now=M)
+    gone = set(changes.loc[changes["to_tier"] == "deleted", "id"])
+    assert gone and dec in gone  # faded items and the resolved decision leave the short tier
+    for t in times:
+        for a, b in zip(before[t], [*_snapshot(mem, t), mem.items(now=t)]):
+            pd.testing.assert_frame_equal(a, b)
+    later = M + pd.Timedelta("1s")
+    assert gone.isdisjoint(_search(mem, now=later, k=50)["id"]) and gone.isdisjoint(mem.items(now=later)["id"])
+    assert gone.isdisjoint(mem.items()["id"]) and len(mem) == n0 - len(gone) > 0
+    assert dec not in set(mem.decisions(now=later)["id"])
+    removed = mem.cleanup(now=later, min_strength=None)
+    assert set(removed["id"]) == gone and set(removed["reason"]) == {"retired by maintain"}
+    assert _search(mem, now=T0 + 12 * DAY, k=50)["id"].isin(gone).sum() == 0  # cleanup: the past goes too
+
+
+def test_calibration_fits_on_the_decisions_that_state_a_confidence():
+    rng = np.random.default_rng(1)
+    n = 300
+    t = pd.date_range("2020-01-01", periods=n, freq="D")
+    conf = rng.uniform(0.5, 1.0, n)
+    d = pd.DataFrame({"decided_at": t, "resolved_at": t + pd.Timedelta("1D"), "confidence": conf,
+                      "pnl": np.where(rng.random(n) < conf - 0.1, 0.01, -0.01)})
+    d.loc[120, "confidence"] = np.nan  # record_decision allows a decision without a confidence
+    for method in ("isotonic", "platt"):
+        with pytest.warns(UserWarning, match="1 of 300 decisions state no confidence"):
+            cal = cl.calibrate_confidence(d, method=method, min_history=50, refit_every=10)
+        assert cal.attrs["no_confidence"] == 1 and np.isnan(cal.iloc[120])
+        assert cal.drop(index=120).iloc[60:].notna().all()
+        assert cal.between(0, 1).sum() == n - 1 - cal.iloc[:60].isna().sum()
+        report, _ = cl.calibration_report(d.assign(agent="a"), method=method, min_history=50, refit_every=10)
+        assert report.loc["a", "no_confidence"] == 1 and np.isfinite(report.loc["a", "brier_calibrated"])

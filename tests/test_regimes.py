@@ -305,3 +305,39 @@ def test_markov_and_hmm_filters_ignore_the_future_property(markov, hmm, returns,
     changed = _change_after(returns, cut, factor, seed)
     for det in (markov, hmm):
         pd.testing.assert_frame_equal(det.filter(changed).iloc[:cut], det.filter(returns).iloc[:cut])
+
+
+# ------------------------------------------------------------------ a label is known after its bar
+def test_knn_vote_refuses_a_delay_that_lets_a_bar_see_its_own_label(returns):
+    true = pd.Series(np.where((np.arange(len(returns)) // 100) % 2 == 0, "calm", "stressed"), index=returns.index)
+    with pytest.raises(ValueError, match="its own label"):
+        cl.KNNRegimeDetector(k=10, label_delay=0)
+    keys = _keys(returns)
+    with pytest.raises(ValueError, match="not after its own bar"):
+        cl.KNNRegimeDetector(k=10, label_delay=1).fit(keys, true, available_at=keys.index)
+    # the smallest delay allowed: flipping bar t's own label never moves the vote at t
+    det = cl.KNNRegimeDetector(k=10, label_delay=1).fit(keys, true)
+    flipped = true.copy()
+    t = 400
+    flipped.iloc[t] = "calm" if true.iloc[t] == "stressed" else "stressed"
+    again = cl.KNNRegimeDetector(k=10, label_delay=1).fit(keys, flipped)
+    pd.testing.assert_frame_equal(det.filter(keys.iloc[: t + 1]), again.filter(keys.iloc[: t + 1]))
+
+
+# ------------------------------------------------------------------ annualised by the bar frequency
+def test_state_summary_and_drawdown_labels_annualise_by_the_bar_frequency():
+    rng = np.random.default_rng(3)
+    n = 2000
+    hourly = pd.date_range("2024-01-01", periods=n, freq="h")  # a 24/7 market: 8760 bars a year
+    per_bar = 0.56 / np.sqrt(24 * 365)  # 56% a year
+    r = pd.Series(rng.standard_normal(n) * per_bar, index=hourly)
+    det = cl.HMMRegimeDetector(1, seed=0).fit(r)
+    assert det.state_summary()["ann_vol"].iloc[0] == pytest.approx(0.56, rel=0.05)  # 252 gave 9.5%
+    assert det.state_summary(periods=252.0)["ann_vol"].iloc[0] == pytest.approx(0.56 * np.sqrt(252 / 8760), rel=0.05)
+    close = pd.Series(100 * np.exp(np.cumsum(r.to_numpy())), index=hourly)
+    lab = cl.label_drawdown_regimes(close)
+    assert (lab.iloc[300:] != "calm").mean() > 0.9  # 56% volatility is never calm (high_vol = 25%)
+    daily = cl.HMMRegimeDetector(1, seed=0).fit(pd.Series(r.to_numpy(), index=pd.bdate_range("2000-01-03", periods=n)))
+    assert daily.state_summary()["ann_vol"].iloc[0] == pytest.approx(per_bar * np.sqrt(252), rel=0.05)
+    with pytest.raises(ValueError, match="periods="):
+        cl.HMMRegimeDetector(1, seed=0).fit(pd.Series(r.to_numpy())).state_summary()

@@ -321,3 +321,61 @@ def test_analog_skill_scores_every_later_window_and_is_causal():
     lab = w.subset(np.flatnonzero(np.isfinite(w.y)))
     p = knn.fit(lab.subset(np.arange(200))).predict(lab.subset(np.arange(300, 310)))
     assert p["n_neighbors"].eq(3).all() and (p["memory_spread"] >= 0).all()
+
+
+# ------------------------------------------------------------------- what the figures know at the query
+def _fan_data(ax) -> list[np.ndarray]:
+    """Everything the fan draws except the labelled hindsight line: each line's y values and the band."""
+    from course_lib.plots.similarity import HINDSIGHT_LABEL
+
+    out = [np.asarray(line.get_ydata(), float) for line in ax.get_lines() if line.get_label() != HINDSIGHT_LABEL]
+    out += [np.asarray(p.vertices, float) for c in ax.collections for p in c.get_paths()]
+    return out
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cut=st.integers(420, 640), searched=st.sampled_from([1, 3, 5]), drawn=st.sampled_from([10, 20, 30]),
+       exclusion=st.sampled_from([1, 4, 16]))
+def test_analog_fan_draws_only_what_was_known_at_the_query(cut, searched, drawn, exclusion):
+    """Rule: a picture of an analog forecast at T uses prices up to T only. Changing every price after T moves
+    no neighbour path, weighted mean or band of the fan (only the hindsight line, labelled as such)."""
+    import matplotlib.pyplot as plt
+
+    ohlcv = _ohlcv(700, seed=2)
+    T = ohlcv.index[cut]
+    figs = []
+    for data in (ohlcv, _tripled_after(ohlcv, T)):
+        s = cl.AnalogSearch(_windows(data, fit_until=ohlcv.index[300]), close=data["close"], horizons=(searched,))
+        analogs = s.query(T, k=6, exclusion=exclusion)
+        fig = cl.plot_analogs(data["close"], analogs, horizon=drawn)
+        figs.append(fig)
+        plt.close(fig)
+    for ax_a, ax_b in zip(figs[0].axes, figs[1].axes):
+        a, b = _fan_data(ax_a), _fan_data(ax_b)
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    gap = cut - ohlcv.index.get_indexer(analogs["end_time"]).max()  # bars from the nearest neighbour to T
+    assert ("known at the query" in figs[0].axes[1].get_title()) == (drawn > gap)
+
+
+def test_find_analogs_refuses_horizons_it_cannot_measure_without_close(market):
+    _, w = market  # one-bar labels
+    with pytest.raises(ValueError, match="need `close`"):
+        cl.find_analogs(w, w.end_time[600], k=3, horizons=(1, 5))
+    five = _windows(_ohlcv(), horizon=5)
+    with pytest.raises(ValueError, match="need `close`"):
+        cl.find_analogs(five, five.end_time[600], k=3, horizons=(1, 5))  # fwd_1 would hold the 5-bar label
+    ok = cl.find_analogs(five, five.end_time[600], k=3)
+    assert list(ok.filter(like="fwd_").columns) == ["fwd_5"]
+
+
+@pytest.mark.parametrize("spoil, match", [
+    (lambda d: d.assign(close=d["close"].where(d.index != d.index[200])), "missing or non-finite"),
+    (lambda d: d.assign(close=d["close"].where(d.index != d.index[200], 0.0)), "non-positive price"),
+    (lambda d: d.iloc[:0], "no data rows"),
+    (lambda d: d.drop(columns="volume"), "missing column"),
+])
+def test_time_shuffled_refuses_bad_bars_with_a_clear_error(spoil, match):
+    with pytest.raises(cl.DataError, match=match):
+        cl.time_shuffled(spoil(_ohlcv(400)), seed=0)

@@ -10,6 +10,8 @@ outcome was known *before* each decision.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -89,6 +91,8 @@ def calibrate_confidence(decisions: pd.DataFrame, method: str = "isotonic", min_
             (e.g. ``memory.decisions(now=end)``; unresolved rows have NaN ``pnl``).
         method: ``"isotonic"`` or ``"platt"``.
         min_history: resolved outcomes needed before the first fit (NaN before that).
+            Decisions without a stated confidence are left out of every fit and stay NaN; a warning says how
+            many (also in ``result.attrs["no_confidence"]``).
         refit_every: refit after this many decisions (each fit uses outcomes resolved by the refit's time,
             a subset of what every later decision could know).
     """
@@ -102,7 +106,11 @@ def calibrate_confidence(decisions: pd.DataFrame, method: str = "isotonic", min_
     resolved = pd.to_datetime(d["resolved_at"]).to_numpy("datetime64[ns]")
     conf = d["confidence"].to_numpy(float)
     win = (d["pnl"].to_numpy(float) > 0).astype(float)
-    known = ~np.isnat(resolved) & np.isfinite(d["pnl"].to_numpy(float))
+    stated = np.isfinite(conf)
+    if not stated.all():  # record_decision allows a decision without a confidence: fit and score the others
+        warnings.warn(f"calibrate_confidence: {int((~stated).sum())} of {len(d)} decisions state no confidence; "
+                      "they are left out of every fit and get no calibrated value (NaN).", UserWarning, stacklevel=2)
+    known = ~np.isnat(resolved) & np.isfinite(d["pnl"].to_numpy(float)) & stated
     out = np.full(len(d), np.nan)
     predict = None
     for start in range(0, len(d), refit_every):
@@ -114,7 +122,9 @@ def calibrate_confidence(decisions: pd.DataFrame, method: str = "isotonic", min_
             block = block[np.isfinite(conf[block])]
             if len(block):
                 out[block] = np.clip(predict(conf[block]), 0.0, 1.0)
-    return pd.Series(out, index=d.index, name="calibrated").reindex(decisions.index)
+    result = pd.Series(out, index=d.index, name="calibrated").reindex(decisions.index)
+    result.attrs["no_confidence"] = int((~stated).sum())
+    return result
 
 
 def calibration_report(decisions: pd.DataFrame, method: str = "isotonic", min_history: int = 50,
@@ -126,7 +136,8 @@ def calibration_report(decisions: pd.DataFrame, method: str = "isotonic", min_hi
         cal = calibrate_confidence(d, method, min_history, refit_every)
         ok = cal.notna() & d["pnl"].notna() & d["confidence"].notna()
         y = (d.loc[ok, "pnl"] > 0).astype(float)
-        rows.append({"agent": agent, "n": int(ok.sum()), "win_rate": float(y.mean()) if ok.any() else np.nan,
+        rows.append({"agent": agent, "n": int(ok.sum()), "no_confidence": int(d["confidence"].isna().sum()),
+                     "win_rate": float(y.mean()) if ok.any() else np.nan,
                      "mean_confidence": float(d.loc[ok, "confidence"].mean()) if ok.any() else np.nan,
                      "brier_stated": brier_score(d.loc[ok, "confidence"], y),
                      "brier_calibrated": brier_score(cal[ok], y)})

@@ -143,13 +143,16 @@ def evaluate_retrieval(diary: AgentDiary, settings: Mapping[str, Mapping[str, fl
 
 
 def paired_bootstrap(a, b, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of ``a - b`` over paired observations and its percentile bootstrap interval (resampling pairs)."""
+    """Mean of ``a - b`` over paired observations and its percentile bootstrap interval (resampling pairs).
+
+    The questions are independent, so pairs are resampled one at a time (blocks of one):
+    :func:`course_lib.stats.block_bootstrap_ci`, the course's one bootstrap.
+    """
+    from ..stats import block_bootstrap_ci
+
     diff = np.asarray(a, float) - np.asarray(b, float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diff), size=(n_boot, len(diff)))
-    means = diff[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(diff.mean()), float(lo), float(hi)
+    lo, hi = block_bootstrap_ci(diff, 1, level=level, n_boot=n_boot, seed=seed)
+    return float(np.nanmean(diff)) if len(diff) else float("nan"), lo, hi
 
 
 def retrieval_table(per_query: pd.DataFrame, baseline: str = "relevance only", n_boot: int = 1000,

@@ -11,9 +11,12 @@ A search at ``now`` sees only what was known at ``now``:
 * items created at or before ``now`` (an outcome item is created when the outcome became known);
 * a decision's P&L only if it was resolved at or before ``now``;
 * accesses and tier changes made strictly before ``now`` (a search's own side effects count from the next
-  instant, so asking the same question twice at the same time gives the same answer).
+  instant, so asking the same question twice at the same time gives the same answer);
+* items that :meth:`AgentMemory.maintain` retired strictly before ``now`` are gone; a search at an earlier
+  time still sees them (maintenance marks when an item left the memory, it does not erase its past).
 
 So adding, resolving, searching or maintaining *later* never changes what a search at an earlier time returns.
+Only :meth:`AgentMemory.cleanup` changes the past, on purpose (it frees the space, retired items included).
 """
 
 from __future__ import annotations
@@ -385,7 +388,9 @@ class AgentMemory:
         self.close()
 
     def __len__(self) -> int:
-        return int(self._c.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+        """Items in the memory now: stored and not retired by :meth:`maintain`."""
+        return int(self._c.execute("SELECT COUNT(*) FROM items WHERE id NOT IN "
+                                   "(SELECT item_id FROM tier_changes WHERE tier = 'deleted')").fetchone()[0])
 
     def __repr__(self) -> str:
         state = "closed" if self._conn is None else f"{len(self)} items"
@@ -625,15 +630,15 @@ class AgentMemory:
         if len(ids) > 20_000:
             acc = c.execute("SELECT item_id, MAX(at), COUNT(*) FROM accesses WHERE at < ? GROUP BY item_id",
                             (now_ns,)).fetchall()
-            tiers = c.execute("SELECT item_id, tier FROM tier_changes WHERE at < ? ORDER BY at, rowid",
-                              (now_ns,)).fetchall()
+            tiers = c.execute("SELECT item_id, tier FROM tier_changes WHERE at < ? AND tier != 'deleted' "
+                              "ORDER BY at, rowid", (now_ns,)).fetchall()
         else:
             marks = ",".join("?" * len(ids))
             args = [int(i) for i in ids]
             acc = c.execute(f"SELECT item_id, MAX(at), COUNT(*) FROM accesses WHERE at < ? AND item_id IN ({marks}) "
                             "GROUP BY item_id", [now_ns, *args]).fetchall()
-            tiers = c.execute(f"SELECT item_id, tier FROM tier_changes WHERE at < ? AND item_id IN ({marks}) "
-                              "ORDER BY at, rowid", [now_ns, *args]).fetchall()
+            tiers = c.execute(f"SELECT item_id, tier FROM tier_changes WHERE at < ? AND tier != 'deleted' "
+                              f"AND item_id IN ({marks}) ORDER BY at, rowid", [now_ns, *args]).fetchall()
         return {i: (last, n) for i, last, n in acc}, {i: t for i, t in tiers}
 
     def _arrays(self, cache: _Cache, pos: np.ndarray, now_ns: int) -> dict[str, np.ndarray]:
@@ -660,8 +665,21 @@ class AgentMemory:
     def _components(self, cache: _Cache, pos: np.ndarray, now_ns: int) -> pd.DataFrame:
         return pd.DataFrame(self._arrays(cache, pos, now_ns))
 
-    def _visible(self, cache: _Cache, now_ns: int, agents, kinds) -> np.ndarray:
+    def _retired(self, now_ns: int) -> np.ndarray:
+        """Ids that :meth:`maintain` retired strictly before ``now``."""
+        rows = self._c.execute("SELECT item_id FROM tier_changes WHERE tier = 'deleted' AND at < ?", (now_ns,))
+        return np.fromiter((r[0] for r in rows), np.int64)
+
+    def _live(self, cache: _Cache, now_ns: int) -> np.ndarray:
+        """Cached rows in the memory at ``now``: created by then and not retired before it."""
         mask = cache.created <= now_ns
+        retired = self._retired(now_ns)
+        if len(retired):
+            mask &= ~np.isin(cache.ids, retired)
+        return mask
+
+    def _visible(self, cache: _Cache, now_ns: int, agents, kinds) -> np.ndarray:
+        mask = self._live(cache, now_ns)
         for what, names, col in (("agent", agents, cache.agent), ("kind", kinds, cache.kind)):
             if names is not None:
                 names = [names] if isinstance(names, str) else list(names)
@@ -689,7 +707,7 @@ class AgentMemory:
 
     def _bm25(self, cache: _Cache, text: str | None, now_ns: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         words = list(dict.fromkeys(tokenize(text)))
-        visible = cache.created <= now_ns
+        visible = self._live(cache, now_ns)
         n_docs = int(visible.sum())
         if not words or n_docs == 0:
             return np.zeros(0, np.int64), np.zeros(0)
@@ -823,12 +841,13 @@ class AgentMemory:
         """Every stored item (created by ``now`` if given), with its tier, accesses and strength as of ``now``."""
         cache = self._refresh()
         now_ns = to_ns(now, "now") if now is not None else int(np.iinfo(np.int64).max)
-        pos = np.flatnonzero(cache.created <= now_ns)
+        pos = np.flatnonzero(self._live(cache, now_ns))
         if len(pos) == 0:
             return pd.DataFrame(columns=["id", "agent", "kind", "text", "created_at", "tier", "importance"])
         frame = self._components(cache, pos, now_ns) if now is not None else None
         rows = self._c.execute("SELECT id, agent, kind, text, symbol, created_at, tier, importance FROM items "
-                               "WHERE created_at <= ? ORDER BY id", (now_ns,)).fetchall()
+                               "WHERE created_at <= ? AND id NOT IN (SELECT item_id FROM tier_changes "
+                               "WHERE tier = 'deleted' AND at < ?) ORDER BY id", (now_ns, now_ns)).fetchall()
         out = pd.DataFrame(rows, columns=["id", "agent", "kind", "text", "symbol", "created_at", "tier", "importance"])
         out["created_at"] = pd.to_datetime(out["created_at"], unit="ns")
         if frame is not None:
@@ -844,8 +863,9 @@ class AgentMemory:
         now_ns = to_ns(now, "now")
         sql = ("SELECT id, agent, kind, symbol, regime, direction, confidence, decided_at, "
                "CASE WHEN resolved_at <= ? THEN pnl END, CASE WHEN resolved_at <= ? THEN resolved_at END "
-               "FROM decisions WHERE decided_at <= ?")
-        args: list[Any] = [now_ns, now_ns, now_ns]
+               "FROM decisions WHERE decided_at <= ? AND id NOT IN "
+               "(SELECT item_id FROM tier_changes WHERE tier = 'deleted' AND at < ?)")
+        args: list[Any] = [now_ns, now_ns, now_ns, now_ns]
         if agents is not None:
             names = [agents] if isinstance(agents, str) else list(agents)
             sql += f" AND agent IN ({','.join('?' * len(names))})"
@@ -878,7 +898,7 @@ class AgentMemory:
     # --- forgetting ----------------------------------------------------------------------------------------
     def _strength(self, now_ns: int) -> tuple[pd.DataFrame, set[int]]:
         cache = self._refresh()
-        pos = np.flatnonzero(cache.created <= now_ns)
+        pos = np.flatnonzero(self._live(cache, now_ns))
         frame = self._components(cache, pos, now_ns)
         frame["kind"] = np.array(list(cache.codes["kind"]), dtype=object)[cache.kind[pos]] if len(pos) else []
         frame["agent"] = np.array(list(cache.codes["agent"]), dtype=object)[cache.agent[pos]] if len(pos) else []
@@ -922,6 +942,9 @@ class AgentMemory:
         """Forget: remove items whose strength (importance x recency at ``now``) is below ``min_strength``,
         and, with ``keep_last``, all but the newest ``keep_last`` items of each kind. Pending decisions stay.
 
+        Items that :meth:`maintain` retired before ``now`` are removed too (reason ``"retired by maintain"``,
+        tier ``"retired"``): they had already left the memory, and only their history goes.
+
         Returns the removed items (id, agent, kind, text, tier, strength, reason). Unlike every other call,
         this one changes the past on purpose: a removed item is gone for searches at any time.
         """
@@ -937,8 +960,14 @@ class AgentMemory:
             over = rank.reindex(frame.index).to_numpy() >= keep_last
             reason[over & (reason == "")] = f"beyond the newest {keep_last} of its kind"
         drop = (reason != "") & ~frame["id"].isin(pending).to_numpy()
-        removed = (frame.loc[drop, ["id", "agent", "kind", "tier", "importance", "strength"]]
-                   .assign(reason=reason[drop]).sort_values("id"))  # ascending ids: the order _delete returns texts
+        removed = frame.loc[drop, ["id", "agent", "kind", "tier", "importance", "strength"]].assign(reason=reason[drop])
+        retired = pd.DataFrame(self._c.execute(
+            "SELECT i.id, i.agent, i.kind, 'retired', i.importance, NULL, 'retired by maintain' FROM items i WHERE "
+            "i.id IN (SELECT item_id FROM tier_changes WHERE tier = 'deleted' AND at < ?)", (now_ns,)).fetchall(),
+            columns=[*removed.columns])
+        if len(retired):
+            removed = pd.concat([removed, retired.astype({"strength": float})], ignore_index=True)
+        removed = removed.sort_values("id")  # ascending ids: the order _delete returns texts
         texts = self._delete(removed["id"].tolist()) if len(removed) else []
         removed.insert(3, "text", texts)
         return removed.reset_index(drop=True)
@@ -946,8 +975,10 @@ class AgentMemory:
     def maintain(self, *, now, policy: TierPolicy | None = None) -> pd.DataFrame:
         """Move items between tiers at ``now`` (see :class:`TierPolicy`); returns one row per change.
 
-        Promotions and demotions are stored as tier changes at ``now`` (they affect searches after ``now``);
-        deletions remove the item.
+        Every change is stored as a tier change at ``now``: promotions and demotions affect searches after
+        ``now``, and a deleted item leaves the memory after ``now`` (searches, :meth:`items`, :meth:`decisions`
+        and ``len`` stop seeing it) while a search at or before ``now`` still finds it: maintenance never
+        rewrites history. :meth:`cleanup` frees the space of retired items.
         """
         pol = policy or TierPolicy()
         now_ns = to_ns(now, "now")
@@ -971,14 +1002,10 @@ class AgentMemory:
                            frame["kind"].to_numpy()[changed], frame["tier"].to_numpy()[changed],
                            target[changed], why[changed], strength[changed].tolist()))
         out = pd.DataFrame(changes, columns=["id", "agent", "kind", "from_tier", "to_tier", "reason", "strength"])
-        moved = out[out["to_tier"] != "deleted"]
         if len(out):
             with self._tx():
                 self._c.executemany("INSERT INTO tier_changes VALUES (?, ?, ?)",
-                                    [(int(i), now_ns, t) for i, t in zip(moved["id"], moved["to_tier"])])
-                gone = [int(i) for i in out.loc[out["to_tier"] == "deleted", "id"]]
-                if gone:
-                    self._delete(gone)
+                                    [(int(i), now_ns, t) for i, t in zip(out["id"], out["to_tier"])])
         return out
 
     def namespace(self, agent: str) -> AgentView:

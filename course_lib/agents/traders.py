@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -122,23 +123,40 @@ class VolatilityAgent:
 
 @dataclass
 class AnalogAgent:
-    """Lesson 06's analog search as an agent: the ``k`` nearest past windows vote (``train_frac`` of the bars
-    fill the first memory, the scaler is fitted on them only; afterwards every window joins once its label
-    is known). No opinion while ``|up_share - 1/2| < min_edge`` or before the training period ends."""
+    """Lesson 06's analog search as an agent: the ``k`` nearest past windows vote. The training period (the
+    first memory; the scaler is fitted on it only) is fixed when the agent is built: the bars up to
+    ``train_until`` (a time) or, without it, the first ``train_bars`` bars. Afterwards every window joins once
+    its label is known. No opinion while ``|up_share - 1/2| < min_edge`` or before the training period ends.
+
+    The cut never depends on how many bars follow it, so a decision at t uses bars up to t only (appending
+    bars after t changes nothing at or before t).
+    """
 
     name: str = "analog"
     k: int = 32
     lookback: int = 8
     seq_len: int = 16
-    train_frac: float = 0.3
+    train_bars: int = 500
+    train_until: Any = None
     min_edge: float = 0.05
     forecaster: KNNAnalogForecaster | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.train_bars < 1:
+            raise ValueError(f"train_bars must be >= 1, got {self.train_bars}.")
+
+    def _n_train(self, index: pd.DatetimeIndex) -> int:
+        if self.train_until is None:
+            return min(int(self.train_bars), len(index))
+        return int(index.searchsorted(pd.Timestamp(self.train_until), side="right"))
+
     def signals(self, prices: pd.DataFrame) -> pd.DataFrame:
         feats = compute_features(prices)
-        n_train = int(len(feats) * self.train_frac)
+        n_train = self._n_train(pd.DatetimeIndex(feats.index))
         if n_train < self.seq_len + 10:
-            raise ValueError(f"AnalogAgent needs more bars: {n_train} training bars for seq_len={self.seq_len}.")
+            where = f"up to {self.train_until}" if self.train_until is not None else f"train_bars={self.train_bars}"
+            raise ValueError(f"AnalogAgent needs more training bars: {n_train} feature bars ({where}) for "
+                             f"seq_len={self.seq_len}; train on a longer period.")  # fmt: skip
         scaled = FeatureScaler().fit(feats.iloc[:n_train]).transform(feats)
         target = forward_log_return(prices["close"], 1).reindex(feats.index)
         windows = make_windows(scaled, target, self.seq_len, 1, drop_unlabeled=False)

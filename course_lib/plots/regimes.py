@@ -123,7 +123,8 @@ def plot_confusion(confusion: pd.DataFrame, title: str | None = None, normalise:
 def plot_detector_grid(summary: pd.DataFrame, metric: str = "balanced accuracy", oracle: str = "hmm_smoothed",
                        ax=None) -> Figure:
     """Mean and seed interval per detector (rows) and market (colours), from :func:`course_lib.summarise_seeds`;
-    the oracle row is hatched: it uses the future."""
+    the oracle row is hatched: it uses the future. Bars stay inside the score's range (the summary's intervals
+    are clipped to it; the axis label says so when one was)."""
     fig, ax = (plt.subplots(figsize=(8, 3.8)) if ax is None else (ax.figure, ax))
     markets = list(dict.fromkeys(summary["market"]))
     detectors = list(dict.fromkeys(summary["detector"]))
@@ -139,6 +140,7 @@ def plot_detector_grid(summary: pd.DataFrame, metric: str = "balanced accuracy",
                 bar.set_hatch("//")
     ax.set_yticks(range(len(detectors)), [f"{d} (look-ahead)" if d == oracle else d for d in detectors])
     ax.invert_yaxis()
-    ax.set_xlabel(f"{metric} (mean over seeds, 95% t interval)")
+    clipped = "clipped" in summary and bool(summary["clipped"].any())
+    ax.set_xlabel(f"{metric} (mean over seeds, 95% t interval" + (", clipped to the score's range)" if clipped else ")"))
     ax.legend(fontsize=8, loc="lower right")
     return fig

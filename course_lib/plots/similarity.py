@@ -56,29 +56,38 @@ def plot_analog_fan(
     quantiles: tuple[float, float] = (0.1, 0.9),
 ):  # fmt: skip
     """What followed each neighbour over ``horizon`` bars (thin lines), their weighted mean path and a
-    weighted quantile band; with ``hindsight`` also what followed the query, dashed and labelled as such."""
+    weighted quantile band; with ``hindsight`` also what followed the query, dashed and labelled as such.
+
+    Only what was known at the query date is drawn: a neighbour's path stops at the query's bar (the search
+    guarantees only its longest ``horizons`` entry), and the mean and band stop where any path stops. When
+    ``horizon`` reaches past what was known, the title says so.
+    """
     ax = _ax(ax)
-    paths = forward_paths(close, analogs["end_time"], horizon)
+    t = analogs.attrs.get("query_time")
+    paths = forward_paths(close, analogs["end_time"], horizon, as_of=t)
     w = analogs["weight"].to_numpy(dtype=float)
     vals = paths.to_numpy()
     for j in range(vals.shape[1]):
         ax.plot(paths.index, vals[:, j], color="tab:blue", lw=0.8, alpha=0.25 + 0.6 * w[j] / w.max())
-    ok = np.isfinite(vals).all(axis=0)
-    if ok.any():
-        wv = w[ok] / w[ok].sum()
-        ax.plot(paths.index, vals[:, ok] @ wv, color="tab:blue", lw=2.5, label="neighbours' weighted mean")
-        if ok.sum() >= 3:
-            lo, hi = (np.array([_wq(row, wv, q) for row in vals[:, ok]]) for q in quantiles)
+    known = np.isfinite(vals).all(axis=1)  # steps at which every neighbour's outcome was known at the query
+    if vals.shape[1] and known.any():
+        wv = w / w.sum()
+        mean = np.where(known, np.nan_to_num(vals) @ wv, np.nan)
+        ax.plot(paths.index, mean, color="tab:blue", lw=2.5, label="neighbours' weighted mean")
+        if vals.shape[1] >= 3:
+            lo, hi = (np.array([_wq(row, wv, q) if k else np.nan for row, k in zip(vals, known)]) for q in quantiles)
             ax.fill_between(paths.index, lo, hi, color="tab:blue", alpha=0.12,
                             label=f"neighbours' {int(100 * quantiles[0])}-{int(100 * quantiles[1])}% band")  # fmt: skip
-    t = analogs.attrs.get("query_time")
     if hindsight and t is not None:
         real = forward_paths(close, [pd.Timestamp(t)], horizon).iloc[:, 0]
         ax.plot(real.index, real.to_numpy(), color="tab:red", lw=2, ls="--", label=HINDSIGHT_LABEL)
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xlabel("bars after the window's end")
     ax.set_ylabel("cumulative log return")
-    ax.set_title(f"What followed {pd.Timestamp(t).date() if t is not None else 'the query'}'s analogs")
+    title = f"What followed {pd.Timestamp(t).date() if t is not None else 'the query'}'s analogs"
+    if not known.all():
+        title += f"\n(known at the query: {int(np.argmin(known)) - 1} bars; later bars not drawn)"
+    ax.set_title(title)
     ax.legend(fontsize=7, loc="best")
     return ax
 

@@ -187,6 +187,7 @@ class HMMRegimeDetector:
         self.converged_: bool | None = None
         self.seeds_tried_: list[int] = []
         self.loglik_: float | None = None
+        self.periods_per_year_: float | None = None
 
     def __repr__(self) -> str:
         state = f"fitted until {self.fitted_until_}" if self.model_ is not None else "not fitted"
@@ -268,6 +269,8 @@ class HMMRegimeDetector:
         cov = best.covars_
         self.order_ = _state_order(cov[:, 0, 0] if cov.ndim == 3 else cov[:, 0])
         self.fitted_until_ = pd.Timestamp(frame.index[-1]) if isinstance(frame.index, pd.DatetimeIndex) else None
+        self.periods_per_year_ = (periods_per_year(frame.index) if isinstance(frame.index, pd.DatetimeIndex)
+                                  and len(frame) > 1 else None)  # fmt: skip
         return self
 
     # ---- applying
@@ -316,8 +319,20 @@ class HMMRegimeDetector:
         o = self.order_
         return pd.DataFrame(self.model_.transmat_[np.ix_(o, o)])
 
-    def state_summary(self, periods: float = 252.0) -> pd.DataFrame:
-        """Per state: annualised mean and volatility of the first column, expected spell length in bars."""
+    def state_summary(self, periods: float | None = None) -> pd.DataFrame:
+        """Per state: annualised mean and volatility of the first column, expected spell length in bars.
+
+        ``periods``: bars per year; by default inferred from the training bars' spacing
+        (:func:`course_lib.periods_per_year`: 252 for exchange days, 365 for a 24/7 market, far more for
+        hourly bars). Bars without times need it given.
+        """
+        if self.model_ is None:
+            raise RuntimeError("HMMRegimeDetector: call fit(train) first.")
+        if periods is None:
+            periods = self.periods_per_year_
+            if periods is None:
+                raise ValueError("state_summary: the training data had no DatetimeIndex, so the bar frequency is "
+                                 "unknown; pass periods=<bars per year> (e.g. 252 for daily stock bars).")
         o = self.order_
         m = self.model_
         cov = m.covars_
@@ -678,6 +693,10 @@ class KNNRegimeDetector:
                  min_duration: int = 1):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}.")
+        if label_delay < 1:
+            raise ValueError(f"label_delay must be >= 1 bar, got {label_delay}: a bar's true regime is known after "
+                             "the bar at the earliest, and with a delay of 0 each bar would retrieve its own label "
+                             "(a vote that copies the answer).")  # fmt: skip
         self.k, self.weighting, self.temperature = k, weighting, temperature
         self.label_delay, self.min_duration = label_delay, min_duration
         self.classes_: list[Any] | None = None
@@ -694,6 +713,13 @@ class KNNRegimeDetector:
         lab = labels.reindex(frame.index)
         avail = label_available_at(frame.index, self.label_delay) if available_at is None else available_at
         avail = pd.DatetimeIndex(avail) if not isinstance(avail, pd.DatetimeIndex) else avail
+        if len(avail) != len(frame):
+            raise ValueError(f"available_at needs one time per key row ({len(frame)}), got {len(avail)}.")
+        early = np.asarray(avail.notna() & (avail.as_unit("ns").asi8 <= frame.index.as_unit("ns").asi8))
+        if early.any():
+            raise ValueError(f"available_at {avail[early][0]} is not after its own bar {frame.index[early][0]}: a "
+                             "label is known after its bar at the earliest; otherwise each bar retrieves its own "
+                             "label. Use label_available_at(index, delay) with delay >= 1.")  # fmt: skip
         keep = lab.notna().to_numpy()
         self.classes_ = list(classes) if classes is not None else sorted(pd.unique(lab[keep]).tolist(), key=str)
         mem = RegimeAwareMemory(frame.shape[1], self.classes_)
@@ -833,9 +859,9 @@ def regime_scores(true: pd.Series, predicted: pd.Series, periods: float | None =
 
 
 # ------------------------------------------------------------------------------------- real data
-def label_drawdown_regimes(close: pd.Series, drawdown_window: int = 252, vol_window: int = 21,
+def label_drawdown_regimes(close: pd.Series, drawdown_window: int | None = None, vol_window: int = 21,
                            correction: float = 0.10, bear: float = 0.20, high_vol: float = 0.25,
-                           periods: float = 252.0) -> pd.Series:
+                           periods: float | None = None) -> pd.Series:
     """A causal labelling rule for an index without ground truth: ``calm``, ``correction`` or ``bear``.
 
     At bar t, with the trailing drawdown ``dd_t = close_t / max(close over the last drawdown_window bars) - 1``
@@ -846,9 +872,19 @@ def label_drawdown_regimes(close: pd.Series, drawdown_window: int = 252, vol_win
     * ``calm`` otherwise.
 
     Every input is known at the close of t. It is a *description* to compare detectors with, not a truth.
+    ``periods`` (bars per year, for the volatility) is inferred from the bars' spacing by default
+    (:func:`course_lib.periods_per_year`: hourly bars are not 252 a year); ``drawdown_window`` defaults to one
+    year of bars (``round(periods)``: 252 on exchange days).
     """
     if not 0 < correction < bear < 1:
         raise ValueError(f"need 0 < correction < bear < 1, got correction={correction}, bear={bear}.")
+    if periods is None:
+        if not isinstance(close.index, pd.DatetimeIndex):
+            raise ValueError("label_drawdown_regimes: close has no DatetimeIndex, so the bar frequency is unknown; "
+                             "pass periods=<bars per year> (e.g. 252 for daily stock bars).")
+        periods = periods_per_year(close.index)
+    if drawdown_window is None:
+        drawdown_window = int(round(periods))
     peak = close.rolling(drawdown_window, min_periods=1).max()
     dd = close / peak - 1.0
     vol = np.log(close).diff().rolling(vol_window, min_periods=2).std() * np.sqrt(periods)

@@ -30,6 +30,7 @@ from ..backtest.engine import BacktestConfig, Backtester
 from ..data.features import compute_features, forward_log_return
 from ..data.synthetic import SyntheticConfig, SyntheticMarket
 from ..data.windows import FeatureScaler, walk_forward_folds
+from ..stats import t_interval
 from .detection import (
     CALM_STRESSED,
     HMMRegimeDetector,
@@ -53,6 +54,7 @@ __all__ = [
     "regime_positions",
     "relabel_probabilities",
     "run_regime_study",
+    "SCORE_BOUNDS",
     "seed_interval",
     "summarise_seeds",
     "transformer_keys",
@@ -326,28 +328,35 @@ def regime_backtest(close: pd.Series, labels: Mapping[str, pd.Series], true: pd.
     return pd.DataFrame(rows).T.rename_axis("strategy")
 
 
-def seed_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and t interval over independent seeds (NaN interval with fewer than two values)."""
-    from scipy import stats
+#: The range each bounded score lives in: its interval is kept inside (the adjusted Rand index is at least
+#: -1/2 for any two partitions, Chacon & Rastrojo 2023, and at most 1).
+SCORE_BOUNDS: dict[str, tuple[float, float]] = {
+    "balanced_accuracy": (0.0, 1.0), "accuracy": (0.0, 1.0), "detected_share": (0.0, 1.0), "ari": (-0.5, 1.0),
+    "hit_unrestricted": (0.0, 1.0), "hit_restricted": (0.0, 1.0),
+}
 
-    x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
-    if len(x) == 0:
-        return float("nan"), float("nan"), float("nan")
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-    return mean, mean - half, mean + half
+
+def seed_interval(values: Sequence[float], level: float = 0.95,
+                  bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
+    """Mean and t interval over independent seeds (NaN interval with fewer than two values), clipped to
+    ``bounds`` when given (:func:`course_lib.stats.t_interval`)."""
+    ci = t_interval(values, level, bounds)
+    return ci["diff"], ci["ci_low"], ci["ci_high"]
 
 
 def summarise_seeds(table: pd.DataFrame, metric: str, by: Sequence[str] = ("market", "detector"),
-                    seed_col: str = "seed") -> pd.DataFrame:
-    """Average ``metric`` over folds within each seed, then mean and t interval over seeds per group."""
+                    seed_col: str = "seed", bounds: tuple[float, float] | None = None) -> pd.DataFrame:
+    """Average ``metric`` over folds within each seed, then mean and t interval over seeds per group.
+
+    A bounded score keeps its interval inside its range: ``bounds``, by default :data:`SCORE_BOUNDS` of the
+    metric (none for unbounded ones such as a Sharpe ratio); ``clipped`` says where an end was cut."""
     by = list(by)
+    bounds = bounds if bounds is not None else SCORE_BOUNDS.get(metric)
     per_seed = table.groupby([*by, seed_col], sort=False)[metric].mean()
     rows = []
     for key, grp in per_seed.groupby(level=list(range(len(by))), sort=False):
-        mean, lo, hi = seed_interval(grp.to_numpy())
+        ci = t_interval(grp.to_numpy(), bounds=bounds)
         key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip(by, key)), "mean": mean, "low": lo, "high": hi, "n_seeds": len(grp)})
+        rows.append({**dict(zip(by, key)), "mean": ci["diff"], "low": ci["ci_low"], "high": ci["ci_high"],
+                     "n_seeds": len(grp), "clipped": bool(ci["clipped"])})
     return pd.DataFrame(rows)

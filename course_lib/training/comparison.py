@@ -6,7 +6,6 @@ t-interval over seeds and a paired moving-block bootstrap over test windows.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,6 +15,7 @@ import pandas as pd
 from ..data.windows import WindowSet
 from ..metrics import block_bootstrap_mean_ci, direction_accuracy, information_coefficient
 from ..model import MemoryTransformerConfig
+from ..stats import t_interval
 from .config import TrainerConfig
 from .trainer import MemoryTransformerTrainer
 
@@ -97,8 +97,7 @@ def compare_memory_vs_local(
     for name, mask in [("all", np.ones(len(y), dtype=bool)), *subsets.items()]:
         suffix = "" if name == "all" else f"_{name}"
         diffs = per_seed[f"acc_memory{suffix}"] - per_seed[f"acc_local{suffix}"]
-        n = len(diffs)
-        half = _t_quantile(n - 1) * diffs.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+        half = _t_half(diffs)
         use = mask & scored
         lo, hi = block_bootstrap_mean_ci(d_all[use], n_boot, block, rng) if use.any() else (float("nan"),) * 2
         summary_rows.append({
@@ -109,7 +108,7 @@ def compare_memory_vs_local(
         })
         if name == "all":  # the rank IC of the return forecast: uses confidence, not just the sign
             ic_d = per_seed["ic_memory"] - per_seed["ic_local"]
-            ic_half = _t_quantile(n - 1) * ic_d.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
+            ic_half = _t_half(ic_d)
             summary_rows[-1].update({
                 "ic_memory": per_seed["ic_memory"].mean(), "ic_local": per_seed["ic_local"].mean(),
                 "ic_diff": ic_d.mean(), "ic_seed_ci_low": ic_d.mean() - ic_half, "ic_seed_ci_high": ic_d.mean() + ic_half,
@@ -117,16 +116,11 @@ def compare_memory_vs_local(
     return MemoryComparison(per_seed, pd.DataFrame(summary_rows).set_index("subset"), preds)
 
 
-def _t_quantile(df: int, level: float = 0.95) -> float:
-    """Two-sided Student t quantile (small table + normal limit; avoids a scipy dependency)."""
-    table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-             15: 2.131, 20: 2.086, 30: 2.042}
-    if level != 0.95:
-        raise ValueError("only level=0.95 is tabulated")
-    if df in table:
-        return table[df]
-    below = [k for k in table if k <= df]
-    return table[max(below)] if below else 12.706
+def _t_half(values) -> float:
+    """Half-width of the 95% Student-t interval over seeds (:func:`course_lib.stats.t_interval`, scipy's
+    quantiles); NaN with fewer than two seeds."""
+    ci = t_interval(values)
+    return (ci["ci_high"] - ci["ci_low"]) / 2
 
 
 def _train_and_predict(train: WindowSet, val: WindowSet, test: WindowSet, model_config: MemoryTransformerConfig,
