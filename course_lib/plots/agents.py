@@ -12,7 +12,7 @@ __all__ = [
     "plot_cleanup",
     "plot_composer_weights",
     "plot_decay_by_tier",
-    "plot_equity_curves",
+    "plot_growth_curves",
     "plot_regret_curves",
     "plot_reliability",
     "plot_retrieval_quality",
@@ -105,8 +105,12 @@ def plot_reliability(tables: Mapping[str, pd.DataFrame], ax=None):
     return ax
 
 
-def plot_equity_curves(curves: Mapping[str, pd.Series], ax=None, title: str = "Growth of 1 after costs"):
-    """Equity curves (growth of 1) of several strategies on the same bars, log scale."""
+def plot_growth_curves(curves: Mapping[str, pd.Series], ax=None, title: str = "Growth of 1 after costs"):
+    """Curves that already are growth of 1 (e.g. from :func:`course_lib.compare_composers`), log scale.
+
+    Takes the *curves*, not bar returns; for bar returns use :func:`course_lib.plot_equity_curves`, which
+    compounds them first.
+    """
     ax = _ax(ax, (9, 4))
     for name, c in curves.items():
         ax.plot(c.index, c.to_numpy(), label=name, lw=1.5 if name == "buy_and_hold" else 1.0)
