@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "print_versions", "seed_everything", "select_device", "show_markdown", "versions"]
+__all__ = [
+    "atomic_path", "print_versions", "seed_everything", "select_device", "show_markdown", "show_table", "versions",
+]
 
 
 def seed_everything(seed: int = 42, deterministic: bool = True) -> None:
@@ -116,3 +118,34 @@ def show_markdown(text: str) -> None:
         print(text)
     else:
         display(Markdown(text))
+
+
+def show_table(table, index_name: str | None = None, column: str = "definition") -> None:
+    """Show a table in full: no cell cut with "...", no rows or columns elided.
+
+    pandas cuts text cells at 50 characters and long frames in the middle, which is right for data and wrong
+    for a table a reader must read to the end (definitions, a verdict table). ``table`` is a DataFrame, a
+    Series, or a mapping such as ``course_lib.FEATURE_DESCRIPTIONS`` (shown as one ``column`` indexed by
+    ``index_name``). Rendered in Jupyter, printed elsewhere.
+    """
+    import pandas as pd
+
+    if isinstance(table, dict):
+        table = pd.Series(table, name=column)
+    if isinstance(table, pd.Series):
+        table = table.to_frame(table.name or column)
+    if index_name is not None:
+        table = table.rename_axis(index_name)
+    options = ("display.max_colwidth", None, "display.max_rows", None, "display.max_columns", None,
+               "display.width", None)
+    with pd.option_context(*options):
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:  # pragma: no cover - IPython comes with the lab extra
+            print(table.to_string())
+            return
+        if get_ipython() is None:
+            print(table.to_string())
+        else:
+            display(table)  # the HTML and text forms are rendered now, inside the options
