@@ -169,16 +169,34 @@ def lr_right(step, total, base, warmup, floor):
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+def lr_ends_on_floor(step, total, base, warmup, floor):
+    """The prompt's reading: the LAST step (total - 1) sits exactly on base * floor."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = (step - warmup) / (total - 1 - warmup)
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
 def test_l4_q2_lr_right_answer():
     assert l4.q2.evaluate(lr_right).status == "correct"
+    assert l4.q2.evaluate(lr_ends_on_floor).status == "correct"
+
+
+def test_l4_q2_messages_do_not_print_the_formula():
+    linear = l4.q2.evaluate(lambda s, t, b, w, f: lr_right(s, t, b, w, f) if s < w
+                            else b * (1 - (1 - f) * (s - w) / (t - 1 - w)))
+    assert linear.status == "incorrect"
+    assert not re.search(r"cos\(|\(step|\*|/ warmup", linear.message), linear.message
+    ramp = l4.q2.evaluate(lambda s, t, b, w, f: b * s / w if s < w else lr_right(s, t, b, w, f))
+    assert not re.search(r"\(step|\*|/ warmup", ramp.message), ramp.message
 
 
 @pytest.mark.parametrize("answer, words", [
     (lambda s, t, b, w, f: lr_right(s + w, t + w, b, w, f), "warm-up starts near zero"),  # no warm-up
-    (lambda s, t, b, w, f: lr_right(s, t, b, w, 0.0), "near base \\* floor"),  # decays to zero
-    (lambda s, t, b, w, f: b * s / w if s < w else lr_right(s, t, b, w, f), "rise linearly"),
+    (lambda s, t, b, w, f: lr_right(s, t, b, w, 0.0), "neither at zero"),  # decays to zero
+    (lambda s, t, b, w, f: b * s / w if s < w else lr_right(s, t, b, w, f), "current step as done"),
     (lambda s, t, b, w, f: lr_right(s, t, b, w, f) if s < w else b * (1 - (1 - f) * (s - w) / (t - 1 - w)),
-     "decay differs"),  # linear decay to the floor
+     "half a cosine"),  # linear decay to the floor
     (lambda s, t, b, w, f: lr_right(s, t, b, w, f) if s < w
      else b * (f + (1 - f) * 0.5 * (1 + math.cos(2 * math.pi * (s - w) / (t - w)))), "never increase"),  # 2 cycles
 ])
@@ -211,6 +229,19 @@ def refresh_variant(eval_mode=True, no_grad=True, restore=True, use_slots=True, 
     return answer
 
 
+def refresh_train_at_end(model, bank, slots, X, batch_size):
+    refresh_right(model, bank, slots, X, batch_size)
+    model.train()  # "restores" training mode even for a model that came in evaluation mode
+
+
+def refresh_calls_forward(model, bank, slots, X, batch_size):
+    model.eval()
+    with torch.no_grad():
+        keys = model(torch.from_numpy(X))
+    bank.update_keys(slots, keys.numpy())
+    model.train()
+
+
 def test_l4_q3_refresh_right_answers():
     assert l4.q3.evaluate(refresh_right).status == "correct"
     assert l4.q3.evaluate(refresh_variant()).status == "correct"
@@ -222,6 +253,8 @@ def test_l4_q3_refresh_right_answers():
     (refresh_variant(no_grad=False), "no_grad"),
     (refresh_variant(restore=False), "restore the model's training mode"),
     (refresh_variant(use_slots=False), "outside the given slots"),
+    (refresh_train_at_end, "evaluation mode when your function got it"),
+    (refresh_calls_forward, "forward pass"),
 ])
 def test_l4_q3_refresh_typical_mistakes(answer, words):
     assert_incorrect(l4.q3, answer, words)
@@ -234,9 +267,10 @@ def test_l4_q4_ic_right_answers():
 
 
 @pytest.mark.parametrize("answer, words", [
-    (lambda p, y: np.corrcoef(p, y)[0, 1], "Pearson"),
-    (lambda p, y: np.corrcoef(np.argsort(p), np.argsort(y))[0, 1], "differs"),  # argsort is not a rank
-    (lambda p, y: -pd.Series(p).rank().corr(pd.Series(y).rank()), "differs"),
+    (lambda p, y: np.corrcoef(p, y)[0, 1], "raw values"),
+    (lambda p, y: np.corrcoef(np.argsort(p), np.argsort(y))[0, 1], "argsort"),  # argsort is not a rank
+    (lambda p, y: -pd.Series(p).rank().corr(pd.Series(y).rank()), "sign is flipped"),
+    (lambda p, y: __import__("scipy.stats").stats.spearmanr(p, y), "p-value"),
 ])
 def test_l4_q4_ic_typical_mistakes(answer, words):
     assert_incorrect(l4.q4, answer, words)
@@ -328,6 +362,9 @@ def test_l4_q5_q6_staleness_experiment():
     changed = float((nearest(stale) != nearest(fresh)).mean())
     cosine = float(((stale * fresh).sum(1) / (np.linalg.norm(stale, axis=1) * np.linalg.norm(fresh, axis=1))).mean())
     assert l4.q5.evaluate(changed).passed
+    one_window = 1 / len(syn.val)
+    assert l4.q5.evaluate(changed + one_window).status == "incorrect"  # off by one window is a different count
+    assert l4.q5.evaluate(changed - one_window).status == "incorrect"
     assert "stayed the same" in l4.q5.evaluate(1 - changed).message
     assert "cosine" in l4.q5.evaluate(cosine).message
     right = "c" if changed == 0 else ("a" if cosine < 0.95 else "b")
