@@ -27,6 +27,7 @@ def assert_incorrect(task, answer, words: str) -> None:
     assert res.status == "incorrect", res
     assert re.search(words, res.message), res.message
     assert not re.search(r"\d\.\d", res.message), f"message reveals a value: {res.message}"
+    assert not re.search(r"sigmoid\(|\(1 - g\)|g \* memory", res.message), f"message gives the code: {res.message}"
 
 
 # --- lesson 03 q1: content gate ----------------------------------------------------------------------------
@@ -41,9 +42,10 @@ def test_l3_q1_gate_right_answers():
 
 
 @pytest.mark.parametrize("answer, words", [
-    (lambda loc, m, g: torch.sigmoid(g) * loc + (1 - torch.sigmoid(g)) * m, "share of MEMORY"),
+    (lambda loc, m, g: torch.sigmoid(g) * loc + (1 - torch.sigmoid(g)) * m, "trust MEMORY"),
     (lambda loc, m, g: (1 - g) * loc + g * m, "local path unchanged"),  # forgot the sigmoid
-    (lambda loc, m, g: gate_right(loc, m, g.mean(-1, keepdim=True)), "per dimension"),  # one gate per token
+    (lambda loc, m, g: gate_right(loc, m, g.mean(-1, keepdim=True)), "one per dimension"),  # one gate per token
+    (lambda loc, m, g: gate_right(loc, m, torch.softmax(g, -1)), "local path unchanged"),  # softmax, no sigmoid
     (lambda loc, m, g: gate_right(loc, m, g).mean(-1), "shape"),
     (lambda loc, m, g: gate_right(loc, m, g).numpy(), "torch.Tensor"),
 ])

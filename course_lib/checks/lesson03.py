@@ -45,13 +45,17 @@ def _check_gate(func: Any) -> None:
     closed = _tensor(_call(func, local, memory, torch.full_like(logits, -50.0)), (4, 6, 8), "gated_fusion")
     if not torch.allclose(closed, local, atol=1e-5):
         if torch.allclose(closed, memory, atol=1e-5):
-            raise CheckFailed("with very negative gate logits the output equals the memory path; the gate is the "
-                              "share of MEMORY, so a closed gate (sigmoid -> 0) must give the local path.")
+            raise CheckFailed("with very negative gate logits the output equals the memory path; the logits say how "
+                              "much to trust MEMORY, so very negative ones must leave the local path alone.")
         raise CheckFailed("with very negative gate logits (gate ~ 0) the output should be the local path unchanged.")
     if torch.allclose(out, _ref_gate(local, memory, -logits), atol=1e-5):
-        raise CheckFailed("local and memory are swapped: the memory path should be weighted by sigmoid(logits).")
+        raise CheckFailed("local and memory are swapped: large logits must favour the memory path.")
     if not torch.allclose(out, _ref_gate(local, memory, logits), atol=1e-5):
-        raise CheckFailed("values differ from (1 - g) * local + g * memory with g = sigmoid(gate_logits), per dimension.")
+        per_token = _ref_gate(local, memory, logits.mean(-1, keepdim=True))
+        if torch.allclose(out, per_token, atol=1e-5):
+            raise CheckFailed("one blend per token: the task asks for one per dimension, each with its own logit.")
+        raise CheckFailed("not a smooth blend whose two weights add up to one in every dimension: check how a logit "
+                          "becomes a share between 0 and 1, element by element.")
 
 
 q1 = Task(
