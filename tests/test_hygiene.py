@@ -169,3 +169,23 @@ def test_every_exported_name_resolves_to_its_single_definition():
         home = getattr(obj, "__module__", None)
         if name in defs and callable(obj) and home and home.startswith("course_lib"):
             assert home in defs[name], f"course_lib.{name} comes from {home}, defined in {defs[name]}"
+
+
+def test_notebook_runner_logs_no_kernel_warning(tmp_path, capfd):
+    """`make course` prints progress and results only: the runner's kernel must not warn on start (ipykernel's
+    "Kernel is running over TCP without encryption" came once per notebook)."""
+    import sys
+
+    import nbformat
+
+    from course_lib.notebook_runner import execute
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(1 + 1)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "tiny.ipynb")
+    out = execute(tmp_path / "tiny.ipynb", tmp_path / "out")
+    assert "2" in "".join(o.get("text", "") for o in nbformat.read(out, as_version=4).cells[0].outputs)
+    logged = capfd.readouterr()
+    if sys.platform != "win32":
+        assert "WARNING" not in logged.err + logged.out, logged.err
