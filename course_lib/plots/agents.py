@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .axes import plain_log_scale
+
 __all__ = [
     "plot_cleanup",
     "plot_composer_weights",
@@ -114,6 +116,7 @@ def plot_growth_curves(curves: Mapping[str, pd.Series], ax=None, title: str = "G
     ax = _ax(ax, (9, 4))
     for name, c in curves.items():
         ax.plot(c.index, c.to_numpy(), label=name, lw=1.5 if name == "buy_and_hold" else 1.0)
-    ax.set(yscale="log", ylabel="growth of 1", title=title)
+    plain_log_scale(ax)
+    ax.set(ylabel="growth of 1", title=title)
     ax.legend(fontsize=8)
     return ax

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import drawdown, rolling_sharpe
+from .axes import plain_log_scale
 
 __all__ = ["plot_backtest", "plot_cost_sensitivity", "plot_equity_curves", "plot_sharpe_intervals"]
 
@@ -66,7 +67,7 @@ def plot_backtest(
     both = np.concatenate([result.equity.to_numpy(), result.benchmark_equity.to_numpy()])
     wide = both.max() / max(both.min(), 1e-12) > 3  # a log scale only helps when equity spans a wide range
     if wide:
-        ax.set_yscale("log")
+        plain_log_scale(ax)
     ax.set_title("Equity (log scale)" if wide else "Equity")
     ax.legend()
 
@@ -113,7 +114,7 @@ def plot_equity_curves(returns: Mapping[str, pd.Series], title: str = "Equity", 
         top, bottom = max(top, curve.max()), min(bottom, curve.min())
         ax.plot(r.index, curve, label=name, lw=1.1)
     if log and top / max(bottom, 1e-12) > 3:
-        ax.set_yscale("log")
+        plain_log_scale(ax)
     ax.set_ylabel("growth of 1")
     if returns and isinstance(next(iter(returns.values())).index, pd.DatetimeIndex):
         _concise_dates(ax)

@@ -13,6 +13,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .axes import plain_log_scale
+
 __all__ = [
     "REGIME_COLORS",
     "plot_features",
@@ -80,7 +82,7 @@ def plot_prices_with_regimes(
         (line,) = ax.plot(pd.DatetimeIndex(motifs["end"]), y, "v", ms=4, color="#1f77b4", label="motif end")
         handles.append(line)
     if log_scale:
-        ax.set_yscale("log")
+        plain_log_scale(ax)
     ax.set_ylabel("price" + (" (log scale)" if log_scale else ""))
     ax.set_title(title or "Price" + (" and regimes" if regimes is not None else ""))
     ax.legend(handles=handles, loc="upper left", ncol=min(len(handles), 6), fontsize=8)

@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .axes import plain_log_scale
 from .data import REGIME_COLORS
 
 __all__ = [
@@ -61,7 +62,7 @@ def plot_regime_strips(close: pd.Series, labellings: Mapping[str, pd.Series],
     px = close.loc[start:end]
     axes[0].plot(px.index, px.to_numpy(), color="black", lw=0.8)
     if log_scale:
-        axes[0].set_yscale("log")
+        plain_log_scale(axes[0])
     for s, e, name in episodes or ():
         if pd.Timestamp(e) >= px.index[0] and pd.Timestamp(s) <= px.index[-1]:
             axes[0].axvspan(pd.Timestamp(s), pd.Timestamp(e), color="#d62728", alpha=0.12, lw=0)
