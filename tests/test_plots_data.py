@@ -112,3 +112,14 @@ def test_log_price_axes_read_as_plain_numbers(low, high):
     plt.close(fig)
     assert len(labels) >= 2, labels
     assert not [t for t in labels if "$" in t or "e+" in t or "^" in t], labels
+
+
+def test_window_ticks_t_and_t_plus_one_do_not_overlap():
+    import course_lib as cl
+
+    split = chronological_split(1000, gap=64)
+    fig = cl.plot_windows_and_splits(split, 64, 1)
+    fig.canvas.draw()
+    labels = {t.get_text(): t.get_window_extent() for t in fig.axes[0].get_xticklabels()}
+    assert not labels["t"].overlaps(labels["t+1"])
+    plt.close(fig)

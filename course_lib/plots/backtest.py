@@ -69,13 +69,11 @@ def plot_backtest(
     if wide:
         plain_log_scale(ax)
     ax.set_title("Equity (log scale)" if wide else "Equity")
-    ax.legend()
 
     ax = axes[0, 1]
-    ax.fill_between(net.index, drawdown(net.to_numpy()) * 100, 0, alpha=0.35, color="C3", label="strategy")
+    ax.fill_between(net.index, drawdown(net.to_numpy()) * 100, 0, alpha=0.35, color="C0", label="strategy")
     ax.plot(bench.index, drawdown(bench.to_numpy()) * 100, color="C1", lw=0.9, label="buy & hold")
     ax.set_title("Drawdown [%]")
-    ax.legend(loc="lower left")
 
     ax = axes[1, 0]
     active = net[result.held != 0] * 100
@@ -90,12 +88,14 @@ def plot_backtest(
     ax.plot(rb.index, rb.to_numpy(), label="buy & hold", lw=0.8, alpha=0.7)
     ax.axhline(0, color="k", lw=0.8, ls="--")
     ax.set_title(f"Rolling Sharpe (window {window} bars, annualised with P={p:g})")
-    ax.legend()
     if isinstance(net.index, pd.DatetimeIndex):
         for a in (axes[0, 0], axes[0, 1], axes[1, 1]):
             _concise_dates(a)
     fig.suptitle(title)
-    fig.tight_layout()
+    # one legend for the three panels that compare the strategy with buy & hold, above them, off the lines
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=2, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
@@ -119,7 +119,8 @@ def plot_equity_curves(returns: Mapping[str, pd.Series], title: str = "Equity", 
     if returns and isinstance(next(iter(returns.values())).index, pd.DatetimeIndex):
         _concise_dates(ax)
     ax.set_title(title)
-    ax.legend()
+    # beside the axes, not over the curves (several strategies fill the whole panel)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
     return ax
 
 

@@ -173,6 +173,10 @@ def plot_windows_and_splits(
     top.set_yticks([])
     ticks = [t - seq_len + 1, t, t + horizon]
     top.set_xticks(ticks, [f"t-{seq_len - 1}" if seq_len > 1 else "t", "t", f"t+{horizon}"])
+    # t and t+h are neighbours when h is small: push their labels apart, each away from the other
+    labels = top.get_xticklabels()
+    labels[1].set_horizontalalignment("right")
+    labels[2].set_horizontalalignment("left")
     top.legend(
         handles=[
             Patch(color=_SPLIT_COLORS["train"], label=f"input window: {seq_len} bars up to t"),
