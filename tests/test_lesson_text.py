@@ -249,3 +249,12 @@ def test_definitions_are_not_shown_as_a_plain_frame(path):
         source = "".join(cell["source"])
         if cell["cell_type"] == "code" and _DEFINITION_FRAME.search(source):
             pytest.fail(f"{path.name}: definitions shown as a DataFrame (cut with '...'); use cl.show_table:\n{source}")
+
+
+def test_show_code_prints_the_quoted_line_and_fails_loudly_on_drift(capsys):
+    import course_lib as cl
+
+    cl.show_code(cl.show_table, "pd.option_context(*options)")
+    assert "show_table:  with pd.option_context(*options):" in capsys.readouterr().out
+    with pytest.raises(LookupError, match="no longer has"):
+        cl.show_code(cl.show_table, "a line that is not there")
