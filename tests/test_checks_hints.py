@@ -33,7 +33,7 @@ def test_two_hint_levels_without_code(task):
 
 @pytest.mark.parametrize("task", TASKS, ids=[t.name for t in TASKS])
 def test_prompt_names_a_kind_and_solution_is_code(task, capsys):
-    assert task.prompt.split(":")[0].split()[0] in {"Write", "Experiment", "Interpret"}, task.prompt
+    assert task.prompt.split(":")[0].split()[0] in {"Write", "Fix", "Predict", "Experiment", "Interpret"}, task.prompt
     task.solution()
     shown = capsys.readouterr().out
     assert "=" in shown or "def " in shown or "return" in shown, f"{task.name}: solution() shows no code"

@@ -76,11 +76,30 @@ def test_l3_q2_cosine_right_answer():
     assert l3.q2.evaluate(cosine_right).status == "correct"
 
 
+def _exercise_version(source: str):
+    scope = {"F": F, "torch": torch}
+    exec(source, scope)  # noqa: S102 - the exercise's own code, defined in the check module
+    return scope["cosine_attention"]
+
+
+def test_l3_q2_each_planted_bug_is_named():
+    buggy = l3.BUGGY_COSINE_ATTENTION
+    assert_incorrect(l3.q2, _exercise_version(buggy), "other windows share its batch")
+    one_fixed = buggy.replace("dim=0", "dim=-1")
+    assert_incorrect(l3.q2, _exercise_version(one_fixed), "add up to one")
+    other_fixed = buggy.replace("torch.softmax(logits, dim=-1) * mask",
+                                "torch.softmax(logits.masked_fill(~mask, float('-inf')), dim=-1).nan_to_num(0.0)")
+    assert_incorrect(l3.q2, _exercise_version(other_fixed), "other windows share its batch")
+    both = one_fixed.replace("torch.softmax(logits, dim=-1) * mask",
+                             "torch.softmax(logits.masked_fill(~mask, float('-inf')), dim=-1).nan_to_num(0.0)")
+    assert l3.q2.evaluate(_exercise_version(both)).status == "correct"
+
+
 @pytest.mark.parametrize("answer, words", [
     (_cosine_with(lambda q, k, m, s: ((k @ q.unsqueeze(-1)).squeeze(-1) * s).masked_fill(~m, float("-inf"))),
-     "raw dot products"),
+     "keys. lengths"),
     (_cosine_with(lambda q, k, m, s: _cos(q, k) * s), "masked neighbours"),
-    (_cosine_with(lambda q, k, m, s: _cos(q, k).masked_fill(~m, float("-inf"))), "weights differ"),  # no scale
+    (_cosine_with(lambda q, k, m, s: _cos(q, k).masked_fill(~m, float("-inf"))), "sharpened by scale"),  # no scale
     (_cosine_with(lambda q, k, m, s: (_cos(q, k) * s).masked_fill(~m, float("-inf")),
                   finish=lambda w, values: (w.unsqueeze(-1) * values).mean(-2)), "weighted sum"),
     (lambda q, k, v, m, s: cosine_right(q, k, v, m, s)[0], "tuple"),
