@@ -123,3 +123,13 @@ def test_window_ticks_t_and_t_plus_one_do_not_overlap():
     labels = {t.get_text(): t.get_window_extent() for t in fig.axes[0].get_xticklabels()}
     assert not labels["t"].overlaps(labels["t+1"])
     plt.close(fig)
+
+
+def test_one_colour_one_meaning_across_regime_labels():
+    from course_lib.plots.regimes import REGIME_GROUP_COLORS
+
+    by_colour = {}
+    for name, colour in REGIME_GROUP_COLORS.items():
+        by_colour.setdefault(colour, []).append(name)
+    # "calm" may share the bull regime's green (both mean: the good times); red must mean bear only
+    assert by_colour[REGIME_GROUP_COLORS["bear"]] == ["bear"], by_colour
