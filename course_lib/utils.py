@@ -121,13 +121,16 @@ def show_markdown(text: str) -> None:
         display(Markdown(text))
 
 
-def show_table(table, index_name: str | None = None, column: str = "definition") -> None:
+def show_table(table, index_name: str | None = None, column: str = "definition",
+               significant: int | None = None) -> None:
     """Show a table in full: no cell cut with "...", no rows or columns elided.
 
     pandas cuts text cells at 50 characters and long frames in the middle, which is right for data and wrong
     for a table a reader must read to the end (definitions, a verdict table). ``table`` is a DataFrame, a
     Series, or a mapping such as ``course_lib.FEATURE_DESCRIPTIONS`` (shown as one ``column`` indexed by
-    ``index_name``). Rendered in Jupyter, printed elsewhere.
+    ``index_name``). ``significant``: show every float with that many significant digits instead of a fixed
+    number of decimals (a loss of 0.000123 would round to a constant 0.0001). Rendered in Jupyter, printed
+    elsewhere.
     """
     import pandas as pd
 
@@ -137,6 +140,8 @@ def show_table(table, index_name: str | None = None, column: str = "definition")
         table = table.to_frame(table.name or column)
     if index_name is not None:
         table = table.rename_axis(index_name)
+    if significant is not None:
+        table = table.map(lambda v: f"{v:.{significant}g}" if isinstance(v, float) else v)
     options = ("display.max_colwidth", None, "display.max_rows", None, "display.max_columns", None,
                "display.expand_frame_repr", False)  # text form: one line per row, never wrapped in blocks
     with pd.option_context(*options):

@@ -258,3 +258,13 @@ def test_show_code_prints_the_quoted_line_and_fails_loudly_on_drift(capsys):
     assert "show_table:  with pd.option_context(*options):" in capsys.readouterr().out
     with pytest.raises(LookupError, match="no longer has"):
         cl.show_code(cl.show_table, "a line that is not there")
+
+
+def test_show_table_significant_digits_keep_small_losses_apart(capsys):
+    import pandas as pd
+
+    import course_lib as cl
+
+    cl.show_table(pd.DataFrame({"val_mse": [0.000123456, 0.000121, 0.00011987]}), significant=3)
+    out = capsys.readouterr().out
+    assert "0.000123" in out and "0.000121" in out and "0.00012" in out
