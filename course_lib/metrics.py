@@ -33,13 +33,18 @@ calmar                 ``annual_return / |max_drawdown|`` over the whole sample 
 trades                 a trade is a maximal run of bars held with the same sign (a long that is only
                        resized stays one trade; long -> short is two). backtesting.py counts orders
                        (each resize is a trade); quantstats has no trades at all.
-win_rate               share of trades whose return (after entry, resize and exit costs) is > 0.
-                       A trade still open at the last bar is charged its exit cost as if closed
-                       there (conservative: its return is what closing it would realise); the
-                       bar-level equity curve books no such final sale.
+win_rate               share of CLOSED trades whose return (after entry, resize and exit costs) is
+                       > 0. A trade still open at the last bar has not won or lost yet: it is left
+                       out of win_rate and profit_factor and reported alone as open_trade_return
+                       (its return if closed at the last close, exit cost charged). Buy-and-hold,
+                       one trade never closed, therefore has no win rate and no profit factor
+                       (NaN, shown as n/a), not a 100% win rate and an infinite profit factor.
                        quantstats: share of *bars* with r > 0 among bars with r != 0.
-profit_factor          sum of winning trade returns / |sum of losing trade returns|. backtesting.py:
-                       same on trades; quantstats: on bar returns.
+profit_factor          sum of winning / |sum of losing| closed-trade returns (inf when closed trades
+                       won and none lost, NaN without closed trades). backtesting.py: same on
+                       trades; quantstats: on bar returns.
+open_trade_return      return of the trade still open at the last bar, as if closed there (NaN when
+                       the strategy ends flat). n_trades counts it.
 turnover               ``sum |position_t - position_{t-1}| / n * P``: capital traded per year
                        (one-way: opening and closing a full position once a year is 2.0). Computed on
                        the *held* positions (what earned each bar). When the last decision falls on
@@ -107,8 +112,10 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "calmar": "annual_return / |max_drawdown|",
     "max_drawdown": "worst fall of equity from its running peak (negative fraction)",
     "max_drawdown_duration": "longest run of bars below an earlier equity peak",
-    "win_rate": "share of trades (same-sign holding runs) with a positive net return",
-    "profit_factor": "sum of winning trade returns / |sum of losing trade returns|",
+    "win_rate": "share of closed trades (same-sign holding runs) with a positive net return; a trade still "
+    "open at the end is not counted (see open_trade_return)",
+    "profit_factor": "sum of winning / |sum of losing| closed-trade returns",
+    "open_trade_return": "net return of the trade still open at the last bar, as if closed there",
     "turnover": "capital traded per year: sum |delta position| / n_bars * P",
     "exposure": "share of bars with a non-zero position",
     "n_trades": "number of same-sign holding runs",
@@ -116,7 +123,8 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "periods_per_year": "annualisation factor P inferred from the bar spacing (or given)",
 }
 
-_PERCENT = {"total_return", "annual_return", "volatility", "max_drawdown", "win_rate", "exposure"}
+_PERCENT = {"total_return", "annual_return", "volatility", "max_drawdown", "win_rate", "exposure",
+            "open_trade_return"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -692,13 +700,17 @@ def compute_metrics(
             trades = trade_returns(gross_returns, h, cost_rate)
         else:
             trades = trade_returns(r, h)
-        out["win_rate"] = win_rate(trades)
-        out["profit_factor"] = profit_factor(trades)
+        # a trade still held at the last bar has not won or lost yet: it is reported on its own
+        still_open = len(trades) > 0 and h[-1] != 0
+        closed = trades[:-1] if still_open else trades
+        out["win_rate"] = win_rate(closed)
+        out["profit_factor"] = profit_factor(closed)
+        out["open_trade_return"] = float(trades[-1]) if still_open else float("nan")
         out["turnover"] = turnover(h, p)
         out["exposure"] = exposure(h)
         out["n_trades"] = float(len(trades))
     else:
-        for key in ("win_rate", "profit_factor", "turnover", "exposure", "n_trades"):
+        for key in ("win_rate", "profit_factor", "open_trade_return", "turnover", "exposure", "n_trades"):
             out[key] = float("nan")
     out["n_bars"] = float(len(r))
     out["periods_per_year"] = p
@@ -710,7 +722,9 @@ def format_metrics(
 ) -> pd.DataFrame:
     """A readable table: one row per metric, one column per strategy; percentages for return-like rows.
 
-    Accepts one metrics dict (from :func:`compute_metrics`) or ``{strategy_name: metrics_dict}``.
+    Accepts one metrics dict (from :func:`compute_metrics`) or ``{strategy_name: metrics_dict}``. A metric
+    that does not apply (NaN: no closed trade has a win rate, a strategy that ends flat has no open trade)
+    shows ``n/a``.
     """
     if metrics and all(not isinstance(v, Mapping) for v in metrics.values()):
         metrics = {"strategy": metrics}
@@ -719,9 +733,9 @@ def format_metrics(
     for key in frame.index:
         vals = frame.loc[key]
         if key in _PERCENT:
-            rows.append((f"{key} [%]", [f"{v * 100:.{digits}f}" if np.isfinite(v) else "nan" for v in vals]))
+            rows.append((f"{key} [%]", [f"{v * 100:.{digits}f}" if np.isfinite(v) else "n/a" for v in vals]))
         elif key in {"n_trades", "n_bars", "max_drawdown_duration", "periods_per_year"}:
-            rows.append((key, [f"{v:.0f}" if np.isfinite(v) else "nan" for v in vals]))
+            rows.append((key, [f"{v:.0f}" if np.isfinite(v) else "n/a" for v in vals]))
         else:
-            rows.append((key, [f"{v:.{digits}f}" if np.isfinite(v) or np.isinf(v) else "nan" for v in vals]))
+            rows.append((key, [f"{v:.{digits}f}" if np.isfinite(v) or np.isinf(v) else "n/a" for v in vals]))
     return pd.DataFrame([v for _, v in rows], index=[k for k, _ in rows], columns=frame.columns)

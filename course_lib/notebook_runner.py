@@ -47,6 +47,28 @@ def output_name(path: Path) -> str:
     return f"{path.parent.name}__{path.name}"
 
 
+def local_kernel_manager():
+    """The kernel manager class the runner uses: jupyter_client's default, talking to the kernel over local IPC
+    sockets (files in Jupyter's runtime folder) instead of TCP ports on localhost.
+
+    With TCP, every kernel start logs ipykernel's "Kernel is running over TCP without encryption" warning (once
+    per notebook of ``make course``), and rightly: any local user could connect to the ports. IPC sockets are
+    protected by file permissions, so there is nothing to warn about. Windows has no IPC transport: TCP stays.
+    """
+    from jupyter_client import AsyncKernelManager
+    from traitlets import default
+
+    if sys.platform == "win32":  # pragma: no cover - no IPC transport on Windows
+        return AsyncKernelManager
+
+    class LocalKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+    return LocalKernelManager
+
+
 def execute(path: Path, out_dir: Path, parameters: dict | None = None, timeout: int = 1800) -> Path:
     """Run one notebook with papermill from its own folder (so relative paths behave as in Jupyter)."""
     import papermill as pm
@@ -61,6 +83,7 @@ def execute(path: Path, out_dir: Path, parameters: dict | None = None, timeout: 
         kernel_name="python3",
         progress_bar=False,
         execution_timeout=timeout,
+        kernel_manager_class=local_kernel_manager(),
     )
     return target
 

@@ -11,6 +11,9 @@ Every interval a lesson prints comes from here, so every verdict uses the same r
   its range by construction; :func:`t_interval` takes ``bounds`` and clips (and says so in ``clipped``).
 * **A verdict checks both sides.** :func:`interval_side` says above / below / covers; :func:`read_interval`
   turns a difference and its interval into the phrase the lessons print.
+* **Many verdicts make a table, not a paragraph.** :func:`verdict_table` turns rows of estimates and intervals
+  into a compact table with a ``reading`` column; :func:`summarize_verdicts` writes the one sentence that
+  says which rows carry evidence, so a cell never assembles the same phrase row by row.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["block_bootstrap_ci", "interval_side", "overlap_block", "paired_seed_interval", "read_interval",
-           "t_interval"]
+__all__ = [
+    "block_bootstrap_ci", "interval_side", "overlap_block", "paired_seed_interval", "read_interval",
+    "summarize_verdicts", "t_interval", "verdict_table",
+]
 
 Side = Literal["above", "below", "covers", "undetermined"]
 
@@ -139,3 +144,103 @@ def overlap_block(horizon: int) -> int:
     if int(horizon) < 1:
         raise ValueError(f"horizon must be >= 1 bar, got {horizon}.")
     return 2 * int(horizon) if int(horizon) > 1 else 1
+
+
+def _reading(side: Side, null: float, gain: str, loss: str) -> str:
+    ref = f"{null:g}"
+    return {"above": f"above {ref}: evidence of {gain}",
+            "below": f"below {ref}: evidence of {loss}",
+            "covers": f"covers {ref}: no evidence either way",
+            "undetermined": "no interval: no conclusion"}[side]
+
+
+def _rows(table, estimate: str, low: str, high: str):
+    """(name, estimate, low, high) per row of a DataFrame or of a mapping name -> (estimate, low, high)."""
+    import pandas as pd
+
+    if isinstance(table, pd.DataFrame):
+        missing = [c for c in (estimate, low, high) if c not in table.columns]
+        if missing:
+            raise KeyError(f"verdict table: columns {missing} not found; the table has {list(table.columns)}. "
+                           "Name them with estimate=, low=, high=.")
+        return [(name, float(r[estimate]), float(r[low]), float(r[high])) for name, r in table.iterrows()]
+    return [(name, *map(float, v)) for name, v in dict(table).items()]
+
+
+def verdict_table(table, estimate: str = "diff", low: str = "ci_low", high: str = "ci_high", *,
+                  null: float = 0.0, scale: float = 1.0, digits: int = 2, unit: str = "",
+                  gain: str = "a gain", loss: str = "a loss", name: str | None = None, level: float = 0.95):
+    """A compact table of estimates, their intervals and what each one lets a reader conclude.
+
+    Args:
+        table: a DataFrame with one row per comparison (columns ``estimate``, ``low``, ``high``), or a
+            mapping ``{row name: (estimate, low, high)}``.
+        null: the value of "no effect" (0 for a difference, 0.5 for a hit rate, 1 for a ratio). The reading
+            checks both sides of the interval (:func:`interval_side`): wholly above ``null`` is evidence of
+            ``gain``, wholly below is evidence of ``loss``, covering it is no evidence either way, and a missing
+            end (a single replication) is no conclusion.
+        scale, digits, unit: how numbers are shown (``scale=100, unit=" pts"`` for accuracy points).
+        name: the header of the estimate column (default: ``estimate``).
+
+    Returns:
+        A DataFrame indexed like ``table`` with the formatted estimate, the interval and a ``reading`` column;
+        ``.attrs["sides"]`` keeps each row's side for :func:`summarize_verdicts`.
+
+    Example::
+
+        >>> verdict_table({"memory": (0.02, 0.005, 0.035), "no memory": (0.0, -0.01, 0.01)})  # doctest: +SKIP
+                  estimate   95% interval                         reading
+        memory       +0.02  [+0.01, +0.04]       above 0: evidence of a gain
+        no memory    +0.00  [-0.01, +0.01]  covers 0: no evidence either way
+    """
+    import pandas as pd
+
+    rows = _rows(table, estimate, low, high)
+    sides = {n: interval_side(lo, hi, null) for n, _, lo, hi in rows}
+
+    def fmt(v: float) -> str:
+        return f"{scale * v:+.{digits}f}{unit}" if np.isfinite(v) else "n/a"
+
+    out = pd.DataFrame(
+        {name or estimate: [fmt(e) for _, e, _, _ in rows],
+         f"{level:.0%} interval": [f"[{fmt(lo)}, {fmt(hi)}]" if sides[n] != "undetermined" else "n/a"
+                                   for n, _, lo, hi in rows],
+         "reading": [_reading(sides[n], scale * null, gain, loss) for n, _, _, _ in rows]},
+        index=pd.Index([n for n, *_ in rows], name=getattr(getattr(table, "index", None), "name", None)),
+    )
+    out.attrs["sides"] = sides
+    out.attrs["gain"], out.attrs["loss"], out.attrs["null"] = gain, loss, f"{scale * null:g}"
+    return out
+
+
+def summarize_verdicts(verdicts, what: str = "comparisons") -> str:
+    """One sentence over a :func:`verdict_table`: which rows carry evidence of a gain, which of a loss, and
+    how many intervals cover the null. Names rows only where there is evidence, so it stays short."""
+    sides: dict = verdicts.attrs["sides"]
+    gain, loss = verdicts.attrs.get("gain", "a gain"), verdicts.attrs.get("loss", "a loss")
+    null = verdicts.attrs.get("null", "0")
+    groups = {s: [str(n) for n, v in sides.items() if v == s] for s in ("above", "below", "covers", "undetermined")}
+    n = len(sides)
+    if n == 0:
+        return f"No {what}."
+
+    parts = []
+    for side, evidence in (("above", gain), ("below", loss)):
+        k = len(groups[side])
+        if k:
+            subject = f"{k} of {n} {what}" if n > 1 else "The estimate"
+            verb = "shows" if k == 1 else "show"
+            names = f" ({', '.join(groups[side])})" if n > 1 else ""
+            parts.append(f"{subject} {verb} evidence of {evidence}{names}")
+    c = len(groups["covers"])
+    if c:
+        if c == n:
+            parts.append(f"the interval covers {null}: no evidence either way" if n == 1 else
+                         f"{'both' if n == 2 else f'all {n}'} intervals cover {null}: no evidence either way")
+        else:
+            parts.append(f"{c} {'interval covers' if c == 1 else 'intervals cover'} {null} (no evidence either way)")
+    u = len(groups["undetermined"])
+    if u:
+        parts.append(f"{u} without an interval (too few replications for a conclusion)")
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "print_versions", "seed_everything", "select_device", "show_markdown", "versions"]
+__all__ = [
+    "atomic_path", "fastest_ms", "print_versions", "seed_everything", "select_device", "show_code", "show_markdown",
+    "show_table", "versions",
+]
 
 
 def seed_everything(seed: int = 42, deterministic: bool = True) -> None:
@@ -116,3 +119,75 @@ def show_markdown(text: str) -> None:
         print(text)
     else:
         display(Markdown(text))
+
+
+def show_table(table, index_name: str | None = None, column: str = "definition",
+               significant: int | None = None) -> None:
+    """Show a table in full: no cell cut with "...", no rows or columns elided.
+
+    pandas cuts text cells at 50 characters and long frames in the middle, which is right for data and wrong
+    for a table a reader must read to the end (definitions, a verdict table). ``table`` is a DataFrame, a
+    Series, or a mapping such as ``course_lib.FEATURE_DESCRIPTIONS`` (shown as one ``column`` indexed by
+    ``index_name``). ``significant``: show every float with that many significant digits instead of a fixed
+    number of decimals (a loss of 0.000123 would round to a constant 0.0001). Rendered in Jupyter, printed
+    elsewhere.
+    """
+    import pandas as pd
+
+    if isinstance(table, dict):
+        table = pd.Series(table, name=column)
+    if isinstance(table, pd.Series):
+        table = table.to_frame(table.name or column)
+    if index_name is not None:
+        table = table.rename_axis(index_name)
+    if significant is not None:
+        table = table.map(lambda v: f"{v:.{significant}g}" if isinstance(v, float) else v)
+    options = ("display.max_colwidth", None, "display.max_rows", None, "display.max_columns", None,
+               "display.expand_frame_repr", False)  # text form: one line per row, never wrapped in blocks
+    with pd.option_context(*options):
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+        except ImportError:  # pragma: no cover - IPython comes with the lab extra
+            print(table.to_string())
+            return
+        if get_ipython() is None:
+            print(table.to_string())
+        else:
+            display(table)  # the HTML and text forms are rendered now, inside the options
+
+
+def show_code(fn, *fragments: str) -> None:
+    """Print the line of ``fn``'s source that contains each fragment: the code behind an equation in a lesson.
+
+    Raises ``LookupError`` naming the function and the fragment when a line is gone, so a lesson whose text
+    no longer matches the library fails loudly instead of printing nothing.
+    """
+    import inspect
+
+    lines = inspect.getsource(fn).splitlines()
+    for fragment in fragments:
+        hits = [line.strip() for line in lines if fragment in line]
+        if not hits:
+            raise LookupError(f"{fn.__qualname__} has no line containing {fragment!r}: the lesson quotes code the "
+                              "library no longer has; update the lesson's show_code call.")
+        print(f"{fn.__qualname__}:  {hits[0]}")
+
+
+def fastest_ms(calls, repeats: int = 7) -> dict[str, float]:
+    """Milliseconds of the fastest of ``repeats`` runs of each call in ``calls`` (a mapping name -> function).
+
+    Every call runs once to warm up; then the calls are interleaved round by round, so a machine whose load
+    drifts during the measurement charges the drift to all of them alike, not to whichever ran last.
+    """
+    import time
+
+    for fn in calls.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * min(t) for name, t in times.items()}

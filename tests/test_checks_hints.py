@@ -33,7 +33,7 @@ def test_two_hint_levels_without_code(task):
 
 @pytest.mark.parametrize("task", TASKS, ids=[t.name for t in TASKS])
 def test_prompt_names_a_kind_and_solution_is_code(task, capsys):
-    assert task.prompt.split(":")[0].split()[0] in {"Write", "Experiment", "Interpret"}, task.prompt
+    assert task.prompt.split(":")[0].split()[0] in {"Write", "Fix", "Predict", "Experiment", "Interpret"}, task.prompt
     task.solution()
     shown = capsys.readouterr().out
     assert "=" in shown or "def " in shown or "return" in shown, f"{task.name}: solution() shows no code"
@@ -43,3 +43,23 @@ def test_task_names_are_unique_and_numbered_in_order():
     for lesson in LESSONS:
         names = [t.name for t in TASKS if t.name.startswith(f"lesson{lesson}.")]
         assert names == [f"lesson{lesson}.q{i}" for i in range(1, len(names) + 1)], names
+
+
+def _notebook_sources(folder: str, lesson: str) -> str:
+    import json
+
+    from course_lib.notebook_runner import ROOT
+
+    (path,) = (ROOT / folder).glob(f"{lesson}_*.ipynb")
+    return "\n".join("".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"])
+
+
+@pytest.mark.parametrize("folder", ["exercises", "solutions"])
+@pytest.mark.parametrize("lesson", [f"{i:02d}" for i in range(1, 10)])
+def test_every_task_shows_where_its_second_hint_is(folder, lesson):
+    """Each task's cell offers ``hint()`` and ``hint(2)`` (commented out), in every lesson alike."""
+    module = importlib.import_module(f"course_lib.checks.lesson{lesson}")
+    text = _notebook_sources(folder, lesson)
+    for name, task in vars(module).items():
+        if isinstance(task, Task) and len(task.hints) > 1 and f"{name}.hint()" in text:
+            assert f"{name}.hint(2)" in text, f"{folder}/{lesson}: {name} offers hint() but never hint(2)"

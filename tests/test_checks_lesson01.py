@@ -46,6 +46,7 @@ def test_q1_wrong(answer, words):
     result = verdict(ex.q1, answer)
     assert result.status == "incorrect"
     assert words in result.message
+    assert not re.search(r"shift\(|log\(|close_\{?t|/ close", result.message), f"gives the answer: {result.message}"
 
 
 # --- q2 causal z-score ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ def assert_incorrect(task, answer, words: str) -> None:
     assert res.status == "incorrect", res
     assert re.search(words, res.message), res.message
     assert not re.search(r"\d\.\d", res.message), f"message reveals a value: {res.message}"
+    assert not re.search(r"sigmoid\(|\(1 - g\)|g \* memory", res.message), f"message gives the code: {res.message}"
 
 
 # --- lesson 03 q1: content gate ----------------------------------------------------------------------------
@@ -41,9 +42,10 @@ def test_l3_q1_gate_right_answers():
 
 
 @pytest.mark.parametrize("answer, words", [
-    (lambda loc, m, g: torch.sigmoid(g) * loc + (1 - torch.sigmoid(g)) * m, "share of MEMORY"),
+    (lambda loc, m, g: torch.sigmoid(g) * loc + (1 - torch.sigmoid(g)) * m, "trust MEMORY"),
     (lambda loc, m, g: (1 - g) * loc + g * m, "local path unchanged"),  # forgot the sigmoid
-    (lambda loc, m, g: gate_right(loc, m, g.mean(-1, keepdim=True)), "per dimension"),  # one gate per token
+    (lambda loc, m, g: gate_right(loc, m, g.mean(-1, keepdim=True)), "one per dimension"),  # one gate per token
+    (lambda loc, m, g: gate_right(loc, m, torch.softmax(g, -1)), "local path unchanged"),  # softmax, no sigmoid
     (lambda loc, m, g: gate_right(loc, m, g).mean(-1), "shape"),
     (lambda loc, m, g: gate_right(loc, m, g).numpy(), "torch.Tensor"),
 ])
@@ -74,11 +76,30 @@ def test_l3_q2_cosine_right_answer():
     assert l3.q2.evaluate(cosine_right).status == "correct"
 
 
+def _exercise_version(source: str):
+    scope = {"F": F, "torch": torch}
+    exec(source, scope)  # noqa: S102 - the exercise's own code, defined in the check module
+    return scope["cosine_attention"]
+
+
+def test_l3_q2_each_planted_bug_is_named():
+    buggy = l3.BUGGY_COSINE_ATTENTION
+    assert_incorrect(l3.q2, _exercise_version(buggy), "other windows share its batch")
+    one_fixed = buggy.replace("dim=0", "dim=-1")
+    assert_incorrect(l3.q2, _exercise_version(one_fixed), "add up to one")
+    other_fixed = buggy.replace("torch.softmax(logits, dim=-1) * mask",
+                                "torch.softmax(logits.masked_fill(~mask, float('-inf')), dim=-1).nan_to_num(0.0)")
+    assert_incorrect(l3.q2, _exercise_version(other_fixed), "other windows share its batch")
+    both = one_fixed.replace("torch.softmax(logits, dim=-1) * mask",
+                             "torch.softmax(logits.masked_fill(~mask, float('-inf')), dim=-1).nan_to_num(0.0)")
+    assert l3.q2.evaluate(_exercise_version(both)).status == "correct"
+
+
 @pytest.mark.parametrize("answer, words", [
     (_cosine_with(lambda q, k, m, s: ((k @ q.unsqueeze(-1)).squeeze(-1) * s).masked_fill(~m, float("-inf"))),
-     "raw dot products"),
+     "keys. lengths"),
     (_cosine_with(lambda q, k, m, s: _cos(q, k) * s), "masked neighbours"),
-    (_cosine_with(lambda q, k, m, s: _cos(q, k).masked_fill(~m, float("-inf"))), "weights differ"),  # no scale
+    (_cosine_with(lambda q, k, m, s: _cos(q, k).masked_fill(~m, float("-inf"))), "sharpened by scale"),  # no scale
     (_cosine_with(lambda q, k, m, s: (_cos(q, k) * s).masked_fill(~m, float("-inf")),
                   finish=lambda w, values: (w.unsqueeze(-1) * values).mean(-2)), "weighted sum"),
     (lambda q, k, v, m, s: cosine_right(q, k, v, m, s)[0], "tuple"),
@@ -169,16 +190,34 @@ def lr_right(step, total, base, warmup, floor):
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+def lr_ends_on_floor(step, total, base, warmup, floor):
+    """The prompt's reading: the LAST step (total - 1) sits exactly on base * floor."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = (step - warmup) / (total - 1 - warmup)
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
 def test_l4_q2_lr_right_answer():
     assert l4.q2.evaluate(lr_right).status == "correct"
+    assert l4.q2.evaluate(lr_ends_on_floor).status == "correct"
+
+
+def test_l4_q2_messages_do_not_print_the_formula():
+    linear = l4.q2.evaluate(lambda s, t, b, w, f: lr_right(s, t, b, w, f) if s < w
+                            else b * (1 - (1 - f) * (s - w) / (t - 1 - w)))
+    assert linear.status == "incorrect"
+    assert not re.search(r"cos\(|\(step|\*|/ warmup", linear.message), linear.message
+    ramp = l4.q2.evaluate(lambda s, t, b, w, f: b * s / w if s < w else lr_right(s, t, b, w, f))
+    assert not re.search(r"\(step|\*|/ warmup", ramp.message), ramp.message
 
 
 @pytest.mark.parametrize("answer, words", [
     (lambda s, t, b, w, f: lr_right(s + w, t + w, b, w, f), "warm-up starts near zero"),  # no warm-up
-    (lambda s, t, b, w, f: lr_right(s, t, b, w, 0.0), "near base \\* floor"),  # decays to zero
-    (lambda s, t, b, w, f: b * s / w if s < w else lr_right(s, t, b, w, f), "rise linearly"),
+    (lambda s, t, b, w, f: lr_right(s, t, b, w, 0.0), "neither at zero"),  # decays to zero
+    (lambda s, t, b, w, f: b * s / w if s < w else lr_right(s, t, b, w, f), "current step as done"),
     (lambda s, t, b, w, f: lr_right(s, t, b, w, f) if s < w else b * (1 - (1 - f) * (s - w) / (t - 1 - w)),
-     "decay differs"),  # linear decay to the floor
+     "half a cosine"),  # linear decay to the floor
     (lambda s, t, b, w, f: lr_right(s, t, b, w, f) if s < w
      else b * (f + (1 - f) * 0.5 * (1 + math.cos(2 * math.pi * (s - w) / (t - w)))), "never increase"),  # 2 cycles
 ])
@@ -211,6 +250,19 @@ def refresh_variant(eval_mode=True, no_grad=True, restore=True, use_slots=True, 
     return answer
 
 
+def refresh_train_at_end(model, bank, slots, X, batch_size):
+    refresh_right(model, bank, slots, X, batch_size)
+    model.train()  # "restores" training mode even for a model that came in evaluation mode
+
+
+def refresh_calls_forward(model, bank, slots, X, batch_size):
+    model.eval()
+    with torch.no_grad():
+        keys = model(torch.from_numpy(X))
+    bank.update_keys(slots, keys.numpy())
+    model.train()
+
+
 def test_l4_q3_refresh_right_answers():
     assert l4.q3.evaluate(refresh_right).status == "correct"
     assert l4.q3.evaluate(refresh_variant()).status == "correct"
@@ -222,6 +274,8 @@ def test_l4_q3_refresh_right_answers():
     (refresh_variant(no_grad=False), "no_grad"),
     (refresh_variant(restore=False), "restore the model's training mode"),
     (refresh_variant(use_slots=False), "outside the given slots"),
+    (refresh_train_at_end, "evaluation mode when your function got it"),
+    (refresh_calls_forward, "forward pass"),
 ])
 def test_l4_q3_refresh_typical_mistakes(answer, words):
     assert_incorrect(l4.q3, answer, words)
@@ -234,9 +288,10 @@ def test_l4_q4_ic_right_answers():
 
 
 @pytest.mark.parametrize("answer, words", [
-    (lambda p, y: np.corrcoef(p, y)[0, 1], "Pearson"),
-    (lambda p, y: np.corrcoef(np.argsort(p), np.argsort(y))[0, 1], "differs"),  # argsort is not a rank
-    (lambda p, y: -pd.Series(p).rank().corr(pd.Series(y).rank()), "differs"),
+    (lambda p, y: np.corrcoef(p, y)[0, 1], "raw values"),
+    (lambda p, y: np.corrcoef(np.argsort(p), np.argsort(y))[0, 1], "argsort"),  # argsort is not a rank
+    (lambda p, y: -pd.Series(p).rank().corr(pd.Series(y).rank()), "sign is flipped"),
+    (lambda p, y: __import__("scipy.stats").stats.spearmanr(p, y), "p-value"),
 ])
 def test_l4_q4_ic_typical_mistakes(answer, words):
     assert_incorrect(l4.q4, answer, words)
@@ -328,6 +383,9 @@ def test_l4_q5_q6_staleness_experiment():
     changed = float((nearest(stale) != nearest(fresh)).mean())
     cosine = float(((stale * fresh).sum(1) / (np.linalg.norm(stale, axis=1) * np.linalg.norm(fresh, axis=1))).mean())
     assert l4.q5.evaluate(changed).passed
+    one_window = 1 / len(syn.val)
+    assert l4.q5.evaluate(changed + one_window).status == "incorrect"  # off by one window is a different count
+    assert l4.q5.evaluate(changed - one_window).status == "incorrect"
     assert "stayed the same" in l4.q5.evaluate(1 - changed).message
     assert "cosine" in l4.q5.evaluate(cosine).message
     right = "c" if changed == 0 else ("a" if cosine < 0.95 else "b")

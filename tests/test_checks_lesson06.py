@@ -100,3 +100,22 @@ def test_hints_have_two_levels_and_no_code():
         for hint in task.hints:
             assert "(" not in hint.replace("(a", "").replace("(end", "") or "=" not in hint
             assert "np." not in hint and "def " not in hint
+
+
+def test_q1_end_bars_instead_of_indices_is_named():
+    res = ex.q1.evaluate(lambda s, e, q, h, k, x: [int(e[i]) for i in _pick(s, e, q, h, k, x)])
+    assert res.status == "incorrect" and "end bars" in res.message, res.message
+
+
+def test_q4_calendar_days_are_named_and_no_message_spells_the_procedure():
+    import re
+
+    truth = ex.plain_neighbour_episodes()
+    ends = np.sort(ex._plain_neighbour_ends().to_numpy())
+    by_calendar = int(1 + (np.diff(ends).astype("timedelta64[D]").astype(int) >= 64).sum())
+    assert by_calendar != truth  # the slip gives a different count on this query
+    res = ex.q4.evaluate(by_calendar)
+    assert res.status == "incorrect" and "calendar days" in res.message, res.message
+    for wrong in (10, by_calendar, truth + 3, 0):
+        msg = ex.q4.evaluate(wrong).message
+        assert not re.search(r"exclusion=0|K=10|2008-10-10|>= ?SEQ", msg), msg

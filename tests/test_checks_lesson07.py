@@ -54,6 +54,13 @@ def test_q2_alignment_on_the_training_period():
     assert _score(true, pred, split, "test") > _score(true, pred, split, "train") + 0.2
 
 
+def test_q2_a_map_fitted_on_all_bars_test_included_fails():
+    res = ex.q2.evaluate(lambda t, p, s: _score(t, p, s, "all"))
+    assert res.status == "incorrect" and "include the test bars" in res.message, res.message
+    true, pred, split = ex._drift_case(13, 500)  # the case that tells the two maps apart
+    assert not np.isclose(_score(true, pred, split, "all"), _score(true, pred, split, "train"))
+
+
 def test_q3_causal_probability():
     assert ex.q3.evaluate(lambda d, r, t: d.filter(r.loc[:t]).iloc[-1]).status == "correct"
     assert ex.q3.evaluate(lambda d, r, t: d.filter(r).loc[t]).status == "correct"

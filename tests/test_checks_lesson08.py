@@ -70,3 +70,19 @@ def test_q5_experiment():
     others = [h for h in (None, 25, 100, 400) if f"half_life={h}" != best]
     assert all(ex.q5.evaluate(h).status == "incorrect" for h in others)
     assert ex.q5.evaluate("lots").status == "incorrect"
+
+
+def test_q4_ignoring_the_given_generator_fails():
+    global_rng = ex.q4.evaluate(lambda w, lo, r: int(np.argmax(np.random.beta(1 + w, 1 + lo))))
+    assert global_rng.status == "incorrect" and "same seed" in global_rng.message, global_rng.message
+    own_rng = ex.q4.evaluate(lambda w, lo, r: int(np.argmax(np.random.default_rng(1).beta(1 + w, 1 + lo))))
+    assert own_rng.status == "incorrect" and "generator" in own_rng.message, own_rng.message
+
+
+def test_q4_second_hint_states_the_approach_without_the_formula():
+    assert "Beta(1" not in ex.q4.hints[1] and "argmax" not in ex.q4.hints[1]
+
+
+def test_q1_nan_message_is_about_recency():
+    res = ex.q1.evaluate(lambda c, n, h: 0.5 ** (np.asarray((n - c) / h, float) * np.nan))
+    assert res.status == "incorrect" and "half-lives" in res.message and "candidate" not in res.message

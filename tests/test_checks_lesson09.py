@@ -34,7 +34,7 @@ def test_q1_paired_interval():
     def flipped(a, b):
         return _right_interval(b, a)
 
-    assert "Student" in ex.q1.evaluate(normal).message
+    assert "handful of seeds" in ex.q1.evaluate(normal).message
     assert "unpaired" in ex.q1.evaluate(unpaired).message
     assert "sign" in ex.q1.evaluate(flipped).message
     assert ex.q1.evaluate(lambda a, b: (a - b).mean()).status == "incorrect"
@@ -62,6 +62,21 @@ def test_q2_recency_weights():
     assert "sum to one" in ex.q2.evaluate(unnormalised).message
     assert "no decay" in ex.q2.evaluate(no_decay).message
     assert ex.q2.evaluate(lambda s, a, t, h: ____).status == "not attempted"
+
+
+def test_q1_q2_messages_give_no_formula():
+    formula = re.compile(r"1\.96|0\.5 \*\*|softmax\(|sqrt\(|ddof=|\(setting - default\)|n - 1")
+    wrong = [
+        (ex.q1, lambda a, b: ((a - b).mean(), (a - b).mean() - 1.96 * (a - b).std(ddof=1) / np.sqrt(len(a)),
+                              (a - b).mean() + 1.96 * (a - b).std(ddof=1) / np.sqrt(len(a)))),
+        (ex.q1, lambda a, b: ((a - b).mean(), (a - b).mean() - 1, (a - b).mean() + 1)),
+        (ex.q1, lambda a, b: (a.mean(), a.mean() - 1, a.mean() + 1)),
+        (ex.q2, lambda s, age, t, h: (lambda w: w / w.sum())(np.exp((s - s.max()) / t) * np.exp(-age / h))),
+        (ex.q2, lambda s, age, t, h: (lambda w: w / w.sum())(np.exp(s / (2 * t)) * 0.5 ** (age / h))),
+    ]
+    for task, answer in wrong:
+        res = task.evaluate(answer)
+        assert res.status == "incorrect" and not formula.search(res.message), res.message
 
 
 def test_q3_staleness_experiment():

@@ -117,3 +117,75 @@ def test_python_version_claims_agree_with_pyproject():
     assert f"Python {dotted} or newer" in (ROOT / "README.md").read_text(encoding="utf-8")
     assert f"Python {dotted} или новее" in (ROOT / "README.ru.md").read_text(encoding="utf-8")
     assert f"sys.version_info < {version}" in (ROOT / "Makefile").read_text(encoding="utf-8")
+
+
+def _public_definitions() -> dict[str, list[str]]:
+    """Every public name of course_lib (in its module's ``__all__``, or any top-level name of a module without
+    one), mapped to the modules that define it. The per-lesson exercise modules (``checks/``) and the
+    ``__main__``-style entry points are their own namespaces and never star-imported, so they are left out.
+
+    Read from the source (ast), so a name defined in two modules is seen even when one ``import *`` hides the
+    other (the later star import silently wins, and a notebook calls a function it did not expect)."""
+    import ast
+
+    package = ROOT / "course_lib"
+    found: dict[str, list[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if "checks" in parts or parts[-1] in ("__init__", "__main__", "cli", "notebook_runner"):
+            continue
+        module = ".".join(parts)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        exported = None
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
+                exported = set(ast.literal_eval(node.value))
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names = [node.name]
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
+            else:
+                continue
+            for name in names:
+                public = name in exported if exported is not None else not name.startswith("_")
+                if public:
+                    found.setdefault(name, []).append(module)
+    return found
+
+
+def test_no_public_name_is_defined_in_two_modules():
+    twice = {n: m for n, m in _public_definitions().items() if len(m) > 1}
+    assert not twice, f"public names defined in more than one module (one shadows the other): {twice}"
+
+
+def test_every_exported_name_resolves_to_its_single_definition():
+    import course_lib
+
+    defs = _public_definitions()
+    for name in course_lib.__all__ if hasattr(course_lib, "__all__") else dir(course_lib):
+        obj = getattr(course_lib, name, None)
+        home = getattr(obj, "__module__", None)
+        if name in defs and callable(obj) and home and home.startswith("course_lib"):
+            assert home in defs[name], f"course_lib.{name} comes from {home}, defined in {defs[name]}"
+
+
+def test_notebook_runner_logs_no_kernel_warning(tmp_path, capfd):
+    """`make course` prints progress and results only: the runner's kernel must not warn on start (ipykernel's
+    "Kernel is running over TCP without encryption" came once per notebook)."""
+    import sys
+
+    import nbformat
+
+    from course_lib.notebook_runner import execute
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(1 + 1)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "tiny.ipynb")
+    out = execute(tmp_path / "tiny.ipynb", tmp_path / "out")
+    assert "2" in "".join(o.get("text", "") for o in nbformat.read(out, as_version=4).cells[0].outputs)
+    logged = capfd.readouterr()
+    if sys.platform != "win32":
+        assert "WARNING" not in logged.err + logged.out, logged.err

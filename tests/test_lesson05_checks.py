@@ -82,3 +82,46 @@ def test_q4_q5_cost_experiment():
     assert ex.q5.evaluate(right).passed
     assert all(ex.q5.evaluate(x).status == "incorrect" for x in "abcd" if x != right)
     assert ex.q4.evaluate().status == "not attempted" and ex.q5.evaluate().status == "not attempted"
+
+
+_FORMULA = r"sqrt\(|cumprod|cummax|ddof=|10_000|\|pos|pos_\(|shift\(|\bx \|"
+
+
+def _incorrect_without_formula(task, answer, words):
+    import re
+
+    res = task.evaluate(answer)
+    assert res.status == "incorrect", res
+    assert re.search(words, res.message), res.message
+    assert not re.search(_FORMULA, res.message), f"message gives the formula away: {res.message}"
+
+
+def test_q1_messages_name_the_convention_not_the_formula():
+    P = cl.periods_per_year
+    _incorrect_without_formula(ex.q1, lambda r: r.mean() / r.std(ddof=1), "per bar")
+    _incorrect_without_formula(ex.q1, lambda r: r.mean() / r.std(ddof=1) * np.sqrt(252), "365")
+    _incorrect_without_formula(ex.q1, lambda r: r.mean() / r.std(ddof=1) * P(r.index), "square root")
+    _incorrect_without_formula(ex.q1, lambda r: r.mean() / r.std(ddof=0) * np.sqrt(P(r.index)), "sample")
+    _incorrect_without_formula(ex.q1, lambda r: r.median() / r.std() * np.sqrt(P(r.index)), "Sharpe")
+
+
+def test_q2_takes_a_series_as_the_task_says():
+    def with_series_methods(returns):
+        equity = (1 + returns).cumprod()
+        return (equity / equity.cummax().clip(lower=1.0) - 1).min()
+
+    assert ex.q2.evaluate(with_series_methods).status == "correct"
+    _incorrect_without_formula(ex.q2, lambda r: (r.cumsum() - r.cumsum().cummax().clip(lower=0)).min(), "added")
+    _incorrect_without_formula(ex.q2, lambda r: ((1 + r).cumprod() - 1).min(), "peak")
+
+
+def test_q3_nan_message_points_at_both_blanks_and_messages_keep_the_formula():
+    def nan_turnover(pos, r, bps):  # shift filled, but the difference left blank on the first bar
+        return pos.shift(1).fillna(0.0) * r - bps / 1e4 * pos.diff().abs()
+
+    _incorrect_without_formula(ex.q3, nan_turnover, "NaN at bar\\(s\\) 0.*difference")
+    _incorrect_without_formula(ex.q3, lambda p, r, b: p.shift(1).fillna(0.0) * r, "no costs")
+    _incorrect_without_formula(ex.q3, lambda p, r, b: p * r - b / 1e4 * p.diff().fillna(p.iloc[0]).abs(),
+                               "look-ahead")
+    _incorrect_without_formula(ex.q3, lambda p, r, b: p.shift(1).fillna(0.0) * r - b * p.diff().fillna(p.iloc[0]).abs(),
+                               "basis points")

@@ -221,3 +221,50 @@ def test_learner_facing_words_only(path):
         f"{path.parent.name}/{path.name}: words about how the course was made, not for learners: {found}. "
         "Say what is meant (and link a source) instead."
     )
+
+
+# --- tables a learner must read to the end ---------------------------------------------------------------
+# a Series/DataFrame of a definitions mapping, shown as is (a Styler, ``.style``, does not cut text: spared)
+_DEFINITION_FRAME = re.compile(r"pd\.(?:Series|DataFrame)\((?![^\n]*\.style\b)[^\n]*\b[A-Z_]*(?:DEFINITIONS|DESCRIPTIONS)\b")
+
+
+@pytest.mark.parametrize("name", ["FEATURE_DESCRIPTIONS", "METRIC_DEFINITIONS"])
+def test_show_table_shows_every_definition_in_full(name, capsys):
+    import course_lib as cl
+
+    definitions = getattr(cl, name)
+    assert max(map(len, definitions.values())) > 50  # longer than pandas' default cut
+    cl.show_table(definitions, index_name="term")
+    out = capsys.readouterr().out
+    for text in definitions.values():
+        assert text in out
+    assert "..." not in out
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_definitions_are_not_shown_as_a_plain_frame(path):
+    """A plain DataFrame cuts every text cell at 50 characters: definitions go through ``cl.show_table``."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and _DEFINITION_FRAME.search(source):
+            pytest.fail(f"{path.name}: definitions shown as a DataFrame (cut with '...'); use cl.show_table:\n{source}")
+
+
+def test_show_code_prints_the_quoted_line_and_fails_loudly_on_drift(capsys):
+    import course_lib as cl
+
+    cl.show_code(cl.show_table, "pd.option_context(*options)")
+    assert "show_table:  with pd.option_context(*options):" in capsys.readouterr().out
+    with pytest.raises(LookupError, match="no longer has"):
+        cl.show_code(cl.show_table, "a line that is not there")
+
+
+def test_show_table_significant_digits_keep_small_losses_apart(capsys):
+    import pandas as pd
+
+    import course_lib as cl
+
+    cl.show_table(pd.DataFrame({"val_mse": [0.000123456, 0.000121, 0.00011987]}), significant=3)
+    out = capsys.readouterr().out
+    assert "0.000123" in out and "0.000121" in out and "0.00012" in out

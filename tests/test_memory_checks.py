@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 
 from course_lib import ____
 from course_lib.checks import lesson02 as ex
@@ -36,13 +39,48 @@ def test_q1_knn():
 def test_q2_ring_write():
     assert ex.q2.evaluate(_ring).passed
     res = ex.q2.evaluate(_ring_no_wrap)
-    assert res.status == "incorrect" and "wrap" in res.message
+    assert res.status == "incorrect" and "continue at slot 0" in res.message
+
+
+def _cos(K, Q):
+    return (Q / np.linalg.norm(Q, axis=1, keepdims=True)) @ (K / np.linalg.norm(K, axis=1, keepdims=True)).T
+
+
+def _ring_slice(buffer, rows, pos):  # the usual first try: a slice, which cannot wrap
+    buffer[pos:pos + len(rows)] = rows
+    return (pos + len(rows)) % len(buffer)
+
+
+def _ring_copy(buffer, rows, pos):  # builds a new array: the caller's buffer never changes
+    buffer = buffer.copy()
+    buffer[(pos + np.arange(len(rows))) % len(buffer)] = rows
+    return int((pos + len(rows)) % len(buffer))
+
+
+@pytest.mark.parametrize("task, answer, words", [
+    (ex.q1, lambda K, Q, k: np.argsort(_cos(K, Q), axis=1)[:, :k], "least"),  # ascending, on cosine
+    (ex.q1, lambda K, Q, k: np.argsort(-(Q @ K.T), 1)[:, :k], "raw dot product"),
+    (ex.q1, lambda K, Q, k: np.argsort(_cos(K, Q), axis=1)[:, -k:], "best first"),
+    (ex.q1, lambda K, Q, k: np.argsort(-(Q / np.linalg.norm(Q, axis=0)) @ (K / np.linalg.norm(K, axis=0)).T,
+                                       axis=1)[:, :k], "each vector"),
+    (ex.q1, lambda K, Q, k: np.sort(_cos(K, Q), axis=1)[:, ::-1][:, :k], "positions"),
+    (ex.q1, lambda K, Q, k: np.argsort(np.linalg.norm(Q[:, None] - K[None], axis=-1), axis=1)[:, :k], "distance"),
+    (ex.q2, _ring_slice, "continue at slot 0"),
+    (ex.q2, _ring_copy, "in place"),
+    (ex.q3, lambda a, t: a[None, :] < t[:, None], "exactly at the query's time"),
+    (ex.q3, lambda a, t: a[None, :] > t[:, None], "inverted"),
+])
+def test_typical_mistakes_get_their_own_message_without_the_code(task, answer, words):
+    res = task.evaluate(answer)
+    assert res.status == "incorrect", res
+    assert words in res.message, res.message
+    assert not re.search(r"<=|\[None|% ?capacity|\|q\||q\.k", res.message), f"gives the code away: {res.message}"
 
 
 def test_q3_causal_mask():
     assert ex.q3.evaluate(lambda a, t: a[None, :] <= t[:, None]).passed
     res = ex.q3.evaluate(lambda a, t: a[None, :] < t[:, None])
-    assert res.status == "incorrect" and "<=" in res.message
+    assert res.status == "incorrect" and "exactly at the query's time" in res.message
     assert ex.q3.evaluate(lambda a, t: np.ones((len(t), len(a)), bool)).status == "incorrect"
     assert ex.q3.evaluate(lambda a, t: ____).status == "not attempted"
 

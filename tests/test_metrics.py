@@ -244,3 +244,27 @@ def test_rolling_sharpe_and_cvar():
     assert rs.iloc[4] == pytest.approx(sharpe_ratio(R, 252))
     # worst 20% of 10 returns = 2 worst: -0.10, -0.10 -> CVaR 0.10
     assert cvar(s.to_numpy(), alpha=0.8) == pytest.approx(0.10)
+
+
+def test_an_open_position_is_reported_apart_from_closed_trades():
+    """Buy-and-hold holds one trade that never closes: no win rate, no profit factor (n/a), its result is
+    open_trade_return. Closed trades alone make win_rate and profit_factor."""
+    from course_lib import compute_metrics, format_metrics
+
+    r = np.array([0.0, 0.01, -0.02, 0.03, 0.01, 0.02])
+    hold = np.array([0.0, 1, 1, 1, 1, 1])
+    m = compute_metrics(r, hold, periods_per_year=252, n_boot=0)
+    assert math.isnan(m["win_rate"]) and math.isnan(m["profit_factor"])
+    assert m["open_trade_return"] == pytest.approx(np.prod(1 + r) - 1)
+    assert m["n_trades"] == 1
+    table = format_metrics({"buy_and_hold": m})
+    assert table.loc["win_rate [%]", "buy_and_hold"] == "n/a"
+    assert table.loc["profit_factor", "buy_and_hold"] == "n/a"
+    # one closed loser, one closed winner, one open winner: the open one does not count as a win
+    held = np.array([0.0, 1, 1, 0, -1, -1, 0, 1, 1])
+    ret = np.array([0.0, -0.01, -0.01, 0.0, 0.02, 0.01, 0.0, 0.05, 0.05])
+    m = compute_metrics(ret, held, periods_per_year=252, n_boot=0)
+    assert m["n_trades"] == 3 and m["win_rate"] == pytest.approx(0.5)
+    assert m["open_trade_return"] == pytest.approx(1.05 * 1.05 - 1)
+    flat_end = compute_metrics(ret[:7], held[:7], periods_per_year=252, n_boot=0)
+    assert math.isnan(flat_end["open_trade_return"]) and flat_end["win_rate"] == pytest.approx(0.5)

@@ -44,3 +44,25 @@ def test_intraday_date_axis_does_not_warn(recwarn):
     fig.canvas.draw()
     plt.close(fig)
     assert not [w for w in recwarn if "AutoDateLocator" in str(w.message)]
+
+
+def _inside_axes(ax, legend) -> bool:
+    ax.figure.canvas.draw()
+    box = legend.get_window_extent()
+    return ax.get_window_extent().overlaps(box)
+
+
+def test_legends_stay_off_the_curves():
+    """Several equity curves fill their panel: the legend sits beside it, and plot_backtest has one legend for
+    the figure instead of one over each panel's lines."""
+    import course_lib as cl
+
+    idx = pd.bdate_range("2020-01-01", periods=300)
+    rng = np.random.default_rng(0)
+    rets = {name: pd.Series(rng.normal(0.0003, 0.01, 300), index=idx) for name in ("a", "b", "c")}
+    ax = cl.plot_equity_curves(rets)
+    assert not _inside_axes(ax, ax.get_legend())
+    plt.close(ax.figure)
+    fig = cl.plot_backtest(_hourly_result(200))
+    assert all(a.get_legend() is None for a in fig.axes) and len(fig.legends) == 1
+    plt.close(fig)

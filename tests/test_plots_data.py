@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -89,3 +90,46 @@ def test_lookahead_demo():
     fig = plot_lookahead_demo({"a": pd.Series(0.01, index=idx), "b": pd.Series(-0.01, index=idx)})
     lines = [ln for ln in fig.axes[0].lines if ln.get_label() in ("a", "b")]
     assert lines[0].get_ydata()[-1] == pytest.approx(0.5)
+
+
+def _tick_texts(ax, axis="y"):
+    ax.figure.canvas.draw()
+    target = getattr(ax, f"{axis}axis")
+    lo, hi = getattr(ax, f"get_{axis}lim")()
+    ticks = target.get_majorticklabels() + target.get_minorticklabels()
+    return [t.get_text() for t in ticks if t.get_text() and lo <= t.get_position()[1 if axis == "y" else 0] <= hi]
+
+
+@pytest.mark.parametrize("low, high", [(700.0, 1600.0), (0.6, 2.5), (90.0, 60_000.0)])
+def test_log_price_axes_read_as_plain_numbers(low, high):
+    """A log axis over a price that moves within a decade is labelled 800, 1,000, 1,500, not 8x10^2."""
+    import course_lib as cl
+
+    idx = pd.bdate_range("2020-01-01", periods=300)
+    close = pd.Series(np.geomspace(low, high, 300), index=idx)
+    fig = cl.plot_prices_with_regimes(close)
+    labels = _tick_texts(fig.axes[0])
+    plt.close(fig)
+    assert len(labels) >= 2, labels
+    assert not [t for t in labels if "$" in t or "e+" in t or "^" in t], labels
+
+
+def test_window_ticks_t_and_t_plus_one_do_not_overlap():
+    import course_lib as cl
+
+    split = chronological_split(1000, gap=64)
+    fig = cl.plot_windows_and_splits(split, 64, 1)
+    fig.canvas.draw()
+    labels = {t.get_text(): t.get_window_extent() for t in fig.axes[0].get_xticklabels()}
+    assert not labels["t"].overlaps(labels["t+1"])
+    plt.close(fig)
+
+
+def test_one_colour_one_meaning_across_regime_labels():
+    from course_lib.plots.regimes import REGIME_GROUP_COLORS
+
+    by_colour = {}
+    for name, colour in REGIME_GROUP_COLORS.items():
+        by_colour.setdefault(colour, []).append(name)
+    # "calm" may share the bull regime's green (both mean: the good times); red must mean bear only
+    assert by_colour[REGIME_GROUP_COLORS["bear"]] == ["bear"], by_colour

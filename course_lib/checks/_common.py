@@ -53,16 +53,23 @@ def as_number(value: Any, what: str) -> float:
 
 
 def numeric_checker(truth: Callable[[], float], what: str, abs_tol: float, rel_tol: float = 0.0,
-                    mistakes: Callable[[float], str | None] | None = None) -> Callable[[Any], None]:
+                    mistakes: Callable[[float], str | None] | None = None,
+                    tol: Callable[[], float] | None = None) -> Callable[[Any], None]:
     """A checker that accepts a number within ``abs_tol`` (or ``rel_tol``) of ``truth()``.
+
+    ``tol()``, when given, computes the absolute tolerance when the check runs (e.g. half of one window's
+    share of a count, so that only the exact count passes) and replaces ``abs_tol``.
 
     ``mistakes(answer)`` may name a typical slip (a percentage, a flipped sign, the other arm of the
     experiment); it must return a message that does not contain the expected value, or None.
     """
 
+    abs_tol_given = abs_tol
+
     def check(answer: Any) -> None:
         got = as_number(answer, what)
         want = float(truth())
+        abs_tol = float(tol()) if tol is not None else abs_tol_given
         if math.isclose(got, want, abs_tol=abs_tol, rel_tol=rel_tol):
             return
         hint = mistakes(got) if mistakes else None

@@ -150,7 +150,7 @@ def _check_log_returns(answer: Any) -> None:
         if _looks_ahead(answer, close, t, multiplicative=True):
             raise CheckFailed(
                 "your return at bar t changes when a price *after* t changes: it looks into the future. "
-                "The return of bar t compares close_t with the previous close (shift(1), not shift(-1))."
+                "The return of bar t may only compare prices known at the close of bar t."
             )
         ref = np.log(close).diff()
         if _same(out, ref):
@@ -161,12 +161,12 @@ def _check_log_returns(answer: Any) -> None:
             )
         if _same(out, close.pct_change()):
             raise CheckFailed(
-                "these are simple returns (close_t / close_{t-1} - 1). Take the log of the price ratio: "
-                "log returns add up over time, simple returns don't."
+                "these are simple returns (percentage changes). The task asks for returns that add up over "
+                "time, which simple returns don't."
             )
         if _same(out, -ref):
             raise CheckFailed("the sign is flipped: a rising price must give a positive return.")
-        raise CheckFailed(f"values differ from log(close_t / close_(t-1)): {_first_mismatch(out, ref)}.")
+        raise CheckFailed(f"not the log returns of the closes: {_first_mismatch(out, ref)}.")
 
 
 q1 = Task(

@@ -44,18 +44,36 @@ def _check_knn(func: Any) -> None:
     out = _as_array(call_answer(func, keys.copy(), queries.copy(), k), "the result")
     if out.shape != (6, k):
         raise CheckFailed(f"expected one row per query and k={k} columns, got shape {out.shape}")
+    if not np.issubdtype(out.dtype, np.integer):
+        raise CheckFailed("return the positions of the neighbours (integers), not their similarities")
     want = _ref_knn(keys, queries, k)
     if np.array_equal(out, want):
         return
     if np.array_equal(out, want[:, ::-1]) or np.array_equal(np.sort(out, 1), np.sort(want, 1)):
-        raise CheckFailed("the right neighbours, but not best first: sort by similarity, largest first")
+        raise CheckFailed("the right neighbours, but not best first: the most similar key must come first")
     raw = np.argsort(-(queries @ keys.T), axis=1)[:, :k]
     if np.array_equal(out, raw):
-        raise CheckFailed("you ranked by raw dot product: long keys win. Normalise keys and queries to unit length")
-    worst = np.argsort(queries @ keys.T, axis=1)[:, :k]
-    if np.array_equal(np.sort(out, 1), np.sort(worst, 1)):
-        raise CheckFailed("these are the *least* similar keys: argsort sorts ascending")
-    raise CheckFailed("some rows return the wrong neighbours; compare cosine similarity = q.k / (|q| |k|)")
+        raise CheckFailed("you ranked by raw dot product: long keys win. Only the direction of a vector may count")
+    cos = _ref_cosine(keys, queries)
+    for scores in (cos, queries @ keys.T):
+        worst = np.argsort(scores, axis=1)[:, :k]
+        if np.array_equal(np.sort(out, 1), np.sort(worst, 1)):
+            raise CheckFailed("these are the *least* similar keys: argsort puts the smallest values first")
+    by_column = (queries / np.linalg.norm(queries, axis=0)) @ (keys / np.linalg.norm(keys, axis=0)).T
+    if np.array_equal(out, np.argsort(-by_column, axis=1)[:, :k]):
+        raise CheckFailed("you scaled each coordinate (each column) instead of each vector (each row): a key's "
+                          "length still matters")
+    dist = np.linalg.norm(queries[:, None, :] - keys[None, :, :], axis=-1)
+    if np.array_equal(out, np.argsort(dist, axis=1)[:, :k]):
+        raise CheckFailed("you ranked by distance, which depends on length: two vectors pointing the same way "
+                          "can be far apart")
+    raise CheckFailed("some rows return the wrong neighbours: rank every key by the angle between it and the query")
+
+
+def _ref_cosine(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    kn = keys / np.linalg.norm(keys, axis=1, keepdims=True)
+    qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    return qn @ kn.T
 
 
 q1 = Task(
@@ -90,18 +108,26 @@ def _check_ring(func: Any) -> None:
     if not isinstance(out, (int, np.integer)):
         raise CheckFailed(f"ring_write should return the new write position (an int), got {type(out).__name__}")
     ref[:5] = rows_a
+    if not buf.any():
+        raise CheckFailed("the buffer you were given is unchanged: write into it in place (a new array built inside "
+                          "the function is lost when it returns)")
     if not np.array_equal(buf, ref):
         raise CheckFailed("after writing 5 rows at position 0 into an empty buffer, rows 0..4 should hold them")
     if int(out) != 5:
         raise CheckFailed("the returned position should point just past the last row written")
-    pos = call_answer(func, buf, rows_b, int(out))
+    try:
+        pos = call_answer(func, buf, rows_b, int(out))
+    except (ValueError, IndexError) as exc:
+        raise CheckFailed("writing 4 rows at position 5 of a buffer of 7 failed: the rows that do not fit before "
+                          f"the end must continue at slot 0 ({type(exc).__name__}: {exc})") from exc
     ref[[5, 6, 0, 1]] = rows_b
     if not np.array_equal(buf, ref):
         if np.array_equal(buf[5:7], rows_b[:2]):
-            raise CheckFailed("the rows that do not fit at the end must wrap around to slot 0 (use % capacity)")
+            raise CheckFailed("the rows that do not fit at the end must continue at slot 0, overwriting the oldest")
         raise CheckFailed("the second write (4 rows starting at position 5 of 7) landed in the wrong slots")
     if int(pos) != 2:
-        raise CheckFailed("after wrapping, the position should continue from the start (modulo the capacity)")
+        raise CheckFailed("after wrapping, the returned position should continue from the start of the buffer, "
+                          "not run past its end")
 
 
 q2 = Task(
@@ -138,11 +164,14 @@ def _check_causal(func: Any) -> None:
     if np.array_equal(out, want):
         return
     if np.array_equal(out, avail[None, :] < as_of[:, None]):
-        raise CheckFailed("an entry whose label became known exactly at as_of is already usable: use <=")
+        raise CheckFailed("an entry whose label became known exactly at the query's time is already usable, and "
+                          "your mask refuses it")
     if np.array_equal(out, ~want):
-        raise CheckFailed("the mask is inverted: True must mean 'known by as_of' (available_at <= as_of)")
-    raise CheckFailed("some entries are marked wrongly: each query has its own as_of, so compare every entry "
-                      "with every query's time (available_at[None, :] against as_of[:, None])")
+        raise CheckFailed("the mask is inverted: True must mean 'the outcome was known by the query's time'")
+    if np.array_equal(out, (avail[:, None] <= as_of[None, :]).T) and len(avail) == len(as_of):
+        raise CheckFailed("rows and columns are swapped: one row per query, one column per entry")
+    raise CheckFailed("some entries are marked wrongly: each query has its own time, so every entry must be "
+                      "compared with every query's time, one pair at a time")
 
 
 q3 = Task(

@@ -18,7 +18,7 @@ from ..exercise import CheckFailed, Task
 from ._common import call as _call
 from ._common import choice_checker, format_options, numeric_checker
 
-__all__ = ["EXPERIMENT", "q1", "q2", "q3", "q4", "q5"]
+__all__ = ["BUGGY_COSINE_ATTENTION", "EXPERIMENT", "q1", "q2", "q3", "q4", "q5"]
 
 
 def _tensor(out: Any, shape: tuple[int, ...], what: str) -> torch.Tensor:
@@ -45,13 +45,17 @@ def _check_gate(func: Any) -> None:
     closed = _tensor(_call(func, local, memory, torch.full_like(logits, -50.0)), (4, 6, 8), "gated_fusion")
     if not torch.allclose(closed, local, atol=1e-5):
         if torch.allclose(closed, memory, atol=1e-5):
-            raise CheckFailed("with very negative gate logits the output equals the memory path; the gate is the "
-                              "share of MEMORY, so a closed gate (sigmoid -> 0) must give the local path.")
+            raise CheckFailed("with very negative gate logits the output equals the memory path; the logits say how "
+                              "much to trust MEMORY, so very negative ones must leave the local path alone.")
         raise CheckFailed("with very negative gate logits (gate ~ 0) the output should be the local path unchanged.")
     if torch.allclose(out, _ref_gate(local, memory, -logits), atol=1e-5):
-        raise CheckFailed("local and memory are swapped: the memory path should be weighted by sigmoid(logits).")
+        raise CheckFailed("local and memory are swapped: large logits must favour the memory path.")
     if not torch.allclose(out, _ref_gate(local, memory, logits), atol=1e-5):
-        raise CheckFailed("values differ from (1 - g) * local + g * memory with g = sigmoid(gate_logits), per dimension.")
+        per_token = _ref_gate(local, memory, logits.mean(-1, keepdim=True))
+        if torch.allclose(out, per_token, atol=1e-5):
+            raise CheckFailed("one blend per token: the task asks for one per dimension, each with its own logit.")
+        raise CheckFailed("not a smooth blend whose two weights add up to one in every dimension: check how a logit "
+                          "becomes a share between 0 and 1, element by element.")
 
 
 q1 = Task(
@@ -81,6 +85,17 @@ def _ref_cosine(query, keys, values, mask, scale):
     return (w.unsqueeze(-1) * values).sum(-2), w
 
 
+#: The version the exercise hands out: it runs, and it is wrong in two places (the learner finds and fixes them).
+BUGGY_COSINE_ATTENTION = """def cosine_attention(query, keys, values, mask, scale):
+    q = F.normalize(query, dim=0)
+    k = F.normalize(keys, dim=-1)
+    logits = (k @ q.unsqueeze(-1)).squeeze(-1) * scale
+    weights = torch.softmax(logits, dim=-1) * mask      # invalid neighbours get no weight
+    output = (weights.unsqueeze(-1) * values).sum(-2)
+    return output, weights
+"""
+
+
 def _check_cosine(func: Any) -> None:
     gen = torch.Generator().manual_seed(7)
     b, k, d, v = 5, 6, 8, 3
@@ -96,37 +111,52 @@ def _check_cosine(func: Any) -> None:
     out = _tensor(res[0], (b, v), "output")
     w = _tensor(res[1], (b, k), "weights")
     ref_out, ref_w = _ref_cosine(query, keys, values, mask, 10.0)
+    alone = _call(func, query[2:3], keys[2:3], values[2:3], mask[2:3], 10.0)
+    if isinstance(alone, tuple) and len(alone) == 2 and not torch.allclose(alone[1], w[2:3], atol=1e-5):
+        raise CheckFailed("a window's weights change when other windows share its batch: each window's attention "
+                          "must depend on its own query and keys only (look at what each normalisation runs over).")
     if (w[~mask].abs() > 1e-6).any():
-        raise CheckFailed("masked neighbours received attention weight; set their logits to -inf before the softmax.")
+        raise CheckFailed("masked neighbours received attention weight: they must be kept out of the softmax.")
     if w[0].abs().sum() > 1e-6 or out[0].abs().sum() > 1e-6:
         raise CheckFailed("a window whose neighbours are all masked should get zero weights and a zero output.")
+    valid = mask.any(-1)
+    if not torch.allclose(w[valid].sum(-1), torch.ones(int(valid.sum())), atol=1e-5):
+        raise CheckFailed("the weights of a window with valid neighbours do not add up to one: the masked "
+                          "neighbours' share was taken away after the softmax instead of being kept out of it.")
     raw = (keys @ query.unsqueeze(-1)).squeeze(-1) * 10.0
     if torch.allclose(w[1], torch.softmax(raw[1], -1), atol=1e-4):
-        raise CheckFailed("the weights use raw dot products; L2-normalise query and keys first (cosine similarity).")
+        raise CheckFailed("the weights depend on the keys' lengths: only their direction may count.")
     if not torch.allclose(w, ref_w, atol=1e-4):
-        raise CheckFailed("weights differ from softmax(scale * cosine(query, key)) over the valid neighbours.")
+        raise CheckFailed("the weights are not a softmax, over the valid neighbours, of the direction similarity "
+                          "sharpened by scale.")
     if not torch.allclose(out, ref_out, atol=1e-4):
         raise CheckFailed("weights look right but the output is not the weighted sum of the values.")
 
 
 q2 = Task(
     "lesson03.q2",
-    "Write cosine_attention(query, keys, values, mask, scale) -> (output, weights): attend over each window's k "
-    "neighbours by how alike in direction each key is to the query, sharpened by scale (an inverse temperature), "
-    "ignoring masked neighbours; a window with no valid neighbour gets zero weights and a zero output.",
+    "Fix cosine_attention(query, keys, values, mask, scale) -> (output, weights): the version in the exercise runs "
+    "but has two bugs. It should attend over each window's k neighbours by how alike in direction each key is to "
+    "the query, sharpened by scale, ignoring masked neighbours; a window with no valid neighbour gets zero "
+    "weights and a zero output. Find both bugs and fix them.",
     _check_cosine,
     hint=(
-        "Three steps: a similarity that ignores length, a softmax that must skip some entries, a weighted sum.",
-        "Normalise query and keys to unit length, take their dot products times the scale, set masked "
-        "positions to minus infinity before the softmax, turn the NaN of an all-masked row into zeros, and "
-        "sum the values weighted by the result.",
+        "Give it one window alone, then the same window inside the batch: does its answer change? And do a "
+        "window's weights add up to one?",
+        "One normalisation runs across the windows of the batch instead of within each vector. The mask is "
+        "applied after the softmax, so the weights left over no longer add up to one: masked neighbours have to "
+        "be kept out of the softmax itself (minus infinity before it), and a row with nothing valid then needs "
+        "its undefined weights turned into zeros.",
     ),
     solution=(
         "def cosine_attention(query, keys, values, mask, scale):\n"
-        "    q = F.normalize(query, dim=-1)\n    k = F.normalize(keys, dim=-1)\n"
+        "    q = F.normalize(query, dim=-1)          # bug 1: dim=0 normalised across the batch\n"
+        "    k = F.normalize(keys, dim=-1)\n"
         "    logits = (k @ q.unsqueeze(-1)).squeeze(-1) * scale\n"
-        "    w = torch.softmax(logits.masked_fill(~mask, float('-inf')), dim=-1).nan_to_num(0.0)\n"
-        "    return (w.unsqueeze(-1) * values).sum(-2), w"
+        "    logits = logits.masked_fill(~mask, float('-inf'))  # bug 2: mask BEFORE the softmax\n"
+        "    weights = torch.softmax(logits, dim=-1).nan_to_num(0.0)\n"
+        "    output = (weights.unsqueeze(-1) * values).sum(-2)\n"
+        "    return output, weights"
     ),
 )
 

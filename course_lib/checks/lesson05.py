@@ -58,22 +58,27 @@ def _check_sharpe(func: Any) -> None:
         if math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9):
             continue
         if math.isclose(got, r.mean() / r.std(ddof=1), rel_tol=1e-6):
-            raise CheckFailed(f"{label}: the ratio is not annualised; multiply by sqrt(bars per year).")
+            raise CheckFailed(f"{label}: this is the ratio per bar, not per year; a yearly figure must grow with "
+                              "the number of bars in a year, the way a volatility grows with time.")
         for wrong in (252, 365, 24 * 252, 24 * 365):
             if wrong != p and math.isclose(got, r.mean() / r.std(ddof=1) * math.sqrt(wrong), rel_tol=1e-6):
                 raise CheckFailed(
-                    f"{label}: you annualised with {wrong} bars per year. Infer it from the timestamps "
-                    "(cl.periods_per_year(returns.index) does), hourly is not 252."
+                    f"{label}: you annualised with {wrong} bars per year. Read it from the timestamps: the course "
+                    "counts 252 bars a year for weekday-only daily bars, 365 for daily bars on every day, and "
+                    "24 x 365 for hourly bars around the clock (the library has a helper that reads the index)."
                 )
         if math.isclose(got, r.mean() / r.std(ddof=0) * math.sqrt(p), rel_tol=1e-6):
             raise CheckFailed(
-                f"{label}: right annualisation, but use the sample standard deviation (ddof=1)."
+                f"{label}: right annualisation, but the spread is the population one; the course uses the sample "
+                "standard deviation (one degree of freedom fewer)."
             )
         if math.isclose(got, r.mean() / r.std(ddof=1) * p, rel_tol=1e-6):
             raise CheckFailed(
-                f"{label}: scale by the SQUARE ROOT of bars per year (volatility grows like sqrt(time))."
+                f"{label}: the scaling grows too fast: the mean grows with the number of bars, the spread only "
+                "with its square root, so their ratio grows with the square root."
             )
-        raise CheckFailed(f"{label}: the value differs from mean / std(ddof=1) * sqrt(bars per year).")
+        raise CheckFailed(f"{label}: not the annualised Sharpe ratio (no risk-free rate; the course's conventions "
+                          "for bars per year are in the hints).")
 
 
 q1 = Task(
@@ -102,7 +107,8 @@ def _check_drawdown(func: Any) -> None:
         _returns(pd.bdate_range("2020-01-01", periods=500), 5, 0.02).to_numpy(),
     ]
     for r in cases:
-        got = _number(_call(func, r.copy()), "max_drawdown")
+        series = pd.Series(r, index=pd.bdate_range("2020-01-01", periods=len(r)))  # the task says a Series
+        got = _number(_call(func, series), "max_drawdown")
         want = max_drawdown(r)
         if math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12):
             continue
@@ -113,7 +119,8 @@ def _check_drawdown(func: Any) -> None:
         cum = np.cumsum(r)
         summed = float(np.min(cum - np.maximum.accumulate(np.maximum(cum, 0.0))))
         if math.isclose(got, summed, rel_tol=1e-9):
-            raise CheckFailed("you added returns; equity compounds: equity = cumprod(1 + r).")
+            raise CheckFailed("you added returns up; equity compounds: a 10% gain on top of a 10% gain is more "
+                              "than 20%.")
         eq = np.cumprod(1 + r)
         no_start = float(np.min(eq / np.maximum.accumulate(eq) - 1))
         if math.isclose(got, no_start, rel_tol=1e-9):
@@ -121,13 +128,14 @@ def _check_drawdown(func: Any) -> None:
                 "a loss on the very first bar is missed: the running peak must include the starting equity of 1."
             )
         raise CheckFailed(
-            "the value differs from min(equity / running peak - 1) with equity = cumprod(1 + r)."
+            "not the worst fall from a peak: measure each bar's equity against the highest equity reached up to "
+            "that bar, as a fraction of that peak."
         )
 
 
 q2 = Task(
     "lesson05.q2",
-    "Write max_drawdown(returns): the worst fall of the compounded equity curve from its highest point so far, as "
+    "Write max_drawdown(returns): for a Series of per-bar returns, the worst fall of the compounded equity curve from its highest point so far, as "
     "a negative fraction, where the starting capital counts as the first peak.",
     _check_drawdown,
     hint=(
@@ -135,8 +143,8 @@ q2 = Task(
         "Multiply up one plus each return, keep a running maximum that never falls below the starting equity of "
         "one, divide the equity by that running peak, subtract one and take the smallest value.",
     ),
-    solution="def max_drawdown(returns):\n    equity = np.cumprod(1 + returns)\n"
-    "    peak = np.maximum.accumulate(np.maximum(equity, 1.0))\n    return (equity / peak - 1).min()",
+    solution="def max_drawdown(returns):\n    equity = (1 + returns).cumprod()\n"
+    "    peak = equity.cummax().clip(lower=1.0)\n    return (equity / peak - 1).min()",
 )
 
 
@@ -157,8 +165,10 @@ def _check_strategy_returns(func: Any) -> None:
     if got.shape != (60,):
         raise CheckFailed(f"expected one return per bar (60), got shape {got.shape}.")
     if np.isnan(got).any():
+        bad = ", ".join(str(i) for i in np.flatnonzero(np.isnan(got))[:5])
         raise CheckFailed(
-            "the result contains NaN: the first bar holds nothing (fill the shifted position with 0)."
+            f"the result contains NaN at bar(s) {bad}. On the first bar nothing is held yet, and the first "
+            "position is a trade from flat: a shift or a difference leaves a blank there that must become a number."
         )
     want = simulate(pos.to_numpy(), asset.to_numpy(), cost_bps / 1e4)["net"]
     if np.allclose(got, want, atol=1e-12):
@@ -168,26 +178,27 @@ def _check_strategy_returns(func: Any) -> None:
     turnover = np.abs(np.diff(p, prepend=0.0))
     if np.allclose(got, p * r - c * turnover, atol=1e-12):
         raise CheckFailed(
-            "look-ahead: the position decided at the close of bar t earns bar t+1, not bar t. Shift it by one."
+            "look-ahead: each bar earns the position decided at the same bar's close, i.e. before its return was "
+            "known. A decision can only earn what happens after it."
         )
     held = np.concatenate(([0.0], p[:-1]))
     if np.allclose(got, held * r, atol=1e-12):
-        raise CheckFailed(
-            "the timing is right, but no costs were charged: subtract cost_bps / 10_000 x |change of position|."
-        )
+        raise CheckFailed("the timing is right, but no costs were charged for the trades.")
     if np.allclose(got, held * r - c * np.abs(p), atol=1e-12) or np.allclose(
         got, held * r - c * np.abs(held), atol=1e-12
     ):
         raise CheckFailed(
-            "costs are charged on the position itself; charge them on TURNOVER, |pos_t - pos_(t-1)|."
+            "costs are charged on the position held, every bar; a cost is paid on TURNOVER, only when the "
+            "position changes, in proportion to the change."
         )
     if np.allclose(got, held * r - cost_bps * turnover, atol=1e-12):
-        raise CheckFailed("costs are in basis points: divide cost_bps by 10_000.")
+        raise CheckFailed("the costs are ten thousand times too large: cost_bps is in basis points.")
     if np.allclose(got[1:], (held * r - c * turnover)[1:], atol=1e-12):
         raise CheckFailed(
             "almost: the very first entry also trades (from flat to the first position) and pays costs."
         )
-    raise CheckFailed("values differ from held_t x r_t - cost x |pos_t - pos_(t-1)| with held_t = pos_(t-1).")
+    raise CheckFailed("not the net returns: check which bar's return each position earns and what each change of "
+                      "position pays.")
 
 
 q3 = Task(

@@ -10,6 +10,7 @@ returns) without printing the expected answer.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,9 @@ def _check_pick(func: Any) -> None:
         want = _reference_pick(scores, end, q, h, k, excl)
         if got == want:
             continue
+        if got and got == [int(end[i]) for i in want]:
+            raise CheckFailed("these are the neighbours' end bars; return their positions in `scores` (indices into "
+                              "the candidate arrays) instead.")
         if any(not 0 <= i < len(end) for i in got):
             raise CheckFailed("an index you returned is not a window of the input; return positions into `scores`.")
         if len(set(got)) < len(got):
@@ -243,16 +247,48 @@ def plain_neighbour_episodes(date: str = "2008-10-10", k: int = 10, seq_len: int
     return int(1 + (np.diff(pos) >= seq_len).sum())
 
 
+@lru_cache(maxsize=1)
+def _episode_counts() -> dict[str, int]:
+    """The true count, and what the usual slips give: gaps in calendar days instead of bars, or months."""
+    truth = plain_neighbour_episodes()
+    ends = _plain_neighbour_ends()
+    days = np.diff(np.sort(ends.to_numpy())).astype("timedelta64[D]").astype(int)
+    seq_len = 64
+    return {"truth": truth, "calendar": int(1 + (days >= seq_len).sum()),
+            "months": int(pd.Series(ends).dt.to_period("M").nunique())}
+
+
+def _plain_neighbour_ends() -> pd.Series:
+    from ..data.features import compute_features, forward_log_return
+    from ..data.loaders import load_sample
+    from ..data.windows import FeatureScaler, make_windows
+    from ..similarity import find_analogs
+
+    prices = load_sample("sp500")
+    feats = compute_features(prices)
+    scaler = FeatureScaler().fit(feats.loc[:"2005-12-30"])
+    target = forward_log_return(prices["close"], 1).reindex(feats.index)
+    w = make_windows(scaler.transform(feats), target, 64, 1, drop_unlabeled=False)
+    a = find_analogs(w, "2008-10-10", k=10, lookback=16, exclusion=0, close=prices["close"], horizons=(1, 5, 20))
+    return pd.Series(a["end_time"].to_numpy())
+
+
 def _check_episodes(answer: Any) -> None:
     if isinstance(answer, bool) or not isinstance(answer, (int, np.integer)):
         raise CheckFailed(f"answer with a whole number of episodes, got {answer!r}.")
-    truth = plain_neighbour_episodes()
+    counts = _episode_counts()
+    if int(answer) == counts["truth"]:
+        return
     if int(answer) == 10:
-        raise CheckFailed("10 is the number of neighbours, not of episodes: group the dates that lie fewer than "
-                          "SEQ_LEN bars apart (they share bars) and count the groups.")  # fmt: skip
-    if int(answer) != truth:
-        raise CheckFailed("not what the search returns: run it with exclusion=0 for 2008-10-10 and K=10, sort the "
-                          "end dates, and count a new episode at every gap of SEQ_LEN bars or more.")  # fmt: skip
+        raise CheckFailed("10 is the number of neighbours, not of episodes: neighbours whose windows share bars are "
+                          "one moment of history, counted once.")  # fmt: skip
+    if int(answer) in (counts["calendar"], counts["months"]):
+        raise CheckFailed("windows share bars when their ends are fewer than SEQ_LEN BARS apart: bars are trading "
+                          "days, so a gap measured in calendar days or months overstates the distance.")  # fmt: skip
+    if int(answer) < 1:
+        raise CheckFailed("ten neighbours form at least one episode.")
+    raise CheckFailed("not the number of groups of neighbours that share bars: sort the neighbours in time and start "
+                      "a new episode only where two consecutive ones share no bar.")  # fmt: skip
 
 
 q4 = Task(

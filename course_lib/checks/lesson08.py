@@ -28,7 +28,10 @@ from ._common import call as _call
 __all__ = ["q1", "q2", "q3", "q4", "q5", "regret_experiment", "stale_memory", "STALE_QUERY"]
 
 
-def _array(out: Any, n: int, what: str) -> np.ndarray:
+_NAN_HINT = "a column that is the same for every candidate must not divide by zero."
+
+
+def _array(out: Any, n: int, what: str, nan_hint: str = _NAN_HINT) -> np.ndarray:
     try:
         arr = np.asarray(out, dtype=float).ravel()
     except (TypeError, ValueError) as exc:
@@ -36,8 +39,7 @@ def _array(out: Any, n: int, what: str) -> np.ndarray:
     if arr.shape != (n,):
         raise CheckFailed(f"{what} should return one value per item ({n}), got shape {np.shape(out)}.")
     if not np.isfinite(arr).all():
-        raise CheckFailed(f"{what} returned NaN or inf; a column that is the same for every candidate must not "
-                          "divide by zero.")
+        raise CheckFailed(f"{what} returned NaN or inf; {nan_hint}")
     return arr
 
 
@@ -50,7 +52,9 @@ def _check_recency(func: Any) -> None:
     ]
     for created, half in cases:
         hl = pd.Timedelta(half)
-        got = _array(_call(func, created, now, hl), len(created), "recency")
+        got = _array(_call(func, created, now, hl), len(created), "recency",
+                     nan_hint="the age must become a plain number of half-lives (a duration divided by a duration), "
+                     "and an item created exactly now has age zero, not an undefined one.")
         age = (now - created) / hl
         want = 0.5 ** np.asarray(age, float)
         if np.allclose(got, want, rtol=1e-9, atol=1e-12):
@@ -206,7 +210,23 @@ def _frequencies(func: Any, wins: np.ndarray, losses: np.ndarray, n: int, seed: 
     return picks / n
 
 
+def _picks(func: Any, wins: np.ndarray, losses: np.ndarray, seed: int, n: int = 40) -> list:
+    rng = np.random.default_rng(seed)
+    return [_call(func, wins.copy(), losses.copy(), rng) for _ in range(n)]
+
+
 def _check_thompson(func: Any) -> None:
+    wins, losses = _CASES[1]
+    same = _picks(func, wins, losses, 5), _picks(func, wins, losses, 5)
+    if same[0] != same[1]:
+        raise CheckFailed("two generators with the same seed gave different picks: draw from the generator you are "
+                          "given (rng), not from numpy's global one, so that a run can be repeated.")
+    other = [_picks(func, wins, losses, s) for s in (6, 7, 8)]
+    if len(set(map(tuple, [same[0], *other]))) == 1 and len(set(same[0])) == 1:
+        mean = (1 + wins) / (2 + wins + losses)
+        if int(same[0][0]) != int(np.argmax(mean)):
+            raise CheckFailed("every call gives the same pick whatever the generator: the draws must come from the "
+                              "generator you are given, not from one created inside your function.")
     n = 3000
     for k, (wins, losses) in enumerate(_CASES):
         try:
@@ -231,7 +251,8 @@ def _check_thompson(func: Any) -> None:
         no_prior = np.random.default_rng(7).beta(np.maximum(wins, 1e-3), np.maximum(losses, 1e-3),
                                                   size=(200_000, len(wins))).argmax(axis=1)
         if np.abs(got - np.bincount(no_prior, minlength=len(wins)) / len(no_prior)).max() < 0.035:
-            raise CheckFailed("the posterior needs the uniform prior: Beta(1 + wins, 1 + losses).")
+            raise CheckFailed("the posterior has no prior: an agent's belief must start from a uniform one before its "
+                              "wins and losses are counted.")
         if np.allclose(got, 1 / len(wins), atol=0.05):
             raise CheckFailed("the picks are uniform: the wins and losses are not used.")
         raise CheckFailed(f"case {k + 1}: how often each agent is picked does not match Thompson sampling "
@@ -245,8 +266,9 @@ q4 = Task(
     _check_thompson,
     hint=("Each agent's unknown win rate has a posterior after its wins and losses. Instead of trusting the best "
           "average, what do you do with the posteriors?",
-          "With a uniform prior the posterior of an agent is Beta(1 + wins, 1 + losses). Draw one value from each "
-          "agent's posterior with the generator you are given, and return the position of the largest draw."),
+          "Give every agent a posterior over its win rate that starts from a uniform belief and counts its wins "
+          "and losses. Let each posterior propose one plausible win rate, using only the generator you are given "
+          "(so that equal seeds give equal picks), and follow the agent whose proposal is highest."),
     solution="def thompson_pick(wins, losses, rng):\n    draws = rng.beta(1 + wins, 1 + losses)\n"
     "    return int(np.argmax(draws))",
 )

@@ -50,20 +50,23 @@ def _check_paired(func: Any) -> None:
         if np.allclose(got, (-w[0], -w[2], -w[1]), atol=1e-9):
             raise CheckFailed("the sign is flipped: report setting minus default.")
         if not math.isclose(got[0], w[0], abs_tol=1e-9):
-            raise CheckFailed("the difference itself is off: the mean over seeds of (setting - default).")
+            raise CheckFailed("the difference itself is off: it is the average gain of the setting over the default "
+                              "across the seeds.")
         half = (got[2] - got[1]) / 2
         se = d.std(ddof=1) / math.sqrt(n)
         if math.isclose(half, 1.96 * se, rel_tol=1e-6):
-            raise CheckFailed(f"with {n} seeds the normal quantile 1.96 is too small: use Student's t with n - 1 "
-                              "degrees of freedom.")
+            raise CheckFailed(f"with {n} seeds the normal quantile is too small: a handful of seeds needs the wider "
+                              "quantile of a distribution that knows how few they are.")
         if math.isclose(half, (w[2] - w[1]) / 2 * d.std(ddof=0) / d.std(ddof=1), rel_tol=1e-6):
-            raise CheckFailed("use the sample standard deviation of the differences (ddof=1).")
+            raise CheckFailed("the spread is the population one; an interval from a sample uses the sample standard "
+                              "deviation (one degree of freedom fewer).")
         unpaired = math.sqrt(setting.var(ddof=1) / n + base.var(ddof=1) / n)
         if half > 1.5 * (w[2] - w[1]) / 2 and any(math.isclose(half, q * unpaired, rel_tol=1e-3)
                                                   for q in (1.96, _t(n - 1), _t(2 * n - 2))):
             raise CheckFailed("this is an unpaired interval: it treats the two arms as independent samples. The "
                               "same seed ran both, so take the differences seed by seed first.")
-        raise CheckFailed("the interval differs from mean +- t quantile x sd(differences) / sqrt(n).")
+        raise CheckFailed("not the 95% interval of the mean per-seed gain; check the quantile, the spread and how "
+                          "the width shrinks with the number of seeds.")
 
 
 def _t(df: int) -> float:
@@ -111,7 +114,7 @@ def _check_weights(func: Any) -> None:
             raise CheckFailed("the weights do not sum to one: normalise them (they are shares of the vote).")
         if np.allclose(got, recency_weights(sim, age / math.log(2.0), temperature, half_life), atol=1e-9):
             raise CheckFailed("that is an e-folding time, not a half-life: after one half-life an entry must count "
-                              "half as much, so the factor is 0.5 ** (age / half_life).")
+                              "exactly half as much.")
         if np.allclose(got, recency_weights(sim, age, temperature, None), atol=1e-9):
             raise CheckFailed("no decay was applied: older entries must count less.")
         back = np.exp((sim - sim.max()) / temperature) * 2.0 ** (age / half_life)
@@ -122,8 +125,8 @@ def _check_weights(func: Any) -> None:
         if np.allclose(got, soft / soft.sum(), atol=1e-9):
             raise CheckFailed("the decay multiplies the similarity inside the softmax; it should multiply the "
                               "softmax weight (equivalently: subtract a term from the logit).")
-        raise CheckFailed("the weights differ from softmax(similarity / temperature) x 0.5 ** (age / half_life), "
-                          "normalised.")
+        raise CheckFailed("not the weights the task describes: check the temperature, the direction of the decay "
+                          "and where the age enters.")
 
 
 q2 = Task(

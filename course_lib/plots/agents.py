@@ -8,11 +8,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .axes import plain_log_scale
+
 __all__ = [
     "plot_cleanup",
     "plot_composer_weights",
     "plot_decay_by_tier",
-    "plot_equity_curves",
+    "plot_growth_curves",
     "plot_regret_curves",
     "plot_reliability",
     "plot_retrieval_quality",
@@ -94,22 +96,43 @@ def plot_composer_weights(weights: pd.DataFrame, ax=None, title: str = "Composer
 
 
 def plot_reliability(tables: Mapping[str, pd.DataFrame], ax=None):
-    """Reliability diagram: observed win rate against stated confidence per bin (the diagonal is perfect)."""
-    ax = _ax(ax, (5, 5))
+    """Reliability diagram: the observed win rate in each probability bin against the bin's mean forecast
+    probability, one series per table (e.g. the stated confidences and their calibrated version).
+
+    Each point carries its 95% Wilson interval (the bin holds ``n`` decisions) and a size that grows with ``n``:
+    a bin of twelve decisions can sit far from the diagonal by chance, which is why an honest curve is not
+    monotone even when the probabilities behind it are. The diagonal is perfect calibration.
+    """
+    from statsmodels.stats.proportion import proportion_confint
+
+    ax = _ax(ax, (5.5, 5))
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfectly calibrated")
-    for name, t in tables.items():
-        ax.plot(t["mean_confidence"], t["win_rate"], marker="o", label=name)
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="stated probability of a win", ylabel="observed win rate",
-           title="Reliability diagram")
-    ax.legend()
+    largest = max((int(t["n"].max()) for t in tables.values() if len(t)), default=1)
+    for k, (name, t) in enumerate(tables.items()):
+        n = t["n"].to_numpy()
+        wins = np.round(t["win_rate"].to_numpy() * n)
+        lo, hi = proportion_confint(wins, n, alpha=0.05, method="wilson")
+        x = t["mean_confidence"].to_numpy() + (k - (len(tables) - 1) / 2) * 0.006  # side by side, not on top
+        y = t["win_rate"].to_numpy()
+        ax.errorbar(x, y, yerr=[np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)], fmt="none", color=f"C{k}", alpha=0.6, lw=1)
+        ax.scatter(x, y, s=15 + 120 * n / largest, color=f"C{k}", zorder=3, label=f"{name} ({int(n.sum())} decisions)")
+        ax.plot(x, y, color=f"C{k}", lw=0.6, alpha=0.5)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="forecast probability of a win (bin mean)", ylabel="observed win rate",
+           title="Reliability diagram (bars: 95% interval; size: decisions per bin)")
+    ax.legend(loc="upper left", fontsize=8, markerscale=0.5)
     return ax
 
 
-def plot_equity_curves(curves: Mapping[str, pd.Series], ax=None, title: str = "Growth of 1 after costs"):
-    """Equity curves (growth of 1) of several strategies on the same bars, log scale."""
+def plot_growth_curves(curves: Mapping[str, pd.Series], ax=None, title: str = "Growth of 1 after costs"):
+    """Curves that already are growth of 1 (e.g. from :func:`course_lib.compare_composers`), log scale.
+
+    Takes the *curves*, not bar returns; for bar returns use :func:`course_lib.plot_equity_curves`, which
+    compounds them first.
+    """
     ax = _ax(ax, (9, 4))
     for name, c in curves.items():
         ax.plot(c.index, c.to_numpy(), label=name, lw=1.5 if name == "buy_and_hold" else 1.0)
-    ax.set(yscale="log", ylabel="growth of 1", title=title)
+    plain_log_scale(ax)
+    ax.set(ylabel="growth of 1", title=title)
     ax.legend(fontsize=8)
     return ax

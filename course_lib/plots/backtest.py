@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import drawdown, rolling_sharpe
+from .axes import plain_log_scale
 
 __all__ = ["plot_backtest", "plot_cost_sensitivity", "plot_equity_curves", "plot_sharpe_intervals"]
 
@@ -66,15 +67,13 @@ def plot_backtest(
     both = np.concatenate([result.equity.to_numpy(), result.benchmark_equity.to_numpy()])
     wide = both.max() / max(both.min(), 1e-12) > 3  # a log scale only helps when equity spans a wide range
     if wide:
-        ax.set_yscale("log")
+        plain_log_scale(ax)
     ax.set_title("Equity (log scale)" if wide else "Equity")
-    ax.legend()
 
     ax = axes[0, 1]
-    ax.fill_between(net.index, drawdown(net.to_numpy()) * 100, 0, alpha=0.35, color="C3", label="strategy")
+    ax.fill_between(net.index, drawdown(net.to_numpy()) * 100, 0, alpha=0.35, color="C0", label="strategy")
     ax.plot(bench.index, drawdown(bench.to_numpy()) * 100, color="C1", lw=0.9, label="buy & hold")
     ax.set_title("Drawdown [%]")
-    ax.legend(loc="lower left")
 
     ax = axes[1, 0]
     active = net[result.held != 0] * 100
@@ -89,12 +88,14 @@ def plot_backtest(
     ax.plot(rb.index, rb.to_numpy(), label="buy & hold", lw=0.8, alpha=0.7)
     ax.axhline(0, color="k", lw=0.8, ls="--")
     ax.set_title(f"Rolling Sharpe (window {window} bars, annualised with P={p:g})")
-    ax.legend()
     if isinstance(net.index, pd.DatetimeIndex):
         for a in (axes[0, 0], axes[0, 1], axes[1, 1]):
             _concise_dates(a)
     fig.suptitle(title)
-    fig.tight_layout()
+    # one legend for the three panels that compare the strategy with buy & hold, above them, off the lines
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=2, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
@@ -113,12 +114,13 @@ def plot_equity_curves(returns: Mapping[str, pd.Series], title: str = "Equity", 
         top, bottom = max(top, curve.max()), min(bottom, curve.min())
         ax.plot(r.index, curve, label=name, lw=1.1)
     if log and top / max(bottom, 1e-12) > 3:
-        ax.set_yscale("log")
+        plain_log_scale(ax)
     ax.set_ylabel("growth of 1")
     if returns and isinstance(next(iter(returns.values())).index, pd.DatetimeIndex):
         _concise_dates(ax)
     ax.set_title(title)
-    ax.legend()
+    # beside the axes, not over the curves (several strategies fill the whole panel)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
     return ax
 
 

@@ -13,6 +13,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .axes import plain_log_scale
+
 __all__ = [
     "REGIME_COLORS",
     "plot_features",
@@ -80,7 +82,7 @@ def plot_prices_with_regimes(
         (line,) = ax.plot(pd.DatetimeIndex(motifs["end"]), y, "v", ms=4, color="#1f77b4", label="motif end")
         handles.append(line)
     if log_scale:
-        ax.set_yscale("log")
+        plain_log_scale(ax)
     ax.set_ylabel("price" + (" (log scale)" if log_scale else ""))
     ax.set_title(title or "Price" + (" and regimes" if regimes is not None else ""))
     ax.legend(handles=handles, loc="upper left", ncol=min(len(handles), 6), fontsize=8)
@@ -171,6 +173,10 @@ def plot_windows_and_splits(
     top.set_yticks([])
     ticks = [t - seq_len + 1, t, t + horizon]
     top.set_xticks(ticks, [f"t-{seq_len - 1}" if seq_len > 1 else "t", "t", f"t+{horizon}"])
+    # t and t+h are neighbours when h is small: push their labels apart, each away from the other
+    labels = top.get_xticklabels()
+    labels[1].set_horizontalalignment("right")
+    labels[2].set_horizontalalignment("left")
     top.legend(
         handles=[
             Patch(color=_SPLIT_COLORS["train"], label=f"input window: {seq_len} bars up to t"),

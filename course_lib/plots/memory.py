@@ -12,6 +12,8 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .axes import plain_log_scale
+
 __all__ = ["plot_eviction_survivors", "plot_latency", "plot_leak_comparison", "plot_neighbours"]
 
 
@@ -35,7 +37,7 @@ def plot_neighbours(close: pd.Series, query_time, neighbour_times, neighbour_sco
     if neighbour_scores is not None:
         fig.colorbar(sc, ax=ax, label="cosine similarity")
     ax.axvline(pd.Timestamp(query_time), color="k", ls="--", lw=1, label="query (as_of)")
-    ax.set_yscale("log")
+    plain_log_scale(ax)
     ax.set_title("Similar past moments retrieved from the memory")
     ax.legend(loc="upper left")
     return fig

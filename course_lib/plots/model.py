@@ -162,10 +162,13 @@ def plot_gate(values: np.ndarray | pd.Series, title: str = "gate: share of memor
 
 
 def plot_neighbour_attention(weights: np.ndarray, mask: np.ndarray | None = None, outcomes: np.ndarray | None = None,
-                             ax=None, title: str = "attention over retrieved neighbours"):
-    """Heatmap: rows are query windows, columns neighbours (in search order); optional outcome colouring.
+                             ax=None, title: str = "attention over retrieved neighbours",
+                             order: str = "search rank"):
+    """Heatmap: rows are query windows, columns their neighbours; optional outcome colouring.
 
-    ``outcomes`` (same shape) marks each neighbour's subsequent return: '+' or '-' drawn on the cell.
+    ``order`` names how the columns are ordered, for the axis label: ``"search rank"`` (as the bank returned
+    them, 1 = closest key) or e.g. ``"attention rank"`` (as ``MemoryTransformerTrainer.neighbours`` sorts
+    them, 1 = most attended). ``outcomes`` (same shape) marks each neighbour's subsequent return: '+' or '-'.
     """
     w = np.asarray(weights, dtype=float)
     if mask is not None:
@@ -178,7 +181,9 @@ def plot_neighbour_attention(weights: np.ndarray, mask: np.ndarray | None = None
         o = np.asarray(outcomes)
         for i, j in zip(*np.nonzero(np.isfinite(w))):
             ax.text(j, i, "+" if o[i, j] > 0 else "-", ha="center", va="center", color="w", fontsize=7)
-    ax.set(title=title, xlabel="neighbour (search rank)", ylabel="query window")
+    ticks = np.arange(0, w.shape[1], max(1, w.shape[1] // 8))
+    ax.set_xticks(ticks, [str(j + 1) for j in ticks])  # ranks count from 1
+    ax.set(title=title, xlabel=f"neighbour ({order}, 1 = first)", ylabel="query window")
     return ax
 
 

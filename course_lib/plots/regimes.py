@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .axes import plain_log_scale
 from .data import REGIME_COLORS
 
 __all__ = [
@@ -22,7 +23,8 @@ __all__ = [
 ]
 
 #: Colours of grouped and real-data labels (fine synthetic regimes use ``REGIME_COLORS``).
-REGIME_GROUP_COLORS: dict[str, str] = {**REGIME_COLORS, "calm": "#2ca02c", "stressed": "#d62728",
+#: "stressed" is brown, not the bear regime's red: one colour, one meaning, wherever both kinds of label meet.
+REGIME_GROUP_COLORS: dict[str, str] = {**REGIME_COLORS, "calm": "#2ca02c", "stressed": "#8c564b",
                                         "correction": "#ff7f0e"}
 
 
@@ -61,20 +63,23 @@ def plot_regime_strips(close: pd.Series, labellings: Mapping[str, pd.Series],
     px = close.loc[start:end]
     axes[0].plot(px.index, px.to_numpy(), color="black", lw=0.8)
     if log_scale:
-        axes[0].set_yscale("log")
-    for s, e, name in episodes or ():
-        if pd.Timestamp(e) >= px.index[0] and pd.Timestamp(s) <= px.index[-1]:
-            axes[0].axvspan(pd.Timestamp(s), pd.Timestamp(e), color="#d62728", alpha=0.12, lw=0)
-            axes[0].text(pd.Timestamp(s), px.max(), name, fontsize=7, va="top", rotation=90, color="#a01010")
+        plain_log_scale(axes[0])
+    # episodes: neutral grey spans (no regime colour), named above the panel where no price line runs
+    shown = [(pd.Timestamp(s), pd.Timestamp(e), name) for s, e, name in episodes or ()
+             if pd.Timestamp(e) >= px.index[0] and pd.Timestamp(s) <= px.index[-1]]
+    for s, e, name in shown:
+        axes[0].axvspan(s, e, color="0.5", alpha=0.18, lw=0)
+        axes[0].text(max(s, px.index[0]), 1.01, name, transform=axes[0].get_xaxis_transform(), fontsize=7,
+                     ha="left", va="bottom", rotation=35, rotation_mode="anchor", color="0.25", clip_on=False)
     axes[0].set_ylabel("price")
     if title:
-        axes[0].set_title(title)
+        axes[0].set_title(title, pad=45 if shown else 6)
     names = []
     for ax, (name, lab) in zip(axes[1:], labellings.items()):
         _strip(ax, lab.loc[start:end], name)
         names += [str(v) for v in pd.unique(lab)]
     handles = [Patch(color=_color(v), label=v) for v in dict.fromkeys(names)]
-    axes[0].legend(handles=handles, loc="upper left", fontsize=8, ncol=len(handles))
+    axes[0].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0, fontsize=8)
     return fig
 
 

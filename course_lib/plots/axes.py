@@ -1,0 +1,33 @@
+"""Axis helpers shared by the course's figures: log scales that read like prices, not like 10^3."""
+
+from __future__ import annotations
+
+__all__ = ["plain_log_scale"]
+
+
+def _plain(x: float) -> str:
+    """1,200 / 850 / 2 / 1.5 / 0.25: thousands separated, no exponent, no trailing zeros."""
+    if x >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+def plain_log_scale(ax, axis: str = "y"):
+    """Put ``axis`` ("x" or "y") of ``ax`` on a log scale whose tick labels are plain numbers.
+
+    matplotlib labels a log axis 10^3, 2x10^3...: right for orders of magnitude, hard to read for a price that
+    moves between 700 and 1,600, or a growth of 1 between 0.5 and 3. Here every labelled tick is written out,
+    and the minor ticks (2, 3, 5...) get labels too when the axis spans less than about two decades, so a
+    narrow range is never left with a single label. Returns ``ax``.
+    """
+    from matplotlib import ticker
+
+    class PlainLogFormatter(ticker.LogFormatter):
+        def _num_to_string(self, x, vmin, vmax):  # matplotlib's hook: the text of one tick
+            return _plain(x)
+
+    getattr(ax, f"set_{axis}scale")("log")
+    target = getattr(ax, f"{axis}axis")
+    target.set_major_formatter(PlainLogFormatter(labelOnlyBase=False))
+    target.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    return ax
