@@ -341,3 +341,18 @@ def test_state_summary_and_drawdown_labels_annualise_by_the_bar_frequency():
     assert daily.state_summary()["ann_vol"].iloc[0] == pytest.approx(per_bar * np.sqrt(252), rel=0.05)
     with pytest.raises(ValueError, match="periods="):
         cl.HMMRegimeDetector(1, seed=0).fit(pd.Series(r.to_numpy())).state_summary()
+
+
+def test_bounded_scores_get_intervals_inside_their_bounds():
+    """Balanced accuracy near 1 over three seeds: the t interval would reach past 1; it is clipped and says so."""
+    table = pd.DataFrame({"market": "m", "detector": "d", "seed": [0, 1, 2],
+                          "balanced_accuracy": [0.99, 0.80, 0.97], "ari": [0.99, 0.60, 0.95],
+                          "sharpe": [2.0, -1.0, 4.0]})
+    bal = cl.summarise_seeds(table, "balanced_accuracy").iloc[0]
+    ari = cl.summarise_seeds(table, "ari").iloc[0]
+    assert bal["high"] == 1.0 and bal["clipped"] and 0 <= bal["low"] <= bal["mean"]
+    assert ari["high"] == 1.0 and ari["clipped"] and ari["low"] >= -0.5
+    sharpe = cl.summarise_seeds(table, "sharpe").iloc[0]  # unbounded: not clipped
+    assert not sharpe["clipped"] and sharpe["low"] < -1.0
+    mean, lo, hi = cl.seed_interval([0.99, 0.80, 0.97], bounds=(0.0, 1.0))
+    assert hi == 1.0 and lo < mean

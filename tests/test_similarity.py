@@ -314,6 +314,8 @@ def test_analog_skill_scores_every_later_window_and_is_causal():
     row = res.loc["all"]
     assert row.n > 250 and row.hit_low <= row.hit_rate <= row.hit_high
     assert {"r2_return", "r2_var_analog", "r2_var_trailing", "r2_var_ewma"} <= set(res.columns)
+    for col in ("r2_return", "r2_var_analog", "r2_var_trailing", "r2_var_ewma"):
+        assert row[f"{col}_low"] <= row[col] <= row[f"{col}_high"]
     knn = cl.KNNAnalogForecaster(k=3, lookback=8, method="stats")
     with pytest.raises(ValueError, match="method"):
         cl.KNNAnalogForecaster(method="fourier")
@@ -379,3 +381,18 @@ def test_find_analogs_refuses_horizons_it_cannot_measure_without_close(market):
 def test_time_shuffled_refuses_bad_bars_with_a_clear_error(spoil, match):
     with pytest.raises(cl.DataError, match=match):
         cl.time_shuffled(spoil(_ohlcv(400)), seed=0)
+
+
+def test_hit_rate_of_overlapping_outcomes_uses_a_block_bootstrap():
+    """Overlapping h-bar outcomes are not independent: the interval is a block bootstrap (blocks of twice the
+    horizon), wider than the binomial interval that would treat them as independent, and inside [0, 1]."""
+    rng = np.random.default_rng(0)
+    c = np.r_[0.0, np.cumsum(rng.standard_normal(1200))]
+    past, future = c[12:1012] - c[:1000], c[22:1022] - c[12:1012]  # trailing 12-bar vs next 10-bar returns
+    wilson = cl.hit_rate(past, future)
+    block = cl.hit_rate(past, future, horizon=10)
+    assert block["rate"] == wilson["rate"] and block["n"] == wilson["n"] == 1000
+    assert block["high"] - block["low"] > 1.8 * (wilson["high"] - wilson["low"])
+    assert 0 <= block["low"] <= block["rate"] <= block["high"] <= 1
+    want = cl.block_bootstrap_ci((np.sign(past) == np.sign(future)).astype(float), cl.overlap_block(10), n_boot=2000)
+    assert (block["low"], block["high"]) == pytest.approx(want)
