@@ -36,6 +36,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .schema import (
+    AGENT_MEMORY_SCHEMA_VERSION,
+    ITEM_KINDS,
+    TIERS,
+    AgentMemoryError,
+    InvalidItemError,
+    SchemaVersionError,
+    _ts,
+    item_row,
+    open_schema,
+)
 from .scoring import DEFAULT_WEIGHTS, NS_PER_DAY, hybrid_arrays, minmax, to_ns
 
 __all__ = [
@@ -51,10 +62,6 @@ __all__ = [
     "TierPolicy",
 ]
 
-AGENT_MEMORY_SCHEMA_VERSION = 1
-_APP = "course_lib.AgentMemory"
-ITEM_KINDS: tuple[str, ...] = ("observation", "signal", "decision", "outcome", "reflection", "lesson")
-TIERS: tuple[str, ...] = ("short", "medium", "long")
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)  # the words FTS5's unicode61 tokenizer sees (ASCII text)
 _BM25_K1, _BM25_B = 1.2, 0.75  # FTS5's bm25() constants
 
@@ -77,18 +84,6 @@ def tokenize(text: str | None) -> list[str]:
     if text.isascii():  # lower-casing first is the same for ASCII, and 4x faster
         return _TOKEN.findall(text.lower())
     return [t.lower() for t in _TOKEN.findall(text)]
-
-
-class AgentMemoryError(ValueError):
-    """A store that cannot be used as asked (wrong file, closed store, unknown decision...)."""
-
-
-class SchemaVersionError(AgentMemoryError):
-    """The file is an agent memory of another schema version."""
-
-
-class InvalidItemError(AgentMemoryError):
-    """An item, decision or outcome with a bad field; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -146,45 +141,6 @@ class TierPolicy:
     promote_importance: Mapping[str, float] = field(default_factory=lambda: {"short": 3.0, "medium": 8.0})
     demote_below: float = 0.05
     delete_below: float = 0.01
-
-
-_SCHEMA: tuple[str, ...] = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE items (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        agent TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        text TEXT NOT NULL,
-        importance REAL NOT NULL,
-        symbol TEXT,
-        vector BLOB,
-        created_at INTEGER NOT NULL,
-        tier TEXT NOT NULL,
-        metadata TEXT NOT NULL DEFAULT '{}')""",
-    """CREATE TABLE decisions (
-        id INTEGER PRIMARY KEY,
-        agent TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        symbol TEXT,
-        regime TEXT,
-        direction REAL,
-        confidence REAL,
-        decided_at INTEGER NOT NULL,
-        pnl REAL,
-        resolved_at INTEGER,
-        outcome_id INTEGER)""",
-    "CREATE INDEX decisions_resolved ON decisions(resolved_at)",
-    "CREATE TABLE accesses (item_id INTEGER NOT NULL, at INTEGER NOT NULL)",
-    "CREATE INDEX accesses_item ON accesses(item_id, at)",
-    "CREATE TABLE tier_changes (item_id INTEGER NOT NULL, at INTEGER NOT NULL, tier TEXT NOT NULL)",
-    "CREATE INDEX tier_changes_item ON tier_changes(item_id, at)",
-    "CREATE VIRTUAL TABLE items_fts USING fts5(text, content='items', content_rowid='id', "
-    "tokenize='unicode61 remove_diacritics 0')",
-)
-
-
-def _ts(ns) -> pd.Timestamp | None:
-    return None if ns is None or (isinstance(ns, float) and math.isnan(ns)) else pd.Timestamp(int(ns), unit="ns")
 
 
 class _Cache:
@@ -308,44 +264,7 @@ class AgentMemory:
 
     # --- opening, schema -----------------------------------------------------------------------------------
     def _open(self, vector_dim: int | None) -> None:
-        c = self._conn
-        try:
-            c.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout_s * 1000)}")
-            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
-        except sqlite3.DatabaseError as exc:
-            raise AgentMemoryError(
-                f"{self.path} is not an AgentMemory store (SQLite says: {exc}). Pass a new file name, or the "
-                "file a previous AgentMemory wrote."
-            ) from exc
-        if tables and "meta" not in tables:
-            raise AgentMemoryError(
-                f"{self.path} is an SQLite database but not an AgentMemory store (tables: {sorted(tables)[:5]}). "
-                "Use another file name; nothing was changed."
-            )
-        if self.path != ":memory:":
-            c.execute("PRAGMA journal_mode = WAL")
-        c.execute("PRAGMA synchronous = NORMAL")
-        c.execute("PRAGMA foreign_keys = OFF")
-        # some builds (Debian's) zero every deleted byte; FAST does so only where it costs no extra writes
-        c.execute("PRAGMA secure_delete = FAST")
-        if not tables:
-            with self._tx():
-                if not {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE name = 'meta'")}:
-                    for statement in _SCHEMA:
-                        c.execute(statement)
-                    c.executemany(
-                        "INSERT INTO meta VALUES (?, ?)",
-                        [("app", _APP), ("schema_version", str(AGENT_MEMORY_SCHEMA_VERSION)), ("epoch", "0")],
-                    )
-        meta = dict(c.execute("SELECT key, value FROM meta").fetchall())
-        if meta.get("app") != _APP:
-            raise AgentMemoryError(f"{self.path} has a meta table but was not written by AgentMemory; refused.")
-        version = int(meta.get("schema_version", -1))
-        if version != AGENT_MEMORY_SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{self.path} is an agent memory of schema version {version}; this course_lib reads version "
-                f"{AGENT_MEMORY_SCHEMA_VERSION}. Recreate the store (or use the course_lib that wrote it)."
-            )
+        open_schema(self._conn, self.path, self.config.busy_timeout_s, self._tx)
         if vector_dim is not None:
             self._fix_dim(int(vector_dim))
 
@@ -434,33 +353,6 @@ class AgentMemory:
             yield self
 
     # --- writing -------------------------------------------------------------------------------------------
-    def _validate(self, agent, kind, text, now, importance, vector, symbol, metadata, tier) -> tuple:
-        if not isinstance(agent, str) or not agent.strip():
-            raise InvalidItemError(f"agent must be a non-empty string, got {agent!r}.")
-        if kind not in self.config.kinds:
-            raise InvalidItemError(f"unknown kind {kind!r}; choose one of {list(self.config.kinds)}.")
-        if not isinstance(text, str):
-            raise InvalidItemError(f"text must be a string, got {type(text).__name__}.")
-        try:
-            imp = float(importance)
-        except (TypeError, ValueError) as exc:
-            raise InvalidItemError(f"importance must be a number, got {importance!r}.") from exc
-        if not math.isfinite(imp) or imp < 0:
-            raise InvalidItemError(f"importance must be finite and >= 0, got {importance!r}.")
-        if tier not in TIERS:
-            raise InvalidItemError(f"unknown tier {tier!r}; choose one of {list(TIERS)}.")
-        blob = None
-        if vector is not None:
-            v = np.asarray(vector, dtype=np.float64).ravel()
-            if not np.isfinite(v).all():
-                raise InvalidItemError("the state vector contains NaN or inf; fill or drop those features first.")
-            blob = v.astype("<f4").tobytes()
-        try:
-            meta = json.dumps(dict(metadata), default=_json_default, allow_nan=False) if metadata else "{}"
-        except (TypeError, ValueError) as exc:
-            raise InvalidItemError(f"metadata must be JSON-serialisable (finite numbers, strings): {exc}") from exc
-        return (agent, kind, text, imp, symbol, blob, to_ns(now, "now"), tier, meta)
-
     def _check_dims(self, rows: list[tuple]) -> None:
         dim = self.vector_dim
         lengths = [len(r[5]) // 4 if r[5] is not None else None for r in rows]
@@ -490,9 +382,9 @@ class AgentMemory:
             if extra:
                 raise InvalidItemError(f"item {n}: unknown field(s) {sorted(extra)}.")
             try:
-                rows.append(self._validate(item.get("agent"), item.get("kind"), item.get("text", ""),
-                                           item.get("now"), item.get("importance", 1.0), item.get("vector"),
-                                           item.get("symbol"), item.get("metadata"), item.get("tier", "short")))
+                rows.append(item_row(self.config.kinds, item.get("agent"), item.get("kind"), item.get("text", ""),
+                                     item.get("now"), item.get("importance", 1.0), item.get("vector"),
+                                     item.get("symbol"), item.get("metadata"), item.get("tier", "short")))
             except ValueError as exc:
                 raise InvalidItemError(f"item {n}: {exc}") from exc
         if not rows:
@@ -1041,16 +933,6 @@ def _empty_result() -> pd.DataFrame:
     return pd.DataFrame(columns=["id", "agent", "kind", "text", "symbol", "created_at", "tier", "age_days",
                                  "access_count", "importance", "recency", "importance_n", "relevance_n",
                                  "recency_n", "score", "pnl", "metadata"])
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, (pd.Timestamp,)):
-        return o.isoformat()
-    raise TypeError(f"{type(o).__name__} is not JSON-serialisable")
 
 
 def _matvec(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
