@@ -21,10 +21,8 @@ Only :meth:`AgentMemory.cleanup` changes the past, on purpose (it frees the spac
 
 from __future__ import annotations
 
-import gc
 import json
 import math
-import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -48,6 +46,7 @@ from .schema import (
     open_schema,
 )
 from .scoring import DEFAULT_WEIGHTS, NS_PER_DAY, hybrid_arrays, minmax, to_ns
+from .search_mirror import _Cache, _gc_paused, tokenize
 
 __all__ = [
     "AGENT_MEMORY_SCHEMA_VERSION",
@@ -62,28 +61,7 @@ __all__ = [
     "TierPolicy",
 ]
 
-_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)  # the words FTS5's unicode61 tokenizer sees (ASCII text)
 _BM25_K1, _BM25_B = 1.2, 0.75  # FTS5's bm25() constants
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while building many small, acyclic objects (a bulk load)."""
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
-
-
-def tokenize(text: str | None) -> list[str]:
-    """Lower-cased words, as the store's FTS5 index (``unicode61 remove_diacritics 0``) splits them."""
-    text = text or ""
-    if text.isascii():  # lower-casing first is the same for ASCII, and 4x faster
-        return _TOKEN.findall(text.lower())
-    return [t.lower() for t in _TOKEN.findall(text)]
 
 
 @dataclass(frozen=True)
@@ -141,86 +119,6 @@ class TierPolicy:
     promote_importance: Mapping[str, float] = field(default_factory=lambda: {"short": 3.0, "medium": 8.0})
     demote_below: float = 0.05
     delete_below: float = 0.01
-
-
-class _Cache:
-    """The columns a search filters and scores on, mirrored in NumPy (items never change after insert)."""
-
-    def __init__(self) -> None:
-        self.epoch = -1
-        self.max_id = 0
-        self.ids = np.zeros(0, np.int64)
-        self.created = np.zeros(0, np.int64)
-        self.importance = np.zeros(0, float)
-        self.agent = np.zeros(0, np.int32)
-        self.kind = np.zeros(0, np.int32)
-        self.tier = np.zeros(0, np.int8)
-        self.vectors: np.ndarray | None = None
-        self.has_vec = np.zeros(0, bool)
-        self.codes: dict[str, dict[str, int]] = {"agent": {}, "kind": {}}
-        self.n_tokens = np.zeros(0, np.int32)
-        self.postings: dict[str, list] = {}  # word -> chunks of (positions, term counts), joined when read
-
-    def index_text(self, start: int, texts: Sequence[str]) -> np.ndarray:
-        """Add the words of ``texts`` (rows ``start``, ``start + 1``, ...) to the postings; returns their lengths.
-
-        The words are grouped with NumPy and each word gets one new chunk per call, so loading a store of
-        100,000 items costs one sort, not a Python append per posting.
-        """
-        tokens = [tokenize(text) for text in texts]
-        lengths = np.fromiter(map(len, tokens), np.int32, len(tokens))
-        vocab: dict[str, int] = {}
-        word_ids = np.fromiter((vocab.setdefault(w, len(vocab)) for words in tokens for w in words), np.int64,
-                               int(lengths.sum()))
-        if len(word_ids):
-            rows = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
-            # one key per (word, row): unique sorts by word, then row, and counts each word's occurrences in a row
-            keys, tf = np.unique(word_ids * len(texts) + rows, return_counts=True)
-            wid, pos = np.divmod(keys, len(texts))
-            cuts = np.flatnonzero(np.diff(wid)) + 1
-            names = list(vocab)
-            for p_chunk, t_chunk, w in zip(np.split(pos + start, cuts), np.split(tf.astype(float), cuts),
-                                           wid[np.r_[0, cuts]].tolist()):
-                self.postings.setdefault(names[w], []).append((p_chunk, t_chunk))
-        return lengths
-
-    def term(self, word: str) -> tuple[np.ndarray, np.ndarray]:
-        """(positions, term counts) of ``word``, positions ascending."""
-        chunks = self.postings.get(word)
-        if not chunks:
-            return np.zeros(0, np.int64), np.zeros(0, float)
-        if len(chunks) > 1:
-            chunks[:] = [(np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks]))]
-        return chunks[0]
-
-    def drop(self, ids: np.ndarray) -> None:
-        """Forget the rows of ``ids`` in place (what this process just deleted), instead of reloading the store."""
-        keep = ~np.isin(self.ids, ids)
-        if keep.all():
-            return
-        new_pos = np.cumsum(keep) - 1
-        for name in ("ids", "created", "importance", "agent", "kind", "tier", "has_vec", "n_tokens"):
-            setattr(self, name, getattr(self, name)[keep])
-        if self.vectors is not None and len(self.vectors) == len(keep):
-            self.vectors = self.vectors[keep]
-        for word in list(self.postings):
-            pos, tf = self.term(word)
-            kept = keep[pos]
-            if kept.any():
-                self.postings[word] = [(new_pos[pos[kept]], tf[kept])]
-            else:
-                del self.postings[word]
-
-    def codes_of(self, what: str, names: Sequence[str]) -> np.ndarray:
-        """The integer code of each name (new names get new codes), one hash pass instead of a lookup per row."""
-        codes, uniques = pd.factorize(np.asarray(names, dtype=object))
-        return np.array([self.code(what, u) for u in uniques], np.int32)[codes]
-
-    def code(self, what: str, name: str) -> int:
-        table = self.codes[what]
-        if name not in table:
-            table[name] = len(table)
-        return table[name]
 
 
 class AgentMemory:
@@ -487,29 +385,7 @@ class AgentMemory:
             rows = c.execute("SELECT id, agent, kind, importance, created_at, tier, vector, text FROM items "
                              "WHERE id > ? ORDER BY id", (cache.max_id,)).fetchall()
             if rows:
-                ids, agents, kinds, imp, created, tiers, blobs, texts = zip(*rows)
-                cache.n_tokens = np.concatenate([cache.n_tokens, cache.index_text(len(cache.ids), texts)])
-                cache.ids = np.concatenate([cache.ids, np.asarray(ids, np.int64)])
-                cache.agent = np.concatenate([cache.agent, cache.codes_of("agent", agents)]).astype(np.int32)
-                cache.kind = np.concatenate([cache.kind, cache.codes_of("kind", kinds)]).astype(np.int32)
-                cache.importance = np.concatenate([cache.importance, np.asarray(imp, float)])
-                cache.created = np.concatenate([cache.created, np.asarray(created, np.int64)])
-                codes, names = pd.factorize(np.asarray(tiers, dtype=object))
-                level = np.array([TIERS.index(t) for t in names], np.int8)
-                cache.tier = np.concatenate([cache.tier, level[codes]]).astype(np.int8)
-                has = np.array([b is not None for b in blobs])
-                dim = self.vector_dim
-                if dim is not None:
-                    new = np.zeros((len(rows), dim), np.float32)
-                    if has.any():
-                        new[has] = np.frombuffer(b"".join(b for b in blobs if b is not None), "<f4").reshape(-1, dim)
-                    new /= np.maximum(np.linalg.norm(new, axis=1, keepdims=True), 1e-12)
-                    old = cache.vectors if cache.vectors is not None else np.zeros((0, dim), np.float32)
-                    if len(old) < len(cache.has_vec):
-                        old = np.zeros((len(cache.has_vec), dim), np.float32)
-                    cache.vectors = np.concatenate([old, new])
-                cache.has_vec = np.concatenate([cache.has_vec, has])
-                cache.max_id = int(cache.ids[-1])
+                cache.append(rows, self.vector_dim)
         self._stale = False
         self._data_version = version
         return cache
