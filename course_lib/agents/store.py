@@ -34,6 +34,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .ranking import (
+    _empty_result,
+    add_relevance,
+    bm25_scores,
+    candidates,
+    components_as_of,
+    query_vector,
+    result_frame,
+    top_k,
+)
 from .schema import (
     AGENT_MEMORY_SCHEMA_VERSION,
     ITEM_KINDS,
@@ -45,7 +55,7 @@ from .schema import (
     item_row,
     open_schema,
 )
-from .scoring import DEFAULT_WEIGHTS, NS_PER_DAY, hybrid_arrays, minmax, to_ns
+from .scoring import DEFAULT_WEIGHTS, hybrid_arrays, to_ns
 from .search_mirror import _Cache, _gc_paused, tokenize
 
 __all__ = [
@@ -60,9 +70,6 @@ __all__ = [
     "SchemaVersionError",
     "TierPolicy",
 ]
-
-_BM25_K1, _BM25_B = 1.2, 0.75  # FTS5's bm25() constants
-
 
 @dataclass(frozen=True)
 class AgentMemoryConfig:
@@ -390,48 +397,8 @@ class AgentMemory:
         self._data_version = version
         return cache
 
-    def _state(self, ids: np.ndarray, now_ns: int) -> tuple[dict, dict]:
-        """(last access, access count) and tier as of ``now`` for ``ids`` (events strictly before ``now``)."""
-        if len(ids) == 0:
-            return {}, {}
-        c = self._c
-        if len(ids) > 20_000:
-            acc = c.execute("SELECT item_id, MAX(at), COUNT(*) FROM accesses WHERE at < ? GROUP BY item_id",
-                            (now_ns,)).fetchall()
-            tiers = c.execute("SELECT item_id, tier FROM tier_changes WHERE at < ? AND tier != 'deleted' "
-                              "ORDER BY at, rowid", (now_ns,)).fetchall()
-        else:
-            marks = ",".join("?" * len(ids))
-            args = [int(i) for i in ids]
-            acc = c.execute(f"SELECT item_id, MAX(at), COUNT(*) FROM accesses WHERE at < ? AND item_id IN ({marks}) "
-                            "GROUP BY item_id", [now_ns, *args]).fetchall()
-            tiers = c.execute(f"SELECT item_id, tier FROM tier_changes WHERE at < ? AND tier != 'deleted' "
-                              f"AND item_id IN ({marks}) ORDER BY at, rowid", [now_ns, *args]).fetchall()
-        return {i: (last, n) for i, last, n in acc}, {i: t for i, t in tiers}
-
-    def _arrays(self, cache: _Cache, pos: np.ndarray, now_ns: int) -> dict[str, np.ndarray]:
-        """Importance, recency and the state behind it for the cached rows ``pos``, as of ``now``."""
-        ids = cache.ids[pos]
-        access, tier_change = self._state(ids, now_ns)
-        last = np.zeros(len(ids), np.int64)
-        count = np.zeros(len(ids), np.int64)
-        tiers = cache.tier[pos].copy()
-        if access or tier_change:
-            for j, i in enumerate(ids.tolist()):
-                if i in access:
-                    last[j], count[j] = access[i]
-                if i in tier_change:
-                    tiers[j] = TIERS.index(tier_change[i])
-        created = cache.created[pos]
-        ref = np.maximum(created, last) if self.config.age_from == "accessed" else created
-        age = now_ns - ref
-        half = np.array([self.config.half_life_ns(t) for t in TIERS], float)[tiers]
-        return {"id": ids, "created": created, "age_days": age / NS_PER_DAY, "tier": np.asarray(TIERS)[tiers],
-                "access_count": count, "importance": cache.importance[pos],
-                "recency": np.power(0.5, age / half)}  # decay(age, half_life), one half-life per tier
-
     def _components(self, cache: _Cache, pos: np.ndarray, now_ns: int) -> pd.DataFrame:
-        return pd.DataFrame(self._arrays(cache, pos, now_ns))
+        return pd.DataFrame(components_as_of(self._c, self.config, cache, pos, now_ns))
 
     def _retired(self, now_ns: int) -> np.ndarray:
         """Ids that :meth:`maintain` retired strictly before ``now``."""
@@ -470,30 +437,8 @@ class AgentMemory:
         """
         cache = self._refresh()
         mask = self._visible(cache, to_ns(now, "now"), agents, kinds)
-        pos, score = self._bm25(cache, text, to_ns(now, "now"), mask)
+        pos, score = bm25_scores(cache, text, self._live(cache, to_ns(now, "now")), mask)
         return pd.Series(score, index=pd.Index(cache.ids[pos], name="id"), name="bm25")
-
-    def _bm25(self, cache: _Cache, text: str | None, now_ns: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        words = list(dict.fromkeys(tokenize(text)))
-        visible = self._live(cache, now_ns)
-        n_docs = int(visible.sum())
-        if not words or n_docs == 0:
-            return np.zeros(0, np.int64), np.zeros(0)
-        avgdl = max(float(cache.n_tokens[visible].mean()), 1e-9)
-        scores = np.zeros(len(cache.ids))
-        for w in words:
-            pos, tf = cache.term(w)
-            seen = visible[pos]
-            pos, tf = pos[seen], tf[seen]
-            if len(pos) == 0:
-                continue
-            df = len(pos)
-            idf = np.log((n_docs - df + 0.5) / (df + 0.5))
-            idf = idf if idf > 0 else 1e-6
-            dl = cache.n_tokens[pos]
-            scores[pos] += idf * tf * (_BM25_K1 + 1) / (tf + _BM25_K1 * (1 - _BM25_B + _BM25_B * dl / avgdl))
-        hit = np.flatnonzero((scores > 0) & mask)
-        return hit, scores[hit]
 
     def search(self, text: str | None = None, *, vector=None, now, k: int = 10, agents=None, kinds=None,
                weights: Mapping[str, float] | None = None, touch: bool = True) -> pd.DataFrame:
@@ -511,99 +456,23 @@ class AgentMemory:
         now_ns = to_ns(now, "now")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}.")
-        q = None
-        if vector is not None:
-            q = np.asarray(vector, dtype=np.float64).ravel()
-            dim = self.vector_dim
-            if dim is not None and len(q) != dim:
-                raise InvalidItemError(f"query vector has length {len(q)}; this store's vectors have {dim}.")
-            if not np.isfinite(q).all():
-                raise InvalidItemError("the query vector contains NaN or inf.")
-            q = (q / max(np.linalg.norm(q), 1e-12)).astype(np.float32)
+        q = query_vector(vector, self.vector_dim) if vector is not None else None
         cache = self._refresh()
         mask = self._visible(cache, now_ns, agents, kinds)
-        text_pos, text_score = self._bm25(cache, text, now_ns, mask)
+        text_pos, text_score = bm25_scores(cache, text, self._live(cache, now_ns), mask)
         query = text if tokenize(text) else None
-        n_cand = self.config.candidates
-        bm25 = np.zeros(len(cache.ids)) if query is not None else None
-        if bm25 is not None:
-            bm25[text_pos] = text_score
-        if len(text_pos) > n_cand:  # the best matches (ties: newer first)
-            text_pos = text_pos[np.lexsort((-cache.created[text_pos], -text_score))[:n_cand]]
-        chosen: list[np.ndarray] = []
-        if query is not None:
-            chosen.append(text_pos)
-        has_vectors = q is not None and cache.vectors is not None and len(cache.vectors) > 0
-        if has_vectors:
-            ok = mask & cache.has_vec
-            n_ok = int(ok.sum())
-            if n_ok > n_cand:  # score all rows (no copy of the matrix), hide the invisible, keep the best
-                sims = np.where(ok, _matvec(cache.vectors, q), -np.inf)
-                pool = np.argpartition(-sims, n_cand - 1)[:n_cand]
-            else:
-                pool = np.flatnonzero(ok)
-            chosen.append(pool)
-        if query is None and q is None:
-            chosen.append(np.flatnonzero(mask))
-        pos = np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+        pos, bm25, has_vectors = candidates(cache, mask, text_pos, text_score, query, q, self.config.candidates)
         if len(pos) == 0:
             return _empty_result()
-        cols = self._arrays(cache, pos, now_ns)
-        parts = []
-        if query is not None:
-            cols["bm25"] = bm25[pos]
-            parts.append(minmax(cols["bm25"]))
-        if q is not None:
-            if has_vectors:
-                sims = np.where(cache.has_vec[pos], _matvec(cache.vectors[pos], q), np.nan)
-                floor = np.nanmin(sims) if np.isfinite(sims).any() else 0.0
-                cols["cosine"] = np.where(np.isfinite(sims), sims, floor)
-            else:
-                cols["cosine"] = np.zeros(len(pos))
-            parts.append(minmax(cols["cosine"]))
-        relevance = np.mean(parts, axis=0) if parts else None
-        if relevance is not None:
-            cols["relevance"] = relevance
+        cols = components_as_of(self._c, self.config, cache, pos, now_ns)
+        relevance = add_relevance(cols, cache, pos, bm25, q, has_vectors)
         scored = hybrid_arrays(cols["importance"], relevance, cols["recency"],
                                {**self.config.weights, **(weights or {})})
-        order = np.lexsort((-cols["id"], -cols["created"], -scored["score"]))[:k]
-        out = self._decorate({**{c: v[order] for c, v in cols.items()}, **{c: v[order] for c, v in scored.items()}},
-                             now_ns)
+        out = result_frame(self._c, top_k(cols, scored, k), now_ns)
         if touch and len(out):
             with self._tx():
                 self._c.executemany("INSERT INTO accesses VALUES (?, ?)", [(int(i), now_ns) for i in out["id"]])
         return out
-
-    def _decorate(self, cols: dict[str, np.ndarray], now_ns: int) -> pd.DataFrame:
-        ids = cols["id"].tolist()
-        marks = ",".join("?" * len(ids))
-        rows = self._c.execute(
-            "SELECT i.id, i.agent, i.kind, i.text, i.symbol, i.metadata, "
-            "CASE WHEN d.resolved_at <= ? THEN d.pnl END "
-            f"FROM items i LEFT JOIN decisions d ON d.id = i.id WHERE i.id IN ({marks})", [now_ns, *ids]
-        ).fetchall()
-        info = {r[0]: r[1:] for r in rows}
-        meta = [json.loads(info[i][4]) for i in ids]
-        # a decision's P&L once resolved by now; an outcome item (visible only from then on) carries its own
-        pnl = [info[i][5] if info[i][1] != "outcome" else m.get("pnl") for i, m in zip(ids, meta)]
-        data = {
-            "id": cols["id"],
-            "agent": [info[i][0] for i in ids],
-            "kind": [info[i][1] for i in ids],
-            "text": [info[i][2] for i in ids],
-            "symbol": [info[i][3] for i in ids],
-            "created_at": pd.to_datetime(cols["created"], unit="ns"),
-            "tier": cols["tier"],
-            "age_days": cols["age_days"],
-            "access_count": cols["access_count"],
-        }
-        for col in ("bm25", "cosine", "relevance", "importance", "recency", "importance_n", "relevance_n",
-                    "recency_n", "score"):
-            if col in cols:
-                data[col] = cols[col]
-        data["pnl"] = np.array([np.nan if v is None else v for v in pnl], float)
-        data["metadata"] = meta
-        return pd.DataFrame(data)
 
     def items(self, *, now=None) -> pd.DataFrame:
         """Every stored item (created by ``now`` if given), with its tier, accesses and strength as of ``now``."""
@@ -803,15 +672,3 @@ class AgentView:
         if mine:
             kw["agents"] = [self.agent]
         return self.store.search(text, **kw)
-
-
-def _empty_result() -> pd.DataFrame:
-    return pd.DataFrame(columns=["id", "agent", "kind", "text", "symbol", "created_at", "tier", "age_days",
-                                 "access_count", "importance", "recency", "importance_n", "relevance_n",
-                                 "recency_n", "score", "pnl", "metadata"])
-
-
-def _matvec(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """``matrix @ q`` without BLAS: for a tall matrix with a few columns, einsum is several times faster than
-    a threaded gemv (and does not compete for cores with the rest of the machine)."""
-    return np.einsum("ij,j->i", matrix, q)
