@@ -9,7 +9,8 @@ One SQLite file holds an :class:`~course_lib.agents.store.AgentMemory`. This mod
 * ``items_fts`` (the FTS5 text index of the items).
 
 :func:`open_schema` creates the tables in a new file and refuses a file of another app or version;
-:func:`item_row` checks one item's fields and turns them into the row ``items`` stores.
+:func:`item_row` checks one item's fields and turns them into the row ``items`` stores;
+:func:`batch_vector_dim`, :func:`check_decision` and :func:`pnl_value` check vectors, decisions and outcomes.
 """
 
 from __future__ import annotations
@@ -148,6 +149,43 @@ def item_row(kinds, agent, kind, text, now, importance, vector, symbol, metadata
         raise InvalidItemError(f"metadata must be JSON-serialisable (finite numbers, strings): {exc}") from exc
     return (agent, kind, text, imp, symbol, blob, to_ns(now, "now"), tier, meta)
 
+
+def batch_vector_dim(rows: list[tuple], dim: int | None) -> int | None:
+    """The vector length of a batch of ``item_row`` rows (None without vectors); refuses lengths that differ
+    from each other or from the store's ``dim``."""
+    lengths = [len(r[5]) // 4 if r[5] is not None else None for r in rows]
+    for n, length in enumerate(lengths):
+        if length is not None and dim is not None and length != dim:
+            raise InvalidItemError(
+                f"item {n}: this store holds {dim}-dimensional state vectors; got one of length {length}. Use "
+                "the same features for every vector (or another store)."
+            )
+    found = {x for x in lengths if x is not None}
+    if len(found) > 1:
+        raise InvalidItemError(f"state vectors of different lengths {sorted(found)} in one batch.")
+    return found.pop() if found else None
+
+
+def check_decision(kind, direction, confidence) -> None:
+    """A decision's kind is ``decision`` or ``signal``; direction and confidence finite, confidence in [0, 1]."""
+    if kind not in ("decision", "signal"):
+        raise InvalidItemError(f"a decision's kind is 'decision' or 'signal', got {kind!r}.")
+    for name, value in (("direction", direction), ("confidence", confidence)):
+        if value is not None and not math.isfinite(float(value)):
+            raise InvalidItemError(f"{name} must be finite, got {value!r}.")
+    if confidence is not None and not 0.0 <= float(confidence) <= 1.0:
+        raise InvalidItemError(f"confidence is a probability in [0, 1], got {confidence!r}.")
+
+
+def pnl_value(pnl) -> float:
+    """A decision's P&L as a finite float."""
+    try:
+        value = float(pnl)
+    except (TypeError, ValueError) as exc:
+        raise InvalidItemError(f"pnl must be a number, got {pnl!r}.") from exc
+    if not math.isfinite(value):
+        raise InvalidItemError(f"pnl must be finite, got {pnl!r}.")
+    return value
 
 def _ts(ns) -> pd.Timestamp | None:
     return None if ns is None or (isinstance(ns, float) and math.isnan(ns)) else pd.Timestamp(int(ns), unit="ns")

@@ -21,7 +21,6 @@ Only :meth:`AgentMemory.cleanup` changes the past, on purpose (it frees the spac
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -52,8 +51,11 @@ from .schema import (
     InvalidItemError,
     SchemaVersionError,
     _ts,
+    batch_vector_dim,
+    check_decision,
     item_row,
     open_schema,
+    pnl_value,
 )
 from .scoring import DEFAULT_WEIGHTS, hybrid_arrays, to_ns
 from .search_mirror import _Cache, _gc_paused, tokenize
@@ -241,18 +243,9 @@ class AgentMemory:
     # --- writing -------------------------------------------------------------------------------------------
     def _check_dims(self, rows: list[tuple]) -> None:
         dim = self.vector_dim
-        lengths = [len(r[5]) // 4 if r[5] is not None else None for r in rows]
-        for n, length in enumerate(lengths):
-            if length is not None and dim is not None and length != dim:
-                raise InvalidItemError(
-                    f"item {n}: this store holds {dim}-dimensional state vectors; got one of length {length}. Use "
-                    "the same features for every vector (or another store)."
-                )
-        found = {x for x in lengths if x is not None}
-        if len(found) > 1:
-            raise InvalidItemError(f"state vectors of different lengths {sorted(found)} in one batch.")
-        if found and dim is None:
-            self._fix_dim(found.pop())
+        found = batch_vector_dim(rows, dim)
+        if found is not None and dim is None:
+            self._fix_dim(found)
 
     def add(self, agent: str, kind: str, text: str, *, now, importance: float = 1.0, vector=None,
             symbol: str | None = None, metadata: Mapping[str, Any] | None = None, tier: str = "short") -> int:
@@ -304,13 +297,7 @@ class AgentMemory:
         importance = fields.pop("importance", 1.0)
         vector = fields.pop("vector", None)
         metadata = {**dict(fields.pop("metadata", None) or {}), **fields}
-        if kind not in ("decision", "signal"):
-            raise InvalidItemError(f"a decision's kind is 'decision' or 'signal', got {kind!r}.")
-        for name, value in (("direction", direction), ("confidence", confidence)):
-            if value is not None and not math.isfinite(float(value)):
-                raise InvalidItemError(f"{name} must be finite, got {value!r}.")
-        if confidence is not None and not 0.0 <= float(confidence) <= 1.0:
-            raise InvalidItemError(f"confidence is a probability in [0, 1], got {confidence!r}.")
+        check_decision(kind, direction, confidence)
         with self._tx():
             did = self.add(agent, kind, text, now=now, importance=importance, vector=vector, symbol=symbol,
                            metadata={**metadata, **({"regime": regime} if regime is not None else {})})
@@ -328,12 +315,7 @@ class AgentMemory:
 
         A search at a time before ``at`` sees neither the P&L nor the outcome item.
         """
-        try:
-            value = float(pnl)
-        except (TypeError, ValueError) as exc:
-            raise InvalidItemError(f"pnl must be a number, got {pnl!r}.") from exc
-        if not math.isfinite(value):
-            raise InvalidItemError(f"pnl must be finite, got {pnl!r}.")
+        value = pnl_value(pnl)
         at_ns = to_ns(at, "at")
         with self._tx():
             row = self._c.execute("SELECT d.agent, d.decided_at, d.resolved_at, d.symbol, d.regime, i.text "
