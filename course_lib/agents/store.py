@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .maintenance import TierPolicy, cleanup_plan, delete_items, tier_changes
+from .outcomes import decisions_as_of, outcome_table
 from .ranking import (
     _empty_result,
     add_relevance,
@@ -461,39 +462,14 @@ class AgentMemory:
     def decisions(self, *, now, agents=None) -> pd.DataFrame:
         """Decisions made by ``now``; ``pnl``/``resolved_at`` are empty unless the outcome was known by ``now``."""
         now_ns = to_ns(now, "now")
-        sql = ("SELECT id, agent, kind, symbol, regime, direction, confidence, decided_at, "
-               "CASE WHEN resolved_at <= ? THEN pnl END, CASE WHEN resolved_at <= ? THEN resolved_at END "
-               "FROM decisions WHERE decided_at <= ? AND id NOT IN "
-               "(SELECT item_id FROM tier_changes WHERE tier = 'deleted' AND at < ?)")
-        args: list[Any] = [now_ns, now_ns, now_ns, now_ns]
-        if agents is not None:
-            names = [agents] if isinstance(agents, str) else list(agents)
-            sql += f" AND agent IN ({','.join('?' * len(names))})"
-            args += names
-        rows = self._c.execute(sql + " ORDER BY decided_at, id", args).fetchall()
-        out = pd.DataFrame(rows, columns=["id", "agent", "kind", "symbol", "regime", "direction", "confidence",
-                                          "decided_at", "pnl", "resolved_at"])
-        out["pnl"] = out["pnl"].astype(float)
-        out["decided_at"] = pd.to_datetime(out["decided_at"], unit="ns")
-        out["resolved_at"] = pd.to_datetime(out["resolved_at"].astype("Int64"), unit="ns")
-        return out
+        return decisions_as_of(self._c, now_ns, agents)
 
     def outcome_stats(self, *, now, by: Sequence[str] = ("agent", "kind", "regime")) -> pd.DataFrame:
         """Wins, losses, win rate and mean P&L of the decisions resolved by ``now``, grouped by ``by``."""
         bad = set(by) - {"agent", "kind", "regime", "symbol"}
         if bad:
             raise ValueError(f"group by agent, kind, regime or symbol, not {sorted(bad)}.")
-        d = self.decisions(now=now).dropna(subset=["pnl"])
-        d["regime"] = d["regime"].fillna("-")
-        d["symbol"] = d["symbol"].fillna("-")
-        cols = list(by)
-        if d.empty:
-            return pd.DataFrame(columns=[*cols, "n", "wins", "losses", "win_rate", "mean_pnl"])
-        g = d.assign(win=d["pnl"] > 0, loss=d["pnl"] < 0).groupby(cols, sort=True)
-        out = pd.DataFrame({"n": g.size(), "wins": g["win"].sum(), "losses": g["loss"].sum(),
-                            "mean_pnl": g["pnl"].mean()})
-        out["win_rate"] = out["wins"] / (out["wins"] + out["losses"]).where(lambda s: s > 0)
-        return out.reset_index()[[*cols, "n", "wins", "losses", "win_rate", "mean_pnl"]]
+        return outcome_table(self.decisions(now=now), by)
 
     # --- forgetting ----------------------------------------------------------------------------------------
     def _strength(self, now_ns: int) -> tuple[pd.DataFrame, set[int]]:
