@@ -3,7 +3,8 @@
 A search at ``now`` (see :meth:`~course_lib.agents.store.AgentMemory.search`) runs these steps in order:
 
 1. :func:`query_vector` - the query's state vector, checked and made unit-length;
-2. :func:`bm25_scores` - BM25 of the text, with word statistics of the items visible at ``now`` only;
+2. :func:`narrow` keeps the chosen agents and kinds; :func:`bm25_scores` - BM25 of the text, with word
+   statistics of the items visible at ``now`` only;
 3. :func:`candidates` - the pool: the best text matches and the nearest state vectors;
 4. :func:`components_as_of` - importance, recency (one half-life per tier) and the accesses and tier changes
    behind them, as of ``now``;
@@ -60,6 +61,20 @@ def bm25_scores(cache: _Cache, text: str | None, visible: np.ndarray,
     hit = np.flatnonzero((scores > 0) & mask)
     return hit, scores[hit]
 
+
+
+def narrow(mask: np.ndarray, cache: _Cache, agents, kinds, known_kinds: tuple[str, ...]) -> np.ndarray:
+    """``mask`` narrowed to the items of ``agents`` and of ``kinds`` (a name or a list; None: all)."""
+    for what, names, col in (("agent", agents, cache.agent), ("kind", kinds, cache.kind)):
+        if names is not None:
+            names = [names] if isinstance(names, str) else list(names)
+            if what == "kind":
+                bad = [k for k in names if k not in known_kinds]
+                if bad:
+                    raise InvalidItemError(f"unknown kind(s) {bad}; choose from {list(known_kinds)}.")
+            codes = [cache.codes[what][n] for n in names if n in cache.codes[what]]
+            mask &= np.isin(col, codes)
+    return mask
 
 def candidates(cache: _Cache, mask: np.ndarray, text_pos: np.ndarray, text_score: np.ndarray, query: str | None,
                q: np.ndarray | None, n_cand: int) -> tuple[np.ndarray, np.ndarray | None, bool]:

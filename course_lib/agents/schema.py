@@ -9,6 +9,7 @@ One SQLite file holds an :class:`~course_lib.agents.store.AgentMemory`. This mod
 * ``items_fts`` (the FTS5 text index of the items).
 
 :func:`open_schema` creates the tables in a new file and refuses a file of another app or version;
+:func:`begin_immediate` starts a write transaction (retrying while another process writes);
 :func:`item_row` checks one item's fields and turns them into the row ``items`` stores;
 :func:`batch_vector_dim`, :func:`check_decision` and :func:`pnl_value` check vectors, decisions and outcomes.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -120,6 +122,18 @@ def open_schema(c: sqlite3.Connection, path: str, busy_timeout_s: float,
             f"{AGENT_MEMORY_SCHEMA_VERSION}. Recreate the store (or use the course_lib that wrote it)."
         )
 
+
+
+def begin_immediate(c: sqlite3.Connection) -> None:
+    """Start a write transaction, retrying while another process holds the lock past the busy timeout."""
+    for attempt in range(50):
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            break
+        except sqlite3.OperationalError as exc:  # another writer held the lock past the busy timeout
+            if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 49:
+                raise
+            time.sleep(0.01 * (attempt + 1))
 
 def item_row(kinds, agent, kind, text, now, importance, vector, symbol, metadata, tier) -> tuple:
     """One item's fields, checked, as the row ``items`` stores (without its id); a bad field raises."""

@@ -22,7 +22,6 @@ Only :meth:`AgentMemory.cleanup` changes the past, on purpose (it frees the spac
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from .ranking import (
     bm25_scores,
     candidates,
     components_as_of,
+    narrow,
     query_vector,
     result_frame,
     top_k,
@@ -53,6 +53,7 @@ from .schema import (
     SchemaVersionError,
     _ts,
     batch_vector_dim,
+    begin_immediate,
     check_decision,
     item_row,
     open_schema,
@@ -145,18 +146,15 @@ class AgentMemory:
             self.path, timeout=self.config.busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         try:
-            self._open(vector_dim)
+            open_schema(self._conn, self.path, self.config.busy_timeout_s, self._tx)
+            if vector_dim is not None:
+                self._fix_dim(int(vector_dim))
         except BaseException:
             self._conn.close()
             self._conn = None
             raise
 
     # --- opening, schema -----------------------------------------------------------------------------------
-    def _open(self, vector_dim: int | None) -> None:
-        open_schema(self._conn, self.path, self.config.busy_timeout_s, self._tx)
-        if vector_dim is not None:
-            self._fix_dim(int(vector_dim))
-
     @property
     def vector_dim(self) -> int | None:
         """The store's state-vector dimension (None until the first vector or ``vector_dim=``)."""
@@ -215,14 +213,7 @@ class AgentMemory:
             finally:
                 self._depth -= 1
             return
-        for attempt in range(50):
-            try:
-                c.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:  # another writer held the lock past the busy timeout
-                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 49:
-                    raise
-                time.sleep(0.01 * (attempt + 1))
+        begin_immediate(c)
         self._depth = 1
         try:
             yield
@@ -378,17 +369,7 @@ class AgentMemory:
         return mask
 
     def _visible(self, cache: _Cache, now_ns: int, agents, kinds) -> np.ndarray:
-        mask = self._live(cache, now_ns)
-        for what, names, col in (("agent", agents, cache.agent), ("kind", kinds, cache.kind)):
-            if names is not None:
-                names = [names] if isinstance(names, str) else list(names)
-                if what == "kind":
-                    bad = [k for k in names if k not in self.config.kinds]
-                    if bad:
-                        raise InvalidItemError(f"unknown kind(s) {bad}; choose from {list(self.config.kinds)}.")
-                codes = [cache.codes[what][n] for n in names if n in cache.codes[what]]
-                mask &= np.isin(col, codes)
-        return mask
+        return narrow(self._live(cache, now_ns), cache, agents, kinds, self.config.kinds)
 
     # --- reading -------------------------------------------------------------------------------------------
     def bm25(self, text: str | None, *, now, agents=None, kinds=None) -> pd.Series:
