@@ -1,5 +1,18 @@
 """AgentMemory: a persistent, decaying, outcome-aware memory that several agents share (lesson 08).
 
+Where things are (this file follows the lesson; each part it uses is a module of its own):
+
+* here: :class:`AgentMemoryConfig`, then :class:`AgentMemory` in the lesson's order - 1. items and the
+  hybrid search (``add``, ``search``), 2. forgetting (``maintain``, ``cleanup``), 4. outcomes
+  (``record_decision``, ``resolve``, ``outcome_stats``), 8. persistence (``close``, transactions); then
+  :class:`AgentView`, one agent's handle;
+* :mod:`.schema` - the tables, the schema version, item kinds and tiers, what a valid item is, the errors;
+* :mod:`.scoring` - decay and the hybrid score (importance + relevance + recency);
+* :mod:`.ranking` - the steps of a search: candidate pool, time-correct BM25, components as of ``now``;
+* :mod:`.maintenance` - :class:`TierPolicy`, the tier moves of ``maintain`` and what ``cleanup`` removes;
+* :mod:`.outcomes` - the decisions and their P&L as known at a time, the outcome table;
+* :mod:`.search_mirror` - engineering: the NumPy copy of the columns every search reads.
+
 One SQLite file (the standard library's ``sqlite3``) holds everything: the items, an FTS5 index of their text
 (BM25 relevance), their market-state vectors (float32 blobs, one dimension per store), the decisions with
 their outcomes, every access and every tier change. Writes run in transactions (WAL journal, a busy timeout
@@ -154,91 +167,7 @@ class AgentMemory:
             self._conn = None
             raise
 
-    # --- opening, schema -----------------------------------------------------------------------------------
-    @property
-    def vector_dim(self) -> int | None:
-        """The store's state-vector dimension (None until the first vector or ``vector_dim=``)."""
-        row = self._c.execute("SELECT value FROM meta WHERE key = 'vector_dim'").fetchone()
-        return None if row is None else int(row[0])
-
-    def _fix_dim(self, dim: int) -> None:
-        current = self.vector_dim
-        if current is None:
-            if dim < 1:
-                raise InvalidItemError(f"vector_dim must be >= 1, got {dim}.")
-            with self._tx():
-                self._c.execute("INSERT OR IGNORE INTO meta VALUES ('vector_dim', ?)", (str(dim),))
-            current = self.vector_dim
-        if current != dim:
-            raise InvalidItemError(
-                f"this store holds {current}-dimensional state vectors; got one of length {dim}. Use the same "
-                "features for every vector (or another store)."
-            )
-
-    @property
-    def _c(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise AgentMemoryError("the store is closed; open it again with AgentMemory(path).")
-        return self._conn
-
-    def close(self) -> None:
-        """Close the file (committed items are safe on disk); further calls raise."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def __enter__(self) -> AgentMemory:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __len__(self) -> int:
-        """Items in the memory now: stored and not retired by :meth:`maintain`."""
-        return int(self._c.execute("SELECT COUNT(*) FROM items WHERE id NOT IN "
-                                   "(SELECT item_id FROM tier_changes WHERE tier = 'deleted')").fetchone()[0])
-
-    def __repr__(self) -> str:
-        state = "closed" if self._conn is None else f"{len(self)} items"
-        return f"AgentMemory({self.path!r}, {state})"
-
-    # --- transactions ----------------------------------------------------------------------------------------
-    @contextmanager
-    def _tx(self) -> Iterator[None]:
-        c = self._c
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        begin_immediate(c)
-        self._depth = 1
-        try:
-            yield
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        else:
-            c.execute("COMMIT")
-        finally:
-            self._depth = 0
-            self._stale = True
-
-    @contextmanager
-    def batch(self) -> Iterator[AgentMemory]:
-        """Group several writes into one transaction: all of them are stored, or (on an error) none."""
-        with self._tx():
-            yield self
-
-    # --- writing -------------------------------------------------------------------------------------------
-    def _check_dims(self, rows: list[tuple]) -> None:
-        dim = self.vector_dim
-        found = batch_vector_dim(rows, dim)
-        if found is not None and dim is None:
-            self._fix_dim(found)
-
+    # --- 1. items and the hybrid search (add, search) ------------------------------------------------------------
     def add(self, agent: str, kind: str, text: str, *, now, importance: float = 1.0, vector=None,
             symbol: str | None = None, metadata: Mapping[str, Any] | None = None, tier: str = "short") -> int:
         """Store one item created at ``now``; returns its id. A bad field raises and stores nothing."""
@@ -274,6 +203,133 @@ class AgentMemory:
                                 [(i, r[2]) for i, r in zip(ids, rows)])
         return ids
 
+    def search(self, text: str | None = None, *, vector=None, now, k: int = 10, agents=None, kinds=None,
+               weights: Mapping[str, float] | None = None, touch: bool = True) -> pd.DataFrame:
+        """The ``k`` best items for a query at ``now``: one row per item with every score component.
+
+        Candidates, among the items visible at ``now`` (and of the chosen ``agents`` / ``kinds``): the best
+        ``config.candidates`` BM25 matches of ``text`` (:meth:`bm25`, word statistics as of ``now``) and the
+        ``config.candidates`` nearest state vectors to ``vector`` (cosine); without text or vector, every
+        visible item. Relevance is the mean of the min-max normalised BM25 and cosine; each
+        component is min-max normalised over the candidates and
+        ``score = w_imp * importance_n + w_rel * relevance_n + w_rec * recency_n``. Ties go to the newer item.
+        ``touch=True`` records an access of each returned item at ``now`` (it reinforces them for later
+        searches, never for this one).
+        """
+        now_ns = to_ns(now, "now")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}.")
+        q = query_vector(vector, self.vector_dim) if vector is not None else None
+        cache = self._refresh()
+        mask = self._visible(cache, now_ns, agents, kinds)
+        text_pos, text_score = bm25_scores(cache, text, self._live(cache, now_ns), mask)
+        query = text if tokenize(text) else None
+        pos, bm25, has_vectors = candidates(cache, mask, text_pos, text_score, query, q, self.config.candidates)
+        if len(pos) == 0:
+            return _empty_result()
+        cols = components_as_of(self._c, self.config, cache, pos, now_ns)
+        relevance = add_relevance(cols, cache, pos, bm25, q, has_vectors)
+        scored = hybrid_arrays(cols["importance"], relevance, cols["recency"],
+                               {**self.config.weights, **(weights or {})})
+        out = result_frame(self._c, top_k(cols, scored, k), now_ns)
+        if touch and len(out):
+            with self._tx():
+                self._c.executemany("INSERT INTO accesses VALUES (?, ?)", [(int(i), now_ns) for i in out["id"]])
+        return out
+
+    def bm25(self, text: str | None, *, now, agents=None, kinds=None) -> pd.Series:
+        """BM25 of every item visible at ``now`` that shares a word with ``text`` (index: item id).
+
+        FTS5's own ``bm25()`` would use the word statistics of the whole file, including items written after
+        ``now``: a later item would change an earlier search (look-ahead). Here the same formula (FTS5's
+        constants k1 = 1.2, b = 0.75) uses the items visible at ``now`` only; with every item visible it
+        equals FTS5's value.
+        """
+        cache = self._refresh()
+        mask = self._visible(cache, to_ns(now, "now"), agents, kinds)
+        pos, score = bm25_scores(cache, text, self._live(cache, to_ns(now, "now")), mask)
+        return pd.Series(score, index=pd.Index(cache.ids[pos], name="id"), name="bm25")
+
+    def items(self, *, now=None) -> pd.DataFrame:
+        """Every stored item (created by ``now`` if given), with its tier, accesses and strength as of ``now``."""
+        cache = self._refresh()
+        now_ns = to_ns(now, "now") if now is not None else int(np.iinfo(np.int64).max)
+        pos = np.flatnonzero(self._live(cache, now_ns))
+        if len(pos) == 0:
+            return pd.DataFrame(columns=["id", "agent", "kind", "text", "created_at", "tier", "importance"])
+        frame = self._components(cache, pos, now_ns) if now is not None else None
+        rows = self._c.execute("SELECT id, agent, kind, text, symbol, created_at, tier, importance FROM items "
+                               "WHERE created_at <= ? AND id NOT IN (SELECT item_id FROM tier_changes "
+                               "WHERE tier = 'deleted' AND at < ?) ORDER BY id", (now_ns, now_ns)).fetchall()
+        out = pd.DataFrame(rows, columns=["id", "agent", "kind", "text", "symbol", "created_at", "tier", "importance"])
+        out["created_at"] = pd.to_datetime(out["created_at"], unit="ns")
+        if frame is not None:
+            f = frame.set_index("id").loc[out["id"]]
+            out["tier"] = f["tier"].to_numpy()
+            out["access_count"] = f["access_count"].to_numpy()
+            out["recency"] = f["recency"].to_numpy()
+            out["strength"] = out["importance"] * out["recency"]
+        return out
+
+    # --- 2. forgetting on purpose: tiers (maintain) and cleanup --------------------------------------------------
+    def maintain(self, *, now, policy: TierPolicy | None = None) -> pd.DataFrame:
+        """Move items between tiers at ``now`` (see :class:`TierPolicy`); returns one row per change.
+
+        Every change is stored as a tier change at ``now``: promotions and demotions affect searches after
+        ``now``, and a deleted item leaves the memory after ``now`` (searches, :meth:`items`, :meth:`decisions`
+        and ``len`` stop seeing it) while a search at or before ``now`` still finds it: maintenance never
+        rewrites history. :meth:`cleanup` frees the space of retired items.
+        """
+        pol = policy or TierPolicy()
+        now_ns = to_ns(now, "now")
+        frame, pending = self._strength(now_ns)
+        out = tier_changes(frame, pending, pol)
+        if len(out):
+            with self._tx():
+                self._c.executemany("INSERT INTO tier_changes VALUES (?, ?, ?)",
+                                    [(int(i), now_ns, t) for i, t in zip(out["id"], out["to_tier"])])
+        return out
+
+    def cleanup(self, *, now, min_strength: float | None = 0.01, keep_last: int | None = None) -> pd.DataFrame:
+        """Forget: remove items whose strength (importance x recency at ``now``) is below ``min_strength``,
+        and, with ``keep_last``, all but the newest ``keep_last`` items of each kind. Pending decisions stay.
+
+        Items that :meth:`maintain` retired before ``now`` are removed too (reason ``"retired by maintain"``,
+        tier ``"retired"``): they had already left the memory, and only their history goes.
+
+        Returns the removed items (id, agent, kind, text, tier, strength, reason). Unlike every other call,
+        this one changes the past on purpose: a removed item is gone for searches at any time.
+        """
+        if keep_last is not None and keep_last < 0:
+            raise ValueError(f"keep_last must be >= 0, got {keep_last}.")
+        now_ns = to_ns(now, "now")
+        frame, pending = self._strength(now_ns)
+        removed = cleanup_plan(self._c, frame, pending, now_ns, min_strength, keep_last)
+        removed = removed.sort_values("id")  # ascending ids: the order _delete returns texts
+        texts = self._delete(removed["id"].tolist()) if len(removed) else []
+        removed.insert(3, "text", texts)
+        return removed.reset_index(drop=True)
+
+    def _strength(self, now_ns: int) -> tuple[pd.DataFrame, set[int]]:
+        cache = self._refresh()
+        pos = np.flatnonzero(self._live(cache, now_ns))
+        frame = self._components(cache, pos, now_ns)
+        frame["kind"] = np.array(list(cache.codes["kind"]), dtype=object)[cache.kind[pos]] if len(pos) else []
+        frame["agent"] = np.array(list(cache.codes["agent"]), dtype=object)[cache.agent[pos]] if len(pos) else []
+        frame["strength"] = frame["importance"] * frame["recency"]
+        pending = {r[0] for r in self._c.execute(
+            "SELECT id FROM decisions WHERE resolved_at IS NULL OR resolved_at > ?", (now_ns,))}
+        return frame, pending
+
+    def _delete(self, ids: Sequence[int]) -> list[str]:
+        """Remove items (:func:`~.maintenance.delete_items`); returns their texts, in ascending id order."""
+        texts, epoch = delete_items(self._c, self._tx, ids)
+        if self._cache.epoch == epoch:  # nobody else deleted since the mirror was built: update it, not reload
+            self._cache.drop(np.asarray(ids, np.int64))
+            self._cache.epoch = epoch + 1
+        return texts
+
+    # --- 4. outcomes, causally: decisions, their P&L when known, per-agent views ---------------------------------
     def record_decision(self, agent: str, text: str, *, now, **fields) -> int:
         """Record a pending decision at ``now``; returns its id (resolve it later with :meth:`resolve`).
 
@@ -332,7 +388,106 @@ class AgentMemory:
                             (value, at_ns, oid, int(decision_id)))
         return oid
 
-    # --- the cache -----------------------------------------------------------------------------------------
+    def decisions(self, *, now, agents=None) -> pd.DataFrame:
+        """Decisions made by ``now``; ``pnl``/``resolved_at`` are empty unless the outcome was known by ``now``."""
+        now_ns = to_ns(now, "now")
+        return decisions_as_of(self._c, now_ns, agents)
+
+    def outcome_stats(self, *, now, by: Sequence[str] = ("agent", "kind", "regime")) -> pd.DataFrame:
+        """Wins, losses, win rate and mean P&L of the decisions resolved by ``now``, grouped by ``by``."""
+        bad = set(by) - {"agent", "kind", "regime", "symbol"}
+        if bad:
+            raise ValueError(f"group by agent, kind, regime or symbol, not {sorted(bad)}.")
+        return outcome_table(self.decisions(now=now), by)
+
+    def namespace(self, agent: str) -> AgentView:
+        """A view that writes as ``agent`` (its namespace) and reads everyone's items."""
+        return AgentView(self, agent)
+
+    # --- 8. persistence: the file, transactions, the vector dimension --------------------------------------------
+    def close(self) -> None:
+        """Close the file (committed items are safe on disk); further calls raise."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> AgentMemory:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        """Items in the memory now: stored and not retired by :meth:`maintain`."""
+        return int(self._c.execute("SELECT COUNT(*) FROM items WHERE id NOT IN "
+                                   "(SELECT item_id FROM tier_changes WHERE tier = 'deleted')").fetchone()[0])
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn is None else f"{len(self)} items"
+        return f"AgentMemory({self.path!r}, {state})"
+
+    @contextmanager
+    def batch(self) -> Iterator[AgentMemory]:
+        """Group several writes into one transaction: all of them are stored, or (on an error) none."""
+        with self._tx():
+            yield self
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        c = self._c
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        begin_immediate(c)
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        else:
+            c.execute("COMMIT")
+        finally:
+            self._depth = 0
+            self._stale = True
+
+    @property
+    def _c(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise AgentMemoryError("the store is closed; open it again with AgentMemory(path).")
+        return self._conn
+
+    @property
+    def vector_dim(self) -> int | None:
+        """The store's state-vector dimension (None until the first vector or ``vector_dim=``)."""
+        row = self._c.execute("SELECT value FROM meta WHERE key = 'vector_dim'").fetchone()
+        return None if row is None else int(row[0])
+
+    def _fix_dim(self, dim: int) -> None:
+        current = self.vector_dim
+        if current is None:
+            if dim < 1:
+                raise InvalidItemError(f"vector_dim must be >= 1, got {dim}.")
+            with self._tx():
+                self._c.execute("INSERT OR IGNORE INTO meta VALUES ('vector_dim', ?)", (str(dim),))
+            current = self.vector_dim
+        if current != dim:
+            raise InvalidItemError(
+                f"this store holds {current}-dimensional state vectors; got one of length {dim}. Use the same "
+                "features for every vector (or another store)."
+            )
+
+    def _check_dims(self, rows: list[tuple]) -> None:
+        dim = self.vector_dim
+        found = batch_vector_dim(rows, dim)
+        if found is not None and dim is None:
+            self._fix_dim(found)
+
+    # --- what a search at ``now`` sees: the mirror, live and visible items ---------------------------------------
     def _refresh(self) -> _Cache:
         c = self._c
         version = c.execute("PRAGMA data_version").fetchone()[0]
@@ -352,14 +507,6 @@ class AgentMemory:
         self._data_version = version
         return cache
 
-    def _components(self, cache: _Cache, pos: np.ndarray, now_ns: int) -> pd.DataFrame:
-        return pd.DataFrame(components_as_of(self._c, self.config, cache, pos, now_ns))
-
-    def _retired(self, now_ns: int) -> np.ndarray:
-        """Ids that :meth:`maintain` retired strictly before ``now``."""
-        rows = self._c.execute("SELECT item_id FROM tier_changes WHERE tier = 'deleted' AND at < ?", (now_ns,))
-        return np.fromiter((r[0] for r in rows), np.int64)
-
     def _live(self, cache: _Cache, now_ns: int) -> np.ndarray:
         """Cached rows in the memory at ``now``: created by then and not retired before it."""
         mask = cache.created <= now_ns
@@ -368,151 +515,16 @@ class AgentMemory:
             mask &= ~np.isin(cache.ids, retired)
         return mask
 
+    def _retired(self, now_ns: int) -> np.ndarray:
+        """Ids that :meth:`maintain` retired strictly before ``now``."""
+        rows = self._c.execute("SELECT item_id FROM tier_changes WHERE tier = 'deleted' AND at < ?", (now_ns,))
+        return np.fromiter((r[0] for r in rows), np.int64)
+
     def _visible(self, cache: _Cache, now_ns: int, agents, kinds) -> np.ndarray:
         return narrow(self._live(cache, now_ns), cache, agents, kinds, self.config.kinds)
 
-    # --- reading -------------------------------------------------------------------------------------------
-    def bm25(self, text: str | None, *, now, agents=None, kinds=None) -> pd.Series:
-        """BM25 of every item visible at ``now`` that shares a word with ``text`` (index: item id).
-
-        FTS5's own ``bm25()`` would use the word statistics of the whole file, including items written after
-        ``now``: a later item would change an earlier search (look-ahead). Here the same formula (FTS5's
-        constants k1 = 1.2, b = 0.75) uses the items visible at ``now`` only; with every item visible it
-        equals FTS5's value.
-        """
-        cache = self._refresh()
-        mask = self._visible(cache, to_ns(now, "now"), agents, kinds)
-        pos, score = bm25_scores(cache, text, self._live(cache, to_ns(now, "now")), mask)
-        return pd.Series(score, index=pd.Index(cache.ids[pos], name="id"), name="bm25")
-
-    def search(self, text: str | None = None, *, vector=None, now, k: int = 10, agents=None, kinds=None,
-               weights: Mapping[str, float] | None = None, touch: bool = True) -> pd.DataFrame:
-        """The ``k`` best items for a query at ``now``: one row per item with every score component.
-
-        Candidates, among the items visible at ``now`` (and of the chosen ``agents`` / ``kinds``): the best
-        ``config.candidates`` BM25 matches of ``text`` (:meth:`bm25`, word statistics as of ``now``) and the
-        ``config.candidates`` nearest state vectors to ``vector`` (cosine); without text or vector, every
-        visible item. Relevance is the mean of the min-max normalised BM25 and cosine; each
-        component is min-max normalised over the candidates and
-        ``score = w_imp * importance_n + w_rel * relevance_n + w_rec * recency_n``. Ties go to the newer item.
-        ``touch=True`` records an access of each returned item at ``now`` (it reinforces them for later
-        searches, never for this one).
-        """
-        now_ns = to_ns(now, "now")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}.")
-        q = query_vector(vector, self.vector_dim) if vector is not None else None
-        cache = self._refresh()
-        mask = self._visible(cache, now_ns, agents, kinds)
-        text_pos, text_score = bm25_scores(cache, text, self._live(cache, now_ns), mask)
-        query = text if tokenize(text) else None
-        pos, bm25, has_vectors = candidates(cache, mask, text_pos, text_score, query, q, self.config.candidates)
-        if len(pos) == 0:
-            return _empty_result()
-        cols = components_as_of(self._c, self.config, cache, pos, now_ns)
-        relevance = add_relevance(cols, cache, pos, bm25, q, has_vectors)
-        scored = hybrid_arrays(cols["importance"], relevance, cols["recency"],
-                               {**self.config.weights, **(weights or {})})
-        out = result_frame(self._c, top_k(cols, scored, k), now_ns)
-        if touch and len(out):
-            with self._tx():
-                self._c.executemany("INSERT INTO accesses VALUES (?, ?)", [(int(i), now_ns) for i in out["id"]])
-        return out
-
-    def items(self, *, now=None) -> pd.DataFrame:
-        """Every stored item (created by ``now`` if given), with its tier, accesses and strength as of ``now``."""
-        cache = self._refresh()
-        now_ns = to_ns(now, "now") if now is not None else int(np.iinfo(np.int64).max)
-        pos = np.flatnonzero(self._live(cache, now_ns))
-        if len(pos) == 0:
-            return pd.DataFrame(columns=["id", "agent", "kind", "text", "created_at", "tier", "importance"])
-        frame = self._components(cache, pos, now_ns) if now is not None else None
-        rows = self._c.execute("SELECT id, agent, kind, text, symbol, created_at, tier, importance FROM items "
-                               "WHERE created_at <= ? AND id NOT IN (SELECT item_id FROM tier_changes "
-                               "WHERE tier = 'deleted' AND at < ?) ORDER BY id", (now_ns, now_ns)).fetchall()
-        out = pd.DataFrame(rows, columns=["id", "agent", "kind", "text", "symbol", "created_at", "tier", "importance"])
-        out["created_at"] = pd.to_datetime(out["created_at"], unit="ns")
-        if frame is not None:
-            f = frame.set_index("id").loc[out["id"]]
-            out["tier"] = f["tier"].to_numpy()
-            out["access_count"] = f["access_count"].to_numpy()
-            out["recency"] = f["recency"].to_numpy()
-            out["strength"] = out["importance"] * out["recency"]
-        return out
-
-    def decisions(self, *, now, agents=None) -> pd.DataFrame:
-        """Decisions made by ``now``; ``pnl``/``resolved_at`` are empty unless the outcome was known by ``now``."""
-        now_ns = to_ns(now, "now")
-        return decisions_as_of(self._c, now_ns, agents)
-
-    def outcome_stats(self, *, now, by: Sequence[str] = ("agent", "kind", "regime")) -> pd.DataFrame:
-        """Wins, losses, win rate and mean P&L of the decisions resolved by ``now``, grouped by ``by``."""
-        bad = set(by) - {"agent", "kind", "regime", "symbol"}
-        if bad:
-            raise ValueError(f"group by agent, kind, regime or symbol, not {sorted(bad)}.")
-        return outcome_table(self.decisions(now=now), by)
-
-    # --- forgetting ----------------------------------------------------------------------------------------
-    def _strength(self, now_ns: int) -> tuple[pd.DataFrame, set[int]]:
-        cache = self._refresh()
-        pos = np.flatnonzero(self._live(cache, now_ns))
-        frame = self._components(cache, pos, now_ns)
-        frame["kind"] = np.array(list(cache.codes["kind"]), dtype=object)[cache.kind[pos]] if len(pos) else []
-        frame["agent"] = np.array(list(cache.codes["agent"]), dtype=object)[cache.agent[pos]] if len(pos) else []
-        frame["strength"] = frame["importance"] * frame["recency"]
-        pending = {r[0] for r in self._c.execute(
-            "SELECT id FROM decisions WHERE resolved_at IS NULL OR resolved_at > ?", (now_ns,))}
-        return frame, pending
-
-    def _delete(self, ids: Sequence[int]) -> list[str]:
-        """Remove items (:func:`~.maintenance.delete_items`); returns their texts, in ascending id order."""
-        texts, epoch = delete_items(self._c, self._tx, ids)
-        if self._cache.epoch == epoch:  # nobody else deleted since the mirror was built: update it, not reload
-            self._cache.drop(np.asarray(ids, np.int64))
-            self._cache.epoch = epoch + 1
-        return texts
-
-    def cleanup(self, *, now, min_strength: float | None = 0.01, keep_last: int | None = None) -> pd.DataFrame:
-        """Forget: remove items whose strength (importance x recency at ``now``) is below ``min_strength``,
-        and, with ``keep_last``, all but the newest ``keep_last`` items of each kind. Pending decisions stay.
-
-        Items that :meth:`maintain` retired before ``now`` are removed too (reason ``"retired by maintain"``,
-        tier ``"retired"``): they had already left the memory, and only their history goes.
-
-        Returns the removed items (id, agent, kind, text, tier, strength, reason). Unlike every other call,
-        this one changes the past on purpose: a removed item is gone for searches at any time.
-        """
-        if keep_last is not None and keep_last < 0:
-            raise ValueError(f"keep_last must be >= 0, got {keep_last}.")
-        now_ns = to_ns(now, "now")
-        frame, pending = self._strength(now_ns)
-        removed = cleanup_plan(self._c, frame, pending, now_ns, min_strength, keep_last)
-        removed = removed.sort_values("id")  # ascending ids: the order _delete returns texts
-        texts = self._delete(removed["id"].tolist()) if len(removed) else []
-        removed.insert(3, "text", texts)
-        return removed.reset_index(drop=True)
-
-    def maintain(self, *, now, policy: TierPolicy | None = None) -> pd.DataFrame:
-        """Move items between tiers at ``now`` (see :class:`TierPolicy`); returns one row per change.
-
-        Every change is stored as a tier change at ``now``: promotions and demotions affect searches after
-        ``now``, and a deleted item leaves the memory after ``now`` (searches, :meth:`items`, :meth:`decisions`
-        and ``len`` stop seeing it) while a search at or before ``now`` still finds it: maintenance never
-        rewrites history. :meth:`cleanup` frees the space of retired items.
-        """
-        pol = policy or TierPolicy()
-        now_ns = to_ns(now, "now")
-        frame, pending = self._strength(now_ns)
-        out = tier_changes(frame, pending, pol)
-        if len(out):
-            with self._tx():
-                self._c.executemany("INSERT INTO tier_changes VALUES (?, ?, ?)",
-                                    [(int(i), now_ns, t) for i, t in zip(out["id"], out["to_tier"])])
-        return out
-
-    def namespace(self, agent: str) -> AgentView:
-        """A view that writes as ``agent`` (its namespace) and reads everyone's items."""
-        return AgentView(self, agent)
+    def _components(self, cache: _Cache, pos: np.ndarray, now_ns: int) -> pd.DataFrame:
+        return pd.DataFrame(components_as_of(self._c, self.config, cache, pos, now_ns))
 
 
 class AgentView:
