@@ -786,53 +786,16 @@ def inference_time_learning(
     """
     from tqdm.auto import tqdm
 
-    from .backtest.strategies import KNNAnalogForecaster
-    from .model import MemoryTransformerConfig
-    from .training import MemoryTransformerTrainer, TrainerConfig
-
     rows = []
     arms = ["knn frozen", "knn online"]
     if transformer is not None:
         arms += ["transformer frozen", "transformer online", "transformer no memory"]
     for seed in tqdm(list(seeds), desc="seeds", disable=not progress):
-        m = novel_motif_market(n_before, n_after, seed)
-        feats = compute_features(m.ohlcv)
-        if feature_columns is not None:
-            feats = feats[list(feature_columns)]
-        cut = m.ohlcv.index[n_before - 1]
-        scaler = FeatureScaler().fit(feats.loc[:cut])
-        target = forward_log_return(m.ohlcv["close"], horizon).reindex(feats.index)
-        w = make_windows(scaler.transform(feats), target, seq_len, horizon)
-        train = w.subset(np.flatnonzero(w.available_at <= cut))
-        test = w.subset(np.flatnonzero(w.end_time > cut))
-        novel = m.motifs[m.motifs.end_pos >= n_before].sort_values("end_pos")
-        ends = m.ohlcv.index[novel.end_pos.to_numpy()]
-        at = pd.DatetimeIndex(test.end_time).get_indexer(ends)
-        keep = at >= 0
-        novel, ends, at = novel[keep], ends[keep], at[keep]
-        resolved = m.ohlcv.index[np.minimum(novel.end_pos.to_numpy() + horizon, len(m.ohlcv) - 1)]
-        seen = np.array([(resolved[:i] <= e).sum() for i, e in enumerate(ends)])
-        preds: dict[str, np.ndarray] = {}
-        scored = test.subset(at)  # the kNN is scored at the occurrences only (its memory still grows)
-        for name, online in (("knn frozen", False), ("knn online", True)):
-            knn = KNNAnalogForecaster(k=knn_k, lookback=lookback, exclusion=seq_len, method=method).fit(train)
-            if online:
-                knn.remember(test)  # every test window, each retrievable only once its outcome is known
-            preds[name] = np.full(len(test), np.nan)
-            preds[name][at] = knn.predict(scored)["pred_return"].to_numpy()
+        w, scaler, train, test, novel, at, seen = _novel_occurrences(seed, n_before, n_after, seq_len, horizon,
+                                                                      feature_columns)
+        preds = _knn_predictions(train, test, at, knn_k, lookback, seq_len, method)
         if transformer is not None:
-            tkw = {"progress": False, "seed": seed, **(trainer or {})}
-            for use_memory in (True, False):
-                mcfg = MemoryTransformerConfig(**{"input_dim": w.n_features, "seq_len": seq_len, **transformer,
-                                                  "use_memory": use_memory})  # fmt: skip
-                tr = MemoryTransformerTrainer(mcfg, TrainerConfig(**tkw), scaler=scaler)
-                tr.fit(train)
-                if use_memory:
-                    preds["transformer frozen"] = tr.predict(test)["pred_return"].to_numpy()
-                    tr.config.predict_memory = "online"
-                    preds["transformer online"] = tr.predict(test)["pred_return"].to_numpy()
-                else:
-                    preds["transformer no memory"] = tr.predict(test)["pred_return"].to_numpy()
+            preds.update(_transformer_predictions(w, scaler, train, test, seed, seq_len, transformer, trainer))
         direction = novel.direction.to_numpy()
         for arm in arms:
             p = preds[arm][at]
@@ -840,3 +803,65 @@ def inference_time_learning(
                 rows.append({"seed": seed, "arm": arm, "occurrence": j, "seen": int(seen[j]), "motif": novel.name.iloc[j],
                              "correct": float(np.sign(p[j]) == direction[j])})  # fmt: skip
     return LearningExperiment(pd.DataFrame(rows), tuple(arms))
+
+
+def _novel_occurrences(seed: int, n_before: int, n_after: int, seq_len: int, horizon: int,
+                       feature_columns: Sequence[str] | None) -> tuple:
+    """One seed's market and windows: (windows, scaler, train, test, novel occurrences after training, their
+    rows in ``test``, how many earlier occurrences had a known outcome at each one's end)."""
+    m = novel_motif_market(n_before, n_after, seed)
+    feats = compute_features(m.ohlcv)
+    if feature_columns is not None:
+        feats = feats[list(feature_columns)]
+    cut = m.ohlcv.index[n_before - 1]
+    scaler = FeatureScaler().fit(feats.loc[:cut])
+    target = forward_log_return(m.ohlcv["close"], horizon).reindex(feats.index)
+    w = make_windows(scaler.transform(feats), target, seq_len, horizon)
+    train = w.subset(np.flatnonzero(w.available_at <= cut))
+    test = w.subset(np.flatnonzero(w.end_time > cut))
+    novel = m.motifs[m.motifs.end_pos >= n_before].sort_values("end_pos")
+    ends = m.ohlcv.index[novel.end_pos.to_numpy()]
+    at = pd.DatetimeIndex(test.end_time).get_indexer(ends)
+    keep = at >= 0
+    novel, ends, at = novel[keep], ends[keep], at[keep]
+    resolved = m.ohlcv.index[np.minimum(novel.end_pos.to_numpy() + horizon, len(m.ohlcv) - 1)]
+    seen = np.array([(resolved[:i] <= e).sum() for i, e in enumerate(ends)])
+    return w, scaler, train, test, novel, at, seen
+
+
+def _knn_predictions(train: WindowSet, test: WindowSet, at: np.ndarray, knn_k: int, lookback: int, seq_len: int,
+                     method: str) -> dict[str, np.ndarray]:
+    """The frozen and the online kNN's forecasts for ``test`` (NaN except at the rows ``at``)."""
+    from .backtest.strategies import KNNAnalogForecaster
+
+    preds: dict[str, np.ndarray] = {}
+    scored = test.subset(at)  # the kNN is scored at the occurrences only (its memory still grows)
+    for name, online in (("knn frozen", False), ("knn online", True)):
+        knn = KNNAnalogForecaster(k=knn_k, lookback=lookback, exclusion=seq_len, method=method).fit(train)
+        if online:
+            knn.remember(test)  # every test window, each retrievable only once its outcome is known
+        preds[name] = np.full(len(test), np.nan)
+        preds[name][at] = knn.predict(scored)["pred_return"].to_numpy()
+    return preds
+
+
+def _transformer_predictions(w: WindowSet, scaler: FeatureScaler, train: WindowSet, test: WindowSet, seed: int,
+                             seq_len: int, transformer: dict, trainer: dict | None) -> dict[str, np.ndarray]:
+    """The transformer's forecasts for ``test``: frozen memory, online memory (same weights), no memory."""
+    from .model import MemoryTransformerConfig
+    from .training import MemoryTransformerTrainer, TrainerConfig
+
+    preds: dict[str, np.ndarray] = {}
+    tkw = {"progress": False, "seed": seed, **(trainer or {})}
+    for use_memory in (True, False):
+        mcfg = MemoryTransformerConfig(**{"input_dim": w.n_features, "seq_len": seq_len, **transformer,
+                                          "use_memory": use_memory})  # fmt: skip
+        tr = MemoryTransformerTrainer(mcfg, TrainerConfig(**tkw), scaler=scaler)
+        tr.fit(train)
+        if use_memory:
+            preds["transformer frozen"] = tr.predict(test)["pred_return"].to_numpy()
+            tr.config.predict_memory = "online"
+            preds["transformer online"] = tr.predict(test)["pred_return"].to_numpy()
+        else:
+            preds["transformer no memory"] = tr.predict(test)["pred_return"].to_numpy()
+    return preds
