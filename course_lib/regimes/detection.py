@@ -43,6 +43,7 @@ from ..data.loaders import DataError
 from ..memory.bank import ExternalMemoryBank, SearchResult
 from ..memory.config import MemoryConfig
 from ..metrics import periods_per_year
+from .inputs import _as_frame, _keys_frame, _ns, _paired
 
 __all__ = [
     "CALM_STRESSED",
@@ -81,23 +82,6 @@ SP500_EPISODES: tuple[tuple[str, str, str], ...] = (
 
 class RegimeFitWarning(UserWarning):
     """A regime model did not converge from one starting point (it is refitted from others)."""
-
-
-# --------------------------------------------------------------------------------------------- helpers
-def _as_frame(data: pd.Series | pd.DataFrame, where: str) -> pd.DataFrame:
-    """Observations as a float DataFrame indexed by bar; refuses NaN (say which bar)."""
-    if isinstance(data, pd.Series):
-        data = data.to_frame(data.name or "x")
-    if not isinstance(data, pd.DataFrame):
-        raise TypeError(f"{where}: pass a returns Series or a feature DataFrame indexed by bar, got {type(data).__name__}.")
-    if len(data) == 0:
-        raise DataError(f"{where}: no rows.")
-    values = data.to_numpy(dtype=float)
-    bad = ~np.isfinite(values).all(axis=1)
-    if bad.any():
-        raise DataError(f"{where}: NaN or inf at {data.index[np.flatnonzero(bad)[0]]}; drop warm-up rows first "
-                        "(e.g. cl.log_returns(close).dropna()).")
-    return data.astype(float)
 
 
 def forward_filter(log_startprob: np.ndarray, log_transmat: np.ndarray, log_likelihood: np.ndarray,
@@ -566,18 +550,6 @@ def min_duration_filter(labels: pd.Series, min_duration: int) -> pd.Series:
     return pd.Series(out, index=labels.index, name=labels.name)
 
 
-def _keys_frame(keys: pd.DataFrame | np.ndarray, index: pd.Index | None, where: str) -> pd.DataFrame:
-    if isinstance(keys, pd.DataFrame):
-        frame = keys
-    else:
-        if index is None:
-            raise ValueError(f"{where}: pass keys as a DataFrame indexed by bar time (or give index=...).")
-        frame = pd.DataFrame(np.asarray(keys), index=index)
-    if not isinstance(frame.index, pd.DatetimeIndex):
-        raise DataError(f"{where}: keys must be indexed by bar time (DatetimeIndex): the time drives as_of.")
-    return frame
-
-
 class RegimeAwareMemory:
     """Memory entries that carry a regime label, searchable over all entries or restricted to one regime.
 
@@ -671,12 +643,6 @@ class RegimeAwareMemory:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanmean(fr, axis=1)
-
-
-def _ns(times: Any) -> np.ndarray:
-    from ..memory.time_filter import to_ns
-
-    return to_ns(times)
 
 
 class KNNRegimeDetector:
@@ -782,19 +748,6 @@ def relabel(predicted: pd.Series, mapping: Mapping[Any, Any]) -> pd.Series:
     if unseen:
         raise ValueError(f"relabel: states {unseen} have no mapping (never seen when the mapping was fitted).")
     return predicted.map(dict(mapping)).rename(predicted.name)
-
-
-def _paired(true: pd.Series, predicted: pd.Series, where: str) -> tuple[pd.Series, pd.Series]:
-    if isinstance(true, pd.Series) and isinstance(predicted, pd.Series):
-        true, predicted = true.align(predicted, join="inner")
-    t = pd.Series(np.asarray(true)).reset_index(drop=True)
-    p = pd.Series(np.asarray(predicted)).reset_index(drop=True)
-    if len(t) != len(p):
-        raise ValueError(f"{where}: true and predicted have different lengths ({len(t)} vs {len(p)}).")
-    ok = t.notna() & p.notna()
-    if not ok.any():
-        raise ValueError(f"{where}: no bar has both a true and a predicted label.")
-    return t[ok], p[ok]
 
 
 def switches_per_year(labels: pd.Series, periods: float | None = None) -> float:
