@@ -26,6 +26,14 @@ confusion matrix, switches per year and the detection delay after each true chan
 
 Real data has no ground truth: :func:`label_drawdown_regimes` is a documented causal rule (trailing drawdown
 and volatility) to look at next to the well-known episodes in :data:`SP500_EPISODES`, not an accuracy.
+
+Where things are, in the lesson's order: the forward filter (:func:`forward_filter`); the HMM
+(:class:`HMMRegimeDetector`: fitted on the training period, filtered vs smoothed); scoring (:func:`align_labels`,
+:func:`relabel`, :func:`regime_scores`, :func:`switches_per_year`, :func:`detection_delays`); the memory vote
+(:func:`label_available_at`, :func:`regime_vote`, :class:`RegimeAwareMemory` with its regime-restricted search,
+:class:`KNNRegimeDetector`); the other detectors of the grid (:class:`MarkovSwitchingDetector`,
+:class:`VolatilityThresholdDetector`); real data (:func:`label_drawdown_regimes`, :data:`SP500_EPISODES`).
+The experiments live in :mod:`.study`, the input checks in :mod:`.inputs`.
 """
 
 from __future__ import annotations
@@ -332,161 +340,105 @@ def _argmax(probs: pd.DataFrame) -> pd.Series:
     return pd.Series(cols[np.argmax(probs.to_numpy(), axis=1)], index=probs.index, name="regime")
 
 
-# ------------------------------------------------------------------------------ Markov switching
-class MarkovSwitchingDetector:
-    """statsmodels' ``MarkovRegression`` (switching mean and variance) with *filtered* probabilities only.
+# ------------------------------------------------------------------------------------------ scoring
+def group_regimes(regimes: pd.Series, groups: Mapping[str, Sequence[str]] = CALM_STRESSED) -> pd.Series:
+    """Rename fine regimes into groups, e.g. bull/sideways -> calm, bear/crash -> stressed."""
+    lookup = {r: g for g, members in groups.items() for r in members}
+    missing = sorted(set(regimes.unique()) - set(lookup))
+    if missing:
+        raise ValueError(f"group_regimes: regimes {missing} belong to no group of {dict(groups)}.")
+    return regimes.map(lookup).rename(regimes.name)
 
-    :meth:`fit` estimates the parameters on the training period (EM from a calm-to-wild start, no random
-    search); :meth:`filter` builds the same model on the longer series and runs Hamilton's filter with the
-    fitted parameters fixed (``model.filter(params)``): row t depends on bars up to t. :meth:`smooth` is
-    the look-ahead oracle (Kim smoother). States are sorted calm to wild, like :class:`HMMRegimeDetector`.
-    One series only (a returns Series), scaled by its training standard deviation.
+
+def align_labels(true: pd.Series, predicted: pd.Series) -> dict[Any, Any]:
+    """Map each predicted state to a true regime by the Hungarian assignment (most bars matched).
+
+    Fit it on the TRAINING period (``true`` and ``predicted`` of the training bars) and apply the mapping
+    to later bars with :func:`relabel`; fitting it on the test period uses the test labels to score the
+    test labels. States left over when there are more states than regimes go to their most frequent regime.
     """
-
-    def __init__(self, n_regimes: int = 2, switching_variance: bool = True, trend: str = "c", em_iter: int = 100,
-                 stickiness: float = 0.95):
-        if n_regimes < 2:
-            raise ValueError(f"MarkovRegression needs n_regimes >= 2, got {n_regimes}.")
-        self.n_regimes = n_regimes
-        self.switching_variance = switching_variance
-        self.trend = trend
-        self.em_iter = em_iter
-        self.stickiness = stickiness
-        self.params_: np.ndarray | None = None
-        self.scale_: float | None = None
-        self.order_: np.ndarray | None = None
-        self.fitted_until_: pd.Timestamp | None = None
-        self.llf_: float | None = None
-
-    def __repr__(self) -> str:
-        state = f"fitted until {self.fitted_until_}" if self.params_ is not None else "not fitted"
-        return f"MarkovSwitchingDetector(n_regimes={self.n_regimes}, {state})"
-
-    def _series(self, data: pd.Series | pd.DataFrame, where: str) -> pd.Series:
-        frame = _as_frame(data, where)
-        if frame.shape[1] != 1:
-            raise DataError(f"{where}: MarkovRegression models one series; pass a returns Series "
-                            f"(got {frame.shape[1]} columns).")
-        return frame.iloc[:, 0]
-
-    def _model(self, y: np.ndarray):
-        from statsmodels.tsa.regime_switching.markov_regression import MarkovRegression
-
-        return MarkovRegression(y, k_regimes=self.n_regimes, trend=self.trend,
-                                switching_variance=self.switching_variance)
-
-    def _start(self, model, y: np.ndarray) -> np.ndarray:
-        K = self.n_regimes
-        off = (1.0 - self.stickiness) / (K - 1)
-        P = np.full((K, K), off) + np.eye(K) * (self.stickiness - off)
-        spread = np.geomspace(0.3, 4.0, K) * np.var(y)
-        start = []
-        for name in model.param_names:
-            trans = re.fullmatch(r"p\[(\d+)->(\d+)\]", name)
-            idx = re.search(r"\[(\d+)\]$", name)
-            if trans:
-                start.append(P[int(trans[1]), int(trans[2])])
-            elif name.startswith("sigma2"):
-                start.append(spread[int(idx[1])] if idx else float(np.var(y)))
-            else:
-                start.append(float(np.mean(y)) if name.startswith("const") else 0.0)
-        return np.asarray(start)
-
-    def fit(self, train: pd.Series | pd.DataFrame) -> MarkovSwitchingDetector:
-        y = self._series(train, "MarkovSwitchingDetector.fit")
-        self.scale_ = float(y.std(ddof=0)) or 1.0
-        yy = y.to_numpy() / self.scale_
-        model = self._model(yy)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # maxiter=0 (EM only) makes statsmodels warn about its BFGS step
-            res = model.fit(start_params=self._start(model, yy), em_iter=self.em_iter, search_reps=0, maxiter=0,
-                            disp=False)
-        self.params_ = np.asarray(res.params, dtype=float)
-        if not np.isfinite(self.params_).all():
-            raise RuntimeError("MarkovSwitchingDetector.fit: the EM produced NaN parameters; use fewer regimes or "
-                               "a longer training period.")
-        self.llf_ = float(res.llf)
-        names = model.param_names
-        if self.switching_variance:
-            var = [self.params_[names.index(f"sigma2[{i}]")] for i in range(self.n_regimes)]
-        else:
-            var = [self.params_[names.index(f"const[{i}]")] for i in range(self.n_regimes)]
-        self.order_ = _state_order(var)
-        self.fitted_until_ = pd.Timestamp(y.index[-1]) if isinstance(y.index, pd.DatetimeIndex) else None
-        return self
-
-    def _run(self, data, where: str, smooth: bool) -> pd.DataFrame:
-        if self.params_ is None:
-            raise RuntimeError(f"{where}: call fit(train) first.")
-        y = self._series(data, where)
-        model = self._model(y.to_numpy() / self.scale_)
-        res = model.smooth(self.params_) if smooth else model.filter(self.params_)
-        probs = np.asarray(res.smoothed_marginal_probabilities if smooth else res.filtered_marginal_probabilities)
-        out = pd.DataFrame(probs[:, self.order_], index=y.index, columns=range(self.n_regimes))
-        out.columns.name = "regime"
-        return out
-
-    def filter(self, data: pd.Series | pd.DataFrame) -> pd.DataFrame:
-        """Causal probabilities ``P(regime_t | bars up to t)`` (Hamilton filter, parameters fixed)."""
-        return self._run(data, "MarkovSwitchingDetector.filter", smooth=False)
-
-    def smooth(self, data: pd.Series | pd.DataFrame) -> pd.DataFrame:
-        """LOOK-AHEAD ORACLE: Kim-smoothed probabilities (row t uses the bars after t)."""
-        out = self._run(data, "MarkovSwitchingDetector.smooth", smooth=True)
-        out.attrs["look_ahead"] = True
-        return out
-
-    def predict(self, data: pd.Series | pd.DataFrame) -> pd.Series:
-        return _argmax(self.filter(data))
+    t, p = _paired(true, predicted, "align_labels")
+    table = pd.crosstab(p, t)
+    rows, cols = linear_sum_assignment(-table.to_numpy())
+    mapping = {_plain(table.index[r]): _plain(table.columns[c]) for r, c in zip(rows, cols)}
+    for state in table.index:
+        if _plain(state) not in mapping:
+            mapping[_plain(state)] = _plain(table.columns[int(np.argmax(table.loc[state].to_numpy()))])
+    return mapping
 
 
-# ---------------------------------------------------------------------------- volatility threshold
-class VolatilityThresholdDetector:
-    """Trailing volatility against thresholds learned on the training period.
+def _plain(x: Any) -> Any:
+    """numpy scalars as plain Python values (a mapping prints as {0: 'calm'}, not {np.int64(0): ...})."""
+    return x.item() if isinstance(x, np.generic) else x
 
-    The volatility at t is the standard deviation of the last ``window`` returns up to t (fewer at the very
-    start). ``quantiles`` are the training-period quantiles that separate the regimes (default: equal
-    shares); regime 0 is the calmest. Probabilities are one-hot: this rule has no notion of doubt.
+
+def relabel(predicted: pd.Series, mapping: Mapping[Any, Any]) -> pd.Series:
+    """Apply an :func:`align_labels` mapping; a state never seen in training raises (say which)."""
+    unseen = sorted(set(predicted.dropna().unique()) - set(mapping), key=str)
+    if unseen:
+        raise ValueError(f"relabel: states {unseen} have no mapping (never seen when the mapping was fitted).")
+    return predicted.map(dict(mapping)).rename(predicted.name)
+
+
+def switches_per_year(labels: pd.Series, periods: float | None = None) -> float:
+    """Label changes per year (bars per year from the index unless ``periods`` is given)."""
+    arr = labels.to_numpy()
+    if len(arr) < 2:
+        return float("nan")
+    p = periods if periods is not None else periods_per_year(pd.DatetimeIndex(labels.index))
+    return float((arr[1:] != arr[:-1]).sum() / (len(arr) / p))
+
+
+def detection_delays(true: pd.Series, predicted: pd.Series) -> pd.DataFrame:
+    """One row per true regime change: when, to which regime, and the bars until the detector first says
+    that regime (NaN when it never does before the next true change)."""
+    t, p = true.align(predicted, join="inner")
+    tv, pv = t.to_numpy(), p.to_numpy()
+    change = np.flatnonzero(tv[1:] != tv[:-1]) + 1
+    ends = np.r_[change[1:], len(tv)]
+    rows = []
+    for s, e in zip(change, ends):
+        hit = np.flatnonzero(pv[s:e] == tv[s])
+        rows.append({"time": t.index[s], "regime": tv[s], "spell_bars": int(e - s),
+                     "delay": float(hit[0]) if hit.size else np.nan})
+    return pd.DataFrame(rows, columns=["time", "regime", "spell_bars", "delay"])
+
+
+def regime_scores(true: pd.Series, predicted: pd.Series, periods: float | None = None) -> dict[str, Any]:
+    """Scores of ``predicted`` against ``true`` on the same bars, both in the same label space.
+
+    Returns ``balanced_accuracy`` (mean recall over true regimes: a detector that always says "calm" scores
+    1/K, not the calm share), ``accuracy``, ``ari`` (adjusted Rand index: 0 for chance, 1 for a perfect
+    partition, blind to label names), ``confusion`` (true x predicted counts), ``switches_per_year`` and the
+    true one, ``detection_delay`` (mean bars from a true change to its first detection), its median and
+    ``detected_share`` (changes detected before the next one). Unsupervised states must be mapped first with
+    :func:`align_labels` fitted on the training period.
     """
+    from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score
 
-    def __init__(self, n_regimes: int = 2, window: int = 20, quantiles: Sequence[float] | None = None):
-        if n_regimes < 1 or window < 2:
-            raise ValueError(f"need n_regimes >= 1 and window >= 2, got {n_regimes}, {window}.")
-        q = np.linspace(0, 1, n_regimes + 1)[1:-1] if quantiles is None else np.asarray(quantiles, dtype=float)
-        if len(q) != n_regimes - 1 or np.any(np.diff(q) <= 0) or np.any((q <= 0) | (q >= 1)):
-            raise ValueError(f"quantiles must be {n_regimes - 1} increasing values in (0, 1), got {quantiles}.")
-        self.n_regimes, self.window, self.quantiles = n_regimes, window, q
-        self.thresholds_: np.ndarray | None = None
-        self.fitted_until_: pd.Timestamp | None = None
-
-    def __repr__(self) -> str:
-        return f"VolatilityThresholdDetector(n_regimes={self.n_regimes}, window={self.window})"
-
-    def trailing_vol(self, returns: pd.Series | pd.DataFrame) -> pd.Series:
-        r = _as_frame(returns, "VolatilityThresholdDetector").iloc[:, 0]
-        return r.rolling(self.window, min_periods=2).std()
-
-    def fit(self, train: pd.Series | pd.DataFrame) -> VolatilityThresholdDetector:
-        vol = self.trailing_vol(train).dropna()
-        if vol.empty:
-            raise DataError("VolatilityThresholdDetector.fit: need at least 2 training returns.")
-        self.thresholds_ = np.quantile(vol.to_numpy(), self.quantiles)
-        self.fitted_until_ = pd.Timestamp(vol.index[-1]) if isinstance(vol.index, pd.DatetimeIndex) else None
-        return self
-
-    def predict(self, data: pd.Series | pd.DataFrame) -> pd.Series:
-        if self.thresholds_ is None:
-            raise RuntimeError("VolatilityThresholdDetector: call fit(train) first.")
-        vol = self.trailing_vol(data)
-        labels = np.searchsorted(self.thresholds_, vol.fillna(0.0).to_numpy(), side="right")
-        return pd.Series(labels, index=vol.index, name="regime")
-
-    def filter(self, data: pd.Series | pd.DataFrame) -> pd.DataFrame:
-        labels = self.predict(data)
-        out = pd.DataFrame(np.eye(self.n_regimes)[labels.to_numpy()], index=labels.index,
-                           columns=range(self.n_regimes))
-        out.columns.name = "regime"
-        return out
+    t, p = _paired(true, predicted, "regime_scores")
+    if not set(p.unique()) & set(t.unique()):
+        raise ValueError("regime_scores: predicted labels share no name with the true regimes; map the states "
+                         "with align_labels(true_train, predicted_train) on the TRAINING period, then relabel().")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns when a predicted label is not a true class
+        bal = float(balanced_accuracy_score(t, p))
+    labels = sorted(set(t.unique()) | set(p.unique()), key=str)
+    conf = pd.crosstab(pd.Categorical(t, labels), pd.Categorical(p, labels), dropna=False)
+    conf.index.name, conf.columns.name = "true", "predicted"
+    out: dict[str, Any] = {"balanced_accuracy": bal, "accuracy": float((t.to_numpy() == p.to_numpy()).mean()),
+                           "ari": float(adjusted_rand_score(t, p)), "confusion": conf, "n_bars": int(len(t))}
+    if isinstance(true, pd.Series) and isinstance(true.index, pd.DatetimeIndex) and isinstance(predicted, pd.Series):
+        tt, pp = true.align(predicted, join="inner")
+        ok = tt.notna() & pp.notna()
+        tt, pp = tt[ok], pp[ok]
+        out["switches_per_year"] = switches_per_year(pp, periods)
+        out["true_switches_per_year"] = switches_per_year(tt, periods)
+        d = detection_delays(tt, pp)
+        out["detection_delay"] = float(d["delay"].mean()) if d["delay"].notna().any() else float("nan")
+        out["detection_delay_median"] = float(d["delay"].median()) if d["delay"].notna().any() else float("nan")
+        out["detected_share"] = float(d["delay"].notna().mean()) if len(d) else float("nan")
+    return out
 
 
 # ------------------------------------------------------------------------------ memory vote (kNN)
@@ -710,105 +662,161 @@ class KNNRegimeDetector:
         return min_duration_filter(_argmax(self.filter(keys)), self.min_duration)
 
 
-# ------------------------------------------------------------------------------------------ scoring
-def group_regimes(regimes: pd.Series, groups: Mapping[str, Sequence[str]] = CALM_STRESSED) -> pd.Series:
-    """Rename fine regimes into groups, e.g. bull/sideways -> calm, bear/crash -> stressed."""
-    lookup = {r: g for g, members in groups.items() for r in members}
-    missing = sorted(set(regimes.unique()) - set(lookup))
-    if missing:
-        raise ValueError(f"group_regimes: regimes {missing} belong to no group of {dict(groups)}.")
-    return regimes.map(lookup).rename(regimes.name)
+# ------------------------------------------------------------------------------ Markov switching
+class MarkovSwitchingDetector:
+    """statsmodels' ``MarkovRegression`` (switching mean and variance) with *filtered* probabilities only.
 
-
-def align_labels(true: pd.Series, predicted: pd.Series) -> dict[Any, Any]:
-    """Map each predicted state to a true regime by the Hungarian assignment (most bars matched).
-
-    Fit it on the TRAINING period (``true`` and ``predicted`` of the training bars) and apply the mapping
-    to later bars with :func:`relabel`; fitting it on the test period uses the test labels to score the
-    test labels. States left over when there are more states than regimes go to their most frequent regime.
+    :meth:`fit` estimates the parameters on the training period (EM from a calm-to-wild start, no random
+    search); :meth:`filter` builds the same model on the longer series and runs Hamilton's filter with the
+    fitted parameters fixed (``model.filter(params)``): row t depends on bars up to t. :meth:`smooth` is
+    the look-ahead oracle (Kim smoother). States are sorted calm to wild, like :class:`HMMRegimeDetector`.
+    One series only (a returns Series), scaled by its training standard deviation.
     """
-    t, p = _paired(true, predicted, "align_labels")
-    table = pd.crosstab(p, t)
-    rows, cols = linear_sum_assignment(-table.to_numpy())
-    mapping = {_plain(table.index[r]): _plain(table.columns[c]) for r, c in zip(rows, cols)}
-    for state in table.index:
-        if _plain(state) not in mapping:
-            mapping[_plain(state)] = _plain(table.columns[int(np.argmax(table.loc[state].to_numpy()))])
-    return mapping
+
+    def __init__(self, n_regimes: int = 2, switching_variance: bool = True, trend: str = "c", em_iter: int = 100,
+                 stickiness: float = 0.95):
+        if n_regimes < 2:
+            raise ValueError(f"MarkovRegression needs n_regimes >= 2, got {n_regimes}.")
+        self.n_regimes = n_regimes
+        self.switching_variance = switching_variance
+        self.trend = trend
+        self.em_iter = em_iter
+        self.stickiness = stickiness
+        self.params_: np.ndarray | None = None
+        self.scale_: float | None = None
+        self.order_: np.ndarray | None = None
+        self.fitted_until_: pd.Timestamp | None = None
+        self.llf_: float | None = None
+
+    def __repr__(self) -> str:
+        state = f"fitted until {self.fitted_until_}" if self.params_ is not None else "not fitted"
+        return f"MarkovSwitchingDetector(n_regimes={self.n_regimes}, {state})"
+
+    def _series(self, data: pd.Series | pd.DataFrame, where: str) -> pd.Series:
+        frame = _as_frame(data, where)
+        if frame.shape[1] != 1:
+            raise DataError(f"{where}: MarkovRegression models one series; pass a returns Series "
+                            f"(got {frame.shape[1]} columns).")
+        return frame.iloc[:, 0]
+
+    def _model(self, y: np.ndarray):
+        from statsmodels.tsa.regime_switching.markov_regression import MarkovRegression
+
+        return MarkovRegression(y, k_regimes=self.n_regimes, trend=self.trend,
+                                switching_variance=self.switching_variance)
+
+    def _start(self, model, y: np.ndarray) -> np.ndarray:
+        K = self.n_regimes
+        off = (1.0 - self.stickiness) / (K - 1)
+        P = np.full((K, K), off) + np.eye(K) * (self.stickiness - off)
+        spread = np.geomspace(0.3, 4.0, K) * np.var(y)
+        start = []
+        for name in model.param_names:
+            trans = re.fullmatch(r"p\[(\d+)->(\d+)\]", name)
+            idx = re.search(r"\[(\d+)\]$", name)
+            if trans:
+                start.append(P[int(trans[1]), int(trans[2])])
+            elif name.startswith("sigma2"):
+                start.append(spread[int(idx[1])] if idx else float(np.var(y)))
+            else:
+                start.append(float(np.mean(y)) if name.startswith("const") else 0.0)
+        return np.asarray(start)
+
+    def fit(self, train: pd.Series | pd.DataFrame) -> MarkovSwitchingDetector:
+        y = self._series(train, "MarkovSwitchingDetector.fit")
+        self.scale_ = float(y.std(ddof=0)) or 1.0
+        yy = y.to_numpy() / self.scale_
+        model = self._model(yy)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # maxiter=0 (EM only) makes statsmodels warn about its BFGS step
+            res = model.fit(start_params=self._start(model, yy), em_iter=self.em_iter, search_reps=0, maxiter=0,
+                            disp=False)
+        self.params_ = np.asarray(res.params, dtype=float)
+        if not np.isfinite(self.params_).all():
+            raise RuntimeError("MarkovSwitchingDetector.fit: the EM produced NaN parameters; use fewer regimes or "
+                               "a longer training period.")
+        self.llf_ = float(res.llf)
+        names = model.param_names
+        if self.switching_variance:
+            var = [self.params_[names.index(f"sigma2[{i}]")] for i in range(self.n_regimes)]
+        else:
+            var = [self.params_[names.index(f"const[{i}]")] for i in range(self.n_regimes)]
+        self.order_ = _state_order(var)
+        self.fitted_until_ = pd.Timestamp(y.index[-1]) if isinstance(y.index, pd.DatetimeIndex) else None
+        return self
+
+    def _run(self, data, where: str, smooth: bool) -> pd.DataFrame:
+        if self.params_ is None:
+            raise RuntimeError(f"{where}: call fit(train) first.")
+        y = self._series(data, where)
+        model = self._model(y.to_numpy() / self.scale_)
+        res = model.smooth(self.params_) if smooth else model.filter(self.params_)
+        probs = np.asarray(res.smoothed_marginal_probabilities if smooth else res.filtered_marginal_probabilities)
+        out = pd.DataFrame(probs[:, self.order_], index=y.index, columns=range(self.n_regimes))
+        out.columns.name = "regime"
+        return out
+
+    def filter(self, data: pd.Series | pd.DataFrame) -> pd.DataFrame:
+        """Causal probabilities ``P(regime_t | bars up to t)`` (Hamilton filter, parameters fixed)."""
+        return self._run(data, "MarkovSwitchingDetector.filter", smooth=False)
+
+    def smooth(self, data: pd.Series | pd.DataFrame) -> pd.DataFrame:
+        """LOOK-AHEAD ORACLE: Kim-smoothed probabilities (row t uses the bars after t)."""
+        out = self._run(data, "MarkovSwitchingDetector.smooth", smooth=True)
+        out.attrs["look_ahead"] = True
+        return out
+
+    def predict(self, data: pd.Series | pd.DataFrame) -> pd.Series:
+        return _argmax(self.filter(data))
 
 
-def _plain(x: Any) -> Any:
-    """numpy scalars as plain Python values (a mapping prints as {0: 'calm'}, not {np.int64(0): ...})."""
-    return x.item() if isinstance(x, np.generic) else x
+# ---------------------------------------------------------------------------- volatility threshold
+class VolatilityThresholdDetector:
+    """Trailing volatility against thresholds learned on the training period.
 
-
-def relabel(predicted: pd.Series, mapping: Mapping[Any, Any]) -> pd.Series:
-    """Apply an :func:`align_labels` mapping; a state never seen in training raises (say which)."""
-    unseen = sorted(set(predicted.dropna().unique()) - set(mapping), key=str)
-    if unseen:
-        raise ValueError(f"relabel: states {unseen} have no mapping (never seen when the mapping was fitted).")
-    return predicted.map(dict(mapping)).rename(predicted.name)
-
-
-def switches_per_year(labels: pd.Series, periods: float | None = None) -> float:
-    """Label changes per year (bars per year from the index unless ``periods`` is given)."""
-    arr = labels.to_numpy()
-    if len(arr) < 2:
-        return float("nan")
-    p = periods if periods is not None else periods_per_year(pd.DatetimeIndex(labels.index))
-    return float((arr[1:] != arr[:-1]).sum() / (len(arr) / p))
-
-
-def detection_delays(true: pd.Series, predicted: pd.Series) -> pd.DataFrame:
-    """One row per true regime change: when, to which regime, and the bars until the detector first says
-    that regime (NaN when it never does before the next true change)."""
-    t, p = true.align(predicted, join="inner")
-    tv, pv = t.to_numpy(), p.to_numpy()
-    change = np.flatnonzero(tv[1:] != tv[:-1]) + 1
-    ends = np.r_[change[1:], len(tv)]
-    rows = []
-    for s, e in zip(change, ends):
-        hit = np.flatnonzero(pv[s:e] == tv[s])
-        rows.append({"time": t.index[s], "regime": tv[s], "spell_bars": int(e - s),
-                     "delay": float(hit[0]) if hit.size else np.nan})
-    return pd.DataFrame(rows, columns=["time", "regime", "spell_bars", "delay"])
-
-
-def regime_scores(true: pd.Series, predicted: pd.Series, periods: float | None = None) -> dict[str, Any]:
-    """Scores of ``predicted`` against ``true`` on the same bars, both in the same label space.
-
-    Returns ``balanced_accuracy`` (mean recall over true regimes: a detector that always says "calm" scores
-    1/K, not the calm share), ``accuracy``, ``ari`` (adjusted Rand index: 0 for chance, 1 for a perfect
-    partition, blind to label names), ``confusion`` (true x predicted counts), ``switches_per_year`` and the
-    true one, ``detection_delay`` (mean bars from a true change to its first detection), its median and
-    ``detected_share`` (changes detected before the next one). Unsupervised states must be mapped first with
-    :func:`align_labels` fitted on the training period.
+    The volatility at t is the standard deviation of the last ``window`` returns up to t (fewer at the very
+    start). ``quantiles`` are the training-period quantiles that separate the regimes (default: equal
+    shares); regime 0 is the calmest. Probabilities are one-hot: this rule has no notion of doubt.
     """
-    from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score
 
-    t, p = _paired(true, predicted, "regime_scores")
-    if not set(p.unique()) & set(t.unique()):
-        raise ValueError("regime_scores: predicted labels share no name with the true regimes; map the states "
-                         "with align_labels(true_train, predicted_train) on the TRAINING period, then relabel().")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sklearn warns when a predicted label is not a true class
-        bal = float(balanced_accuracy_score(t, p))
-    labels = sorted(set(t.unique()) | set(p.unique()), key=str)
-    conf = pd.crosstab(pd.Categorical(t, labels), pd.Categorical(p, labels), dropna=False)
-    conf.index.name, conf.columns.name = "true", "predicted"
-    out: dict[str, Any] = {"balanced_accuracy": bal, "accuracy": float((t.to_numpy() == p.to_numpy()).mean()),
-                           "ari": float(adjusted_rand_score(t, p)), "confusion": conf, "n_bars": int(len(t))}
-    if isinstance(true, pd.Series) and isinstance(true.index, pd.DatetimeIndex) and isinstance(predicted, pd.Series):
-        tt, pp = true.align(predicted, join="inner")
-        ok = tt.notna() & pp.notna()
-        tt, pp = tt[ok], pp[ok]
-        out["switches_per_year"] = switches_per_year(pp, periods)
-        out["true_switches_per_year"] = switches_per_year(tt, periods)
-        d = detection_delays(tt, pp)
-        out["detection_delay"] = float(d["delay"].mean()) if d["delay"].notna().any() else float("nan")
-        out["detection_delay_median"] = float(d["delay"].median()) if d["delay"].notna().any() else float("nan")
-        out["detected_share"] = float(d["delay"].notna().mean()) if len(d) else float("nan")
-    return out
+    def __init__(self, n_regimes: int = 2, window: int = 20, quantiles: Sequence[float] | None = None):
+        if n_regimes < 1 or window < 2:
+            raise ValueError(f"need n_regimes >= 1 and window >= 2, got {n_regimes}, {window}.")
+        q = np.linspace(0, 1, n_regimes + 1)[1:-1] if quantiles is None else np.asarray(quantiles, dtype=float)
+        if len(q) != n_regimes - 1 or np.any(np.diff(q) <= 0) or np.any((q <= 0) | (q >= 1)):
+            raise ValueError(f"quantiles must be {n_regimes - 1} increasing values in (0, 1), got {quantiles}.")
+        self.n_regimes, self.window, self.quantiles = n_regimes, window, q
+        self.thresholds_: np.ndarray | None = None
+        self.fitted_until_: pd.Timestamp | None = None
+
+    def __repr__(self) -> str:
+        return f"VolatilityThresholdDetector(n_regimes={self.n_regimes}, window={self.window})"
+
+    def trailing_vol(self, returns: pd.Series | pd.DataFrame) -> pd.Series:
+        r = _as_frame(returns, "VolatilityThresholdDetector").iloc[:, 0]
+        return r.rolling(self.window, min_periods=2).std()
+
+    def fit(self, train: pd.Series | pd.DataFrame) -> VolatilityThresholdDetector:
+        vol = self.trailing_vol(train).dropna()
+        if vol.empty:
+            raise DataError("VolatilityThresholdDetector.fit: need at least 2 training returns.")
+        self.thresholds_ = np.quantile(vol.to_numpy(), self.quantiles)
+        self.fitted_until_ = pd.Timestamp(vol.index[-1]) if isinstance(vol.index, pd.DatetimeIndex) else None
+        return self
+
+    def predict(self, data: pd.Series | pd.DataFrame) -> pd.Series:
+        if self.thresholds_ is None:
+            raise RuntimeError("VolatilityThresholdDetector: call fit(train) first.")
+        vol = self.trailing_vol(data)
+        labels = np.searchsorted(self.thresholds_, vol.fillna(0.0).to_numpy(), side="right")
+        return pd.Series(labels, index=vol.index, name="regime")
+
+    def filter(self, data: pd.Series | pd.DataFrame) -> pd.DataFrame:
+        labels = self.predict(data)
+        out = pd.DataFrame(np.eye(self.n_regimes)[labels.to_numpy()], index=labels.index,
+                           columns=range(self.n_regimes))
+        out.columns.name = "regime"
+        return out
 
 
 # ------------------------------------------------------------------------------------- real data
@@ -845,4 +853,3 @@ def label_drawdown_regimes(close: pd.Series, drawdown_window: int | None = None,
     out[(dd <= -correction) | (vol >= high_vol)] = "correction"
     out[dd <= -bear] = "bear"
     return out.astype(str)
-
