@@ -1,5 +1,6 @@
 """Decisions and their outcomes, as known at a time (lesson 08): the agent store's ledger.
 
+* :func:`pending_decision` - the decision an outcome resolves, refused if unknown, resolved or later;
 * :func:`decisions_as_of` - the decisions made by ``now``, with a P&L only where it was known by ``now``;
 * :func:`outcome_table` - wins, losses, win rate and mean P&L of the resolved ones, grouped by agent, kind,
   regime or symbol (what :meth:`~course_lib.agents.store.AgentMemory.outcome_stats` returns).
@@ -13,6 +14,26 @@ from typing import Any
 
 import pandas as pd
 
+from .schema import AgentMemoryError, InvalidItemError, _ts
+
+
+def pending_decision(c: sqlite3.Connection, decision_id: int, at_ns: int) -> tuple:
+    """(agent, symbol, regime, text) of the unresolved decision ``decision_id``; its outcome known at ``at``
+    must not predate it."""
+    row = c.execute("SELECT d.agent, d.decided_at, d.resolved_at, d.symbol, d.regime, i.text "
+                    "FROM decisions d JOIN items i ON i.id = d.id WHERE d.id = ?",
+                    (int(decision_id),)).fetchone()
+    if row is None:
+        raise AgentMemoryError(f"no pending decision with id {decision_id} (record_decision returns ids).")
+    agent, decided, resolved, symbol, regime, dtext = row
+    if resolved is not None:
+        raise AgentMemoryError(f"decision {decision_id} is already resolved (at {_ts(resolved)}).")
+    if at_ns < decided:
+        raise InvalidItemError(
+            f"decision {decision_id} was made at {_ts(decided)}; its outcome cannot be known earlier "
+            f"({_ts(at_ns)})."
+        )
+    return agent, symbol, regime, dtext
 
 def decisions_as_of(c: sqlite3.Connection, now_ns: int, agents=None) -> pd.DataFrame:
     """Decisions made by ``now`` (of ``agents`` if given); ``pnl``/``resolved_at`` empty unless known by ``now``."""

@@ -10,6 +10,7 @@ One SQLite file holds an :class:`~course_lib.agents.store.AgentMemory`. This mod
 
 :func:`open_schema` creates the tables in a new file and refuses a file of another app or version;
 :func:`begin_immediate` starts a write transaction (retrying while another process writes);
+:func:`fix_vector_dim` stores the one vector dimension of a store;
 :func:`item_row` checks one item's fields and turns them into the row ``items`` stores;
 :func:`batch_vector_dim`, :func:`check_decision` and :func:`pnl_value` check vectors, decisions and outcomes.
 """
@@ -134,6 +135,28 @@ def begin_immediate(c: sqlite3.Connection) -> None:
             if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 49:
                 raise
             time.sleep(0.01 * (attempt + 1))
+
+
+def stored_vector_dim(c: sqlite3.Connection) -> int | None:
+    """The store's state-vector dimension (None until the first vector fixes it)."""
+    row = c.execute("SELECT value FROM meta WHERE key = 'vector_dim'").fetchone()
+    return None if row is None else int(row[0])
+
+
+def fix_vector_dim(c: sqlite3.Connection, dim: int, transaction: Callable[[], AbstractContextManager]) -> None:
+    """Store ``dim`` as the vector dimension if none is stored yet; refuse a ``dim`` that differs from it."""
+    current = stored_vector_dim(c)
+    if current is None:
+        if dim < 1:
+            raise InvalidItemError(f"vector_dim must be >= 1, got {dim}.")
+        with transaction():
+            c.execute("INSERT OR IGNORE INTO meta VALUES ('vector_dim', ?)", (str(dim),))
+        current = stored_vector_dim(c)
+    if current != dim:
+        raise InvalidItemError(
+            f"this store holds {current}-dimensional state vectors; got one of length {dim}. Use the same "
+            "features for every vector (or another store)."
+        )
 
 def item_row(kinds, agent, kind, text, now, importance, vector, symbol, metadata, tier) -> tuple:
     """One item's fields, checked, as the row ``items`` stores (without its id); a bad field raises."""

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from .maintenance import TierPolicy, cleanup_plan, delete_items, tier_changes
-from .outcomes import decisions_as_of, outcome_table
+from .outcomes import decisions_as_of, outcome_table, pending_decision
 from .ranking import (
     _empty_result,
     add_relevance,
@@ -64,13 +64,14 @@ from .schema import (
     AgentMemoryError,
     InvalidItemError,
     SchemaVersionError,
-    _ts,
     batch_vector_dim,
     begin_immediate,
     check_decision,
+    fix_vector_dim,
     item_row,
     open_schema,
     pnl_value,
+    stored_vector_dim,
 )
 from .scoring import DEFAULT_WEIGHTS, hybrid_arrays, to_ns
 from .search_mirror import _Cache, _gc_paused, tokenize
@@ -366,19 +367,7 @@ class AgentMemory:
         value = pnl_value(pnl)
         at_ns = to_ns(at, "at")
         with self._tx():
-            row = self._c.execute("SELECT d.agent, d.decided_at, d.resolved_at, d.symbol, d.regime, i.text "
-                                  "FROM decisions d JOIN items i ON i.id = d.id WHERE d.id = ?",
-                                  (int(decision_id),)).fetchone()
-            if row is None:
-                raise AgentMemoryError(f"no pending decision with id {decision_id} (record_decision returns ids).")
-            agent, decided, resolved, symbol, regime, dtext = row
-            if resolved is not None:
-                raise AgentMemoryError(f"decision {decision_id} is already resolved (at {_ts(resolved)}).")
-            if at_ns < decided:
-                raise InvalidItemError(
-                    f"decision {decision_id} was made at {_ts(decided)}; its outcome cannot be known earlier "
-                    f"({_ts(at_ns)})."
-                )
+            agent, symbol, regime, dtext = pending_decision(self._c, decision_id, at_ns)
             verdict = "win" if value > 0 else "loss" if value < 0 else "flat"
             oid = self.add(agent, "outcome", text or f"outcome {verdict} pnl {value:+.4f} of: {dtext}", now=at,
                            importance=1.0 if importance is None else importance, symbol=symbol,
@@ -464,22 +453,10 @@ class AgentMemory:
     @property
     def vector_dim(self) -> int | None:
         """The store's state-vector dimension (None until the first vector or ``vector_dim=``)."""
-        row = self._c.execute("SELECT value FROM meta WHERE key = 'vector_dim'").fetchone()
-        return None if row is None else int(row[0])
+        return stored_vector_dim(self._c)
 
     def _fix_dim(self, dim: int) -> None:
-        current = self.vector_dim
-        if current is None:
-            if dim < 1:
-                raise InvalidItemError(f"vector_dim must be >= 1, got {dim}.")
-            with self._tx():
-                self._c.execute("INSERT OR IGNORE INTO meta VALUES ('vector_dim', ?)", (str(dim),))
-            current = self.vector_dim
-        if current != dim:
-            raise InvalidItemError(
-                f"this store holds {current}-dimensional state vectors; got one of length {dim}. Use the same "
-                "features for every vector (or another store)."
-            )
+        fix_vector_dim(self._c, dim, self._tx)
 
     def _check_dims(self, rows: list[tuple]) -> None:
         dim = self.vector_dim
