@@ -12,12 +12,20 @@ analog honest live in one place:
   query resemble it because they *are* it). No two returned neighbours, and no neighbour and the query,
   end closer than an exclusion zone (default: the window length), as in the matrix-profile literature.
 
-The pieces: :func:`embed_windows` (a vector per window, stamped with its end time), :class:`AnalogIndex`
-(a growing store searched causally), :func:`find_analogs` (a DataFrame of distinct past episodes and what
-followed them), :func:`analog_weights` / :func:`analog_forecast` / :func:`explain` (the forecast and where it
-comes from), :func:`walk_forward_analogs` (two analog trading rules through the :class:`course_lib.Backtester`),
-and the measurement helpers of the lesson (:func:`oos_r2`, :func:`hit_rate`, :func:`motif_recall`,
-:func:`time_shuffled`, :func:`novel_motif_market`). The first two live in :mod:`course_lib.analog_index`.
+Where things are, in the lesson's order:
+
+1. a window, described - :func:`embed_windows`, :class:`AnalogIndex` (in :mod:`course_lib.analog_index`);
+2. "this looks like..." - search: :class:`AnalogSearch`, :func:`find_analogs` (distinct past episodes and
+   what followed them);
+3. from neighbours to a forecast - weights and forecast: :func:`analog_weights`, :func:`analog_forecast`,
+   :func:`explain`, :func:`forward_paths`;
+4. does similarity forecast anything? - measures: :func:`oos_r2`, :func:`hit_rate`, :func:`r2_interval`,
+   :func:`analog_skill`, :func:`motif_recall`, :func:`time_shuffled`;
+5. trading on analogs - strategy: :class:`AnalogSpreadStrategy`, :func:`walk_forward_analogs` (through the
+   :class:`course_lib.Backtester`);
+6. inference-time learning - :func:`novel_motif_market`, :func:`inference_time_learning`;
+
+then engineering: :func:`memory_windows` (the windows a trained model holds, for the CLI's ``similar``).
 """
 
 from __future__ import annotations
@@ -75,54 +83,7 @@ __all__ = [
 _NEVER = np.iinfo(np.int64).max
 
 
-def memory_windows(trainer: Any) -> WindowSet:
-    """The windows a trained :class:`course_lib.MemoryTransformerTrainer` holds in its memory (its training
-    windows, with their labels and times), to search with ``method="memory_keys"``."""
-    memory = getattr(trainer, "training_memory", None)
-    windows = None if memory is None else memory.windows
-    if windows is None:
-        raise ValueError("this trainer has no memory (trained with use_memory=False, or not fitted yet).")
-    return windows
-
-
-# ----------------------------------------------------------------------------------------- weights
-def analog_weights(
-    similarity: Any = None, distance: Any = None, scheme: str = "softmax", temperature: float = 0.1
-) -> np.ndarray:
-    """Weights over the neighbours, non-negative and summing to one.
-
-    * ``"softmax"``: ``exp(similarity / temperature)`` (small temperature: the nearest dominates);
-    * ``"simplex"``: ``exp(-d_i / d_1)`` with ``d_1`` the nearest distance, the simplex projection of
-      Sugihara & May (1990); an exact twin (``d_1 = 0``) takes all the weight;
-    * ``"uniform"``: every neighbour counts the same (the chapter's plain average).
-    """
-    if scheme == "uniform":
-        base = similarity if similarity is not None else distance
-        n = len(np.asarray(base))
-        return np.full(n, 1.0 / n) if n else np.zeros(0)
-    if scheme == "softmax":
-        if similarity is None:
-            raise ValueError("scheme='softmax' needs similarity.")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
-        s = np.asarray(similarity, dtype=float) / temperature
-        if len(s) == 0:
-            return np.zeros(0)
-        w = np.exp(s - s.max())
-    elif scheme == "simplex":
-        if distance is None:
-            raise ValueError("scheme='simplex' needs distance.")
-        d = np.asarray(distance, dtype=float)
-        if len(d) == 0:
-            return np.zeros(0)
-        d1 = d.min()
-        w = (d <= d1).astype(float) if d1 <= 0 else np.exp(-d / d1)
-    else:
-        raise ValueError(f"scheme must be 'softmax', 'simplex' or 'uniform', got {scheme!r}.")
-    return w / w.sum()
-
-
-# ----------------------------------------------------------------------------------------- search
+# ------------------------------------------------------------------------------------------- search
 def _bars_and_ready(
     windows: WindowSet, close: pd.Series | None, need_h: int
 ) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
@@ -301,7 +262,44 @@ def find_analogs(
                         query_window=query_window)  # fmt: skip
 
 
-# ---------------------------------------------------------------------------------------- forecast
+# ------------------------------------------------------------------------------------------ weights
+def analog_weights(
+    similarity: Any = None, distance: Any = None, scheme: str = "softmax", temperature: float = 0.1
+) -> np.ndarray:
+    """Weights over the neighbours, non-negative and summing to one.
+
+    * ``"softmax"``: ``exp(similarity / temperature)`` (small temperature: the nearest dominates);
+    * ``"simplex"``: ``exp(-d_i / d_1)`` with ``d_1`` the nearest distance, the simplex projection of
+      Sugihara & May (1990); an exact twin (``d_1 = 0``) takes all the weight;
+    * ``"uniform"``: every neighbour counts the same (the chapter's plain average).
+    """
+    if scheme == "uniform":
+        base = similarity if similarity is not None else distance
+        n = len(np.asarray(base))
+        return np.full(n, 1.0 / n) if n else np.zeros(0)
+    if scheme == "softmax":
+        if similarity is None:
+            raise ValueError("scheme='softmax' needs similarity.")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        s = np.asarray(similarity, dtype=float) / temperature
+        if len(s) == 0:
+            return np.zeros(0)
+        w = np.exp(s - s.max())
+    elif scheme == "simplex":
+        if distance is None:
+            raise ValueError("scheme='simplex' needs distance.")
+        d = np.asarray(distance, dtype=float)
+        if len(d) == 0:
+            return np.zeros(0)
+        d1 = d.min()
+        w = (d <= d1).astype(float) if d1 <= 0 else np.exp(-d / d1)
+    else:
+        raise ValueError(f"scheme must be 'softmax', 'simplex' or 'uniform', got {scheme!r}.")
+    return w / w.sum()
+
+
+# ----------------------------------------------------------------------------------------- forecast
 @dataclass(frozen=True)
 class AnalogForecast:
     """What the neighbours say about one horizon: weighted ``mean``, weighted ``quantiles``, ``spread``
@@ -402,95 +400,7 @@ def forward_paths(close: pd.Series, end_times: Any, horizon: int, as_of: Any = N
     return pd.DataFrame(vals, index=pd.Index(steps, name="bars_after"), columns=pd.DatetimeIndex(end_times))
 
 
-# ----------------------------------------------------------------------------------------- strategy
-@dataclass(frozen=True)
-class AnalogSpreadStrategy:
-    """Trade the sign of the neighbours' mean outcome only when it is large next to their disagreement:
-    ``|memory_return| / memory_spread >= min_ratio`` (a t-statistic-like rule; the chapter's rule looks at
-    the share of rising neighbours instead, see :class:`course_lib.HistoricalSimilarityStrategy`)."""
-
-    min_ratio: float = 0.3
-    allow_short: bool = True
-
-    def positions(self, predictions: pd.DataFrame) -> pd.Series:
-        mean = predictions["memory_return"].astype(float)
-        spread = predictions["memory_spread"].astype(float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = (mean.abs() / spread).where(spread > 0, np.inf).where(mean.notna())
-        pos = np.sign(mean).where(ratio >= self.min_ratio, 0.0).fillna(0.0)
-        if not self.allow_short:
-            pos = pos.clip(lower=0.0)
-        return pos.astype(float).rename("position")
-
-
-@dataclass
-class AnalogBacktestConfig:
-    """Walk-forward analog trading: folds of :func:`course_lib.walk_forward_folds`, a scaler fitted per fold on
-    its training bars, a kNN analog memory that grows online with distinct episodes (``exclusion`` bars,
-    default ``seq_len``), and two rules backtested with costs."""
-
-    seq_len: int = 32
-    horizon: int = 5
-    lookback: int | None = None
-    k: int = 10
-    exclusion: int | None = None
-    temperature: float | None = None
-    n_folds: int = 4
-    long_threshold: float = 0.6
-    short_threshold: float = 0.4
-    min_ratio: float = 0.3
-    feature_config: FeatureConfig = field(default_factory=FeatureConfig)
-    backtest: BacktestConfig = field(default_factory=lambda: BacktestConfig(cost_bps=5.0))
-
-
-@dataclass
-class AnalogBacktest:
-    """Out-of-sample predictions, positions, backtests and one metrics table (with Sharpe intervals)."""
-
-    predictions: pd.DataFrame
-    positions: dict[str, pd.Series]
-    results: dict[str, BacktestResult]
-    table: pd.DataFrame
-
-
-def walk_forward_analogs(ohlcv: pd.DataFrame, config: AnalogBacktestConfig | None = None) -> AnalogBacktest:
-    """Walk-forward backtest of the share rule, the mean/spread rule and buy-and-hold on the same bars.
-
-    The target of each window is the forward log return over ``horizon`` bars; the position decided at a
-    bar's close is held for the next bar (the backtester's rule), re-decided every bar.
-    """
-    from .backtest.strategies import BuyAndHoldStrategy, HistoricalSimilarityStrategy, KNNAnalogForecaster
-
-    cfg = config or AnalogBacktestConfig()
-    features = compute_features(ohlcv, cfg.feature_config)
-    target = forward_log_return(ohlcv["close"], cfg.horizon).reindex(features.index)
-    raw = make_windows(features, target, cfg.seq_len, cfg.horizon)
-    gap = cfg.horizon + cfg.seq_len - 1
-    folds = walk_forward_folds(len(raw), cfg.n_folds, gap=gap, horizon=cfg.horizon, seq_len=cfg.seq_len)
-    preds = []
-    for fold in folds:
-        last_train_bar = int(raw.end_pos[fold.train[-1]])
-        scaler = FeatureScaler().fit(features.iloc[: last_train_bar + 1])
-        w = make_windows(scaler.transform(features), target, cfg.seq_len, cfg.horizon)
-        knn = KNNAnalogForecaster(k=cfg.k, lookback=cfg.lookback or cfg.seq_len, temperature=cfg.temperature,
-                                  online=True, exclusion=cfg.seq_len if cfg.exclusion is None else cfg.exclusion)  # fmt: skip
-        knn.fit(w.subset(fold.train))
-        preds.append(knn.predict(w.subset(fold.test)))
-    pred = pd.concat(preds).sort_index()
-    share = HistoricalSimilarityStrategy(cfg.long_threshold, cfg.short_threshold, min_neighbors=1)
-    positions = {
-        "buy_and_hold": BuyAndHoldStrategy().positions(pd.DatetimeIndex(pred.index)),
-        "analog_share": share.positions(pred),
-        "analog_mean_spread": AnalogSpreadStrategy(cfg.min_ratio).positions(pred),
-    }
-    bt = Backtester(cfg.backtest)
-    results = {name: bt.run(pos, ohlcv) for name, pos in positions.items()}
-    table = pd.DataFrame({name: r.metrics for name, r in results.items()}).T
-    table.index.name = "strategy"
-    return AnalogBacktest(pred, positions, results, table)
-
-
-# ------------------------------------------------------------------------------------------ measures
+# ----------------------------------------------------------------------------------------- measures
 def oos_r2(pred: Any, y: Any, benchmark: Any) -> float:
     """Out-of-sample R^2 against a benchmark forecast: ``1 - SSE(pred) / SSE(benchmark)`` (Campbell &
     Thompson, 2008). Positive: the forecast beats the benchmark; 0: no better; negative: worse."""
@@ -684,6 +594,95 @@ def time_shuffled(ohlcv: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return out[["open", "high", "low", "close", "volume"]]
 
 
+# ----------------------------------------------------------------------------------------- strategy
+@dataclass(frozen=True)
+class AnalogSpreadStrategy:
+    """Trade the sign of the neighbours' mean outcome only when it is large next to their disagreement:
+    ``|memory_return| / memory_spread >= min_ratio`` (a t-statistic-like rule; the chapter's rule looks at
+    the share of rising neighbours instead, see :class:`course_lib.HistoricalSimilarityStrategy`)."""
+
+    min_ratio: float = 0.3
+    allow_short: bool = True
+
+    def positions(self, predictions: pd.DataFrame) -> pd.Series:
+        mean = predictions["memory_return"].astype(float)
+        spread = predictions["memory_spread"].astype(float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = (mean.abs() / spread).where(spread > 0, np.inf).where(mean.notna())
+        pos = np.sign(mean).where(ratio >= self.min_ratio, 0.0).fillna(0.0)
+        if not self.allow_short:
+            pos = pos.clip(lower=0.0)
+        return pos.astype(float).rename("position")
+
+
+@dataclass
+class AnalogBacktestConfig:
+    """Walk-forward analog trading: folds of :func:`course_lib.walk_forward_folds`, a scaler fitted per fold on
+    its training bars, a kNN analog memory that grows online with distinct episodes (``exclusion`` bars,
+    default ``seq_len``), and two rules backtested with costs."""
+
+    seq_len: int = 32
+    horizon: int = 5
+    lookback: int | None = None
+    k: int = 10
+    exclusion: int | None = None
+    temperature: float | None = None
+    n_folds: int = 4
+    long_threshold: float = 0.6
+    short_threshold: float = 0.4
+    min_ratio: float = 0.3
+    feature_config: FeatureConfig = field(default_factory=FeatureConfig)
+    backtest: BacktestConfig = field(default_factory=lambda: BacktestConfig(cost_bps=5.0))
+
+
+@dataclass
+class AnalogBacktest:
+    """Out-of-sample predictions, positions, backtests and one metrics table (with Sharpe intervals)."""
+
+    predictions: pd.DataFrame
+    positions: dict[str, pd.Series]
+    results: dict[str, BacktestResult]
+    table: pd.DataFrame
+
+
+def walk_forward_analogs(ohlcv: pd.DataFrame, config: AnalogBacktestConfig | None = None) -> AnalogBacktest:
+    """Walk-forward backtest of the share rule, the mean/spread rule and buy-and-hold on the same bars.
+
+    The target of each window is the forward log return over ``horizon`` bars; the position decided at a
+    bar's close is held for the next bar (the backtester's rule), re-decided every bar.
+    """
+    from .backtest.strategies import BuyAndHoldStrategy, HistoricalSimilarityStrategy, KNNAnalogForecaster
+
+    cfg = config or AnalogBacktestConfig()
+    features = compute_features(ohlcv, cfg.feature_config)
+    target = forward_log_return(ohlcv["close"], cfg.horizon).reindex(features.index)
+    raw = make_windows(features, target, cfg.seq_len, cfg.horizon)
+    gap = cfg.horizon + cfg.seq_len - 1
+    folds = walk_forward_folds(len(raw), cfg.n_folds, gap=gap, horizon=cfg.horizon, seq_len=cfg.seq_len)
+    preds = []
+    for fold in folds:
+        last_train_bar = int(raw.end_pos[fold.train[-1]])
+        scaler = FeatureScaler().fit(features.iloc[: last_train_bar + 1])
+        w = make_windows(scaler.transform(features), target, cfg.seq_len, cfg.horizon)
+        knn = KNNAnalogForecaster(k=cfg.k, lookback=cfg.lookback or cfg.seq_len, temperature=cfg.temperature,
+                                  online=True, exclusion=cfg.seq_len if cfg.exclusion is None else cfg.exclusion)  # fmt: skip
+        knn.fit(w.subset(fold.train))
+        preds.append(knn.predict(w.subset(fold.test)))
+    pred = pd.concat(preds).sort_index()
+    share = HistoricalSimilarityStrategy(cfg.long_threshold, cfg.short_threshold, min_neighbors=1)
+    positions = {
+        "buy_and_hold": BuyAndHoldStrategy().positions(pd.DatetimeIndex(pred.index)),
+        "analog_share": share.positions(pred),
+        "analog_mean_spread": AnalogSpreadStrategy(cfg.min_ratio).positions(pred),
+    }
+    bt = Backtester(cfg.backtest)
+    results = {name: bt.run(pos, ohlcv) for name, pos in positions.items()}
+    table = pd.DataFrame({name: r.metrics for name, r in results.items()}).T
+    table.index.name = "strategy"
+    return AnalogBacktest(pred, positions, results, table)
+
+
+# -------------------------------------------------------------------------- inference-time learning
 def novel_motif_market(
     n_before: int = 3000,
     n_after: int = 2000,
@@ -786,53 +785,16 @@ def inference_time_learning(
     """
     from tqdm.auto import tqdm
 
-    from .backtest.strategies import KNNAnalogForecaster
-    from .model import MemoryTransformerConfig
-    from .training import MemoryTransformerTrainer, TrainerConfig
-
     rows = []
     arms = ["knn frozen", "knn online"]
     if transformer is not None:
         arms += ["transformer frozen", "transformer online", "transformer no memory"]
     for seed in tqdm(list(seeds), desc="seeds", disable=not progress):
-        m = novel_motif_market(n_before, n_after, seed)
-        feats = compute_features(m.ohlcv)
-        if feature_columns is not None:
-            feats = feats[list(feature_columns)]
-        cut = m.ohlcv.index[n_before - 1]
-        scaler = FeatureScaler().fit(feats.loc[:cut])
-        target = forward_log_return(m.ohlcv["close"], horizon).reindex(feats.index)
-        w = make_windows(scaler.transform(feats), target, seq_len, horizon)
-        train = w.subset(np.flatnonzero(w.available_at <= cut))
-        test = w.subset(np.flatnonzero(w.end_time > cut))
-        novel = m.motifs[m.motifs.end_pos >= n_before].sort_values("end_pos")
-        ends = m.ohlcv.index[novel.end_pos.to_numpy()]
-        at = pd.DatetimeIndex(test.end_time).get_indexer(ends)
-        keep = at >= 0
-        novel, ends, at = novel[keep], ends[keep], at[keep]
-        resolved = m.ohlcv.index[np.minimum(novel.end_pos.to_numpy() + horizon, len(m.ohlcv) - 1)]
-        seen = np.array([(resolved[:i] <= e).sum() for i, e in enumerate(ends)])
-        preds: dict[str, np.ndarray] = {}
-        scored = test.subset(at)  # the kNN is scored at the occurrences only (its memory still grows)
-        for name, online in (("knn frozen", False), ("knn online", True)):
-            knn = KNNAnalogForecaster(k=knn_k, lookback=lookback, exclusion=seq_len, method=method).fit(train)
-            if online:
-                knn.remember(test)  # every test window, each retrievable only once its outcome is known
-            preds[name] = np.full(len(test), np.nan)
-            preds[name][at] = knn.predict(scored)["pred_return"].to_numpy()
+        w, scaler, train, test, novel, at, seen = _novel_occurrences(seed, n_before, n_after, seq_len, horizon,
+                                                                      feature_columns)
+        preds = _knn_predictions(train, test, at, knn_k, lookback, seq_len, method)
         if transformer is not None:
-            tkw = {"progress": False, "seed": seed, **(trainer or {})}
-            for use_memory in (True, False):
-                mcfg = MemoryTransformerConfig(**{"input_dim": w.n_features, "seq_len": seq_len, **transformer,
-                                                  "use_memory": use_memory})  # fmt: skip
-                tr = MemoryTransformerTrainer(mcfg, TrainerConfig(**tkw), scaler=scaler)
-                tr.fit(train)
-                if use_memory:
-                    preds["transformer frozen"] = tr.predict(test)["pred_return"].to_numpy()
-                    tr.config.predict_memory = "online"
-                    preds["transformer online"] = tr.predict(test)["pred_return"].to_numpy()
-                else:
-                    preds["transformer no memory"] = tr.predict(test)["pred_return"].to_numpy()
+            preds.update(_transformer_predictions(w, scaler, train, test, seed, seq_len, transformer, trainer))
         direction = novel.direction.to_numpy()
         for arm in arms:
             p = preds[arm][at]
@@ -840,3 +802,76 @@ def inference_time_learning(
                 rows.append({"seed": seed, "arm": arm, "occurrence": j, "seen": int(seen[j]), "motif": novel.name.iloc[j],
                              "correct": float(np.sign(p[j]) == direction[j])})  # fmt: skip
     return LearningExperiment(pd.DataFrame(rows), tuple(arms))
+
+
+def _novel_occurrences(seed: int, n_before: int, n_after: int, seq_len: int, horizon: int,
+                       feature_columns: Sequence[str] | None) -> tuple:
+    """One seed's market and windows: (windows, scaler, train, test, novel occurrences after training, their
+    rows in ``test``, how many earlier occurrences had a known outcome at each one's end)."""
+    m = novel_motif_market(n_before, n_after, seed)
+    feats = compute_features(m.ohlcv)
+    if feature_columns is not None:
+        feats = feats[list(feature_columns)]
+    cut = m.ohlcv.index[n_before - 1]
+    scaler = FeatureScaler().fit(feats.loc[:cut])
+    target = forward_log_return(m.ohlcv["close"], horizon).reindex(feats.index)
+    w = make_windows(scaler.transform(feats), target, seq_len, horizon)
+    train = w.subset(np.flatnonzero(w.available_at <= cut))
+    test = w.subset(np.flatnonzero(w.end_time > cut))
+    novel = m.motifs[m.motifs.end_pos >= n_before].sort_values("end_pos")
+    ends = m.ohlcv.index[novel.end_pos.to_numpy()]
+    at = pd.DatetimeIndex(test.end_time).get_indexer(ends)
+    keep = at >= 0
+    novel, ends, at = novel[keep], ends[keep], at[keep]
+    resolved = m.ohlcv.index[np.minimum(novel.end_pos.to_numpy() + horizon, len(m.ohlcv) - 1)]
+    seen = np.array([(resolved[:i] <= e).sum() for i, e in enumerate(ends)])
+    return w, scaler, train, test, novel, at, seen
+
+
+def _knn_predictions(train: WindowSet, test: WindowSet, at: np.ndarray, knn_k: int, lookback: int, seq_len: int,
+                     method: str) -> dict[str, np.ndarray]:
+    """The frozen and the online kNN's forecasts for ``test`` (NaN except at the rows ``at``)."""
+    from .backtest.strategies import KNNAnalogForecaster
+
+    preds: dict[str, np.ndarray] = {}
+    scored = test.subset(at)  # the kNN is scored at the occurrences only (its memory still grows)
+    for name, online in (("knn frozen", False), ("knn online", True)):
+        knn = KNNAnalogForecaster(k=knn_k, lookback=lookback, exclusion=seq_len, method=method).fit(train)
+        if online:
+            knn.remember(test)  # every test window, each retrievable only once its outcome is known
+        preds[name] = np.full(len(test), np.nan)
+        preds[name][at] = knn.predict(scored)["pred_return"].to_numpy()
+    return preds
+
+
+def _transformer_predictions(w: WindowSet, scaler: FeatureScaler, train: WindowSet, test: WindowSet, seed: int,
+                             seq_len: int, transformer: dict, trainer: dict | None) -> dict[str, np.ndarray]:
+    """The transformer's forecasts for ``test``: frozen memory, online memory (same weights), no memory."""
+    from .model import MemoryTransformerConfig
+    from .training import MemoryTransformerTrainer, TrainerConfig
+
+    preds: dict[str, np.ndarray] = {}
+    tkw = {"progress": False, "seed": seed, **(trainer or {})}
+    for use_memory in (True, False):
+        mcfg = MemoryTransformerConfig(**{"input_dim": w.n_features, "seq_len": seq_len, **transformer,
+                                          "use_memory": use_memory})  # fmt: skip
+        tr = MemoryTransformerTrainer(mcfg, TrainerConfig(**tkw), scaler=scaler)
+        tr.fit(train)
+        if use_memory:
+            preds["transformer frozen"] = tr.predict(test)["pred_return"].to_numpy()
+            tr.config.predict_memory = "online"
+            preds["transformer online"] = tr.predict(test)["pred_return"].to_numpy()
+        else:
+            preds["transformer no memory"] = tr.predict(test)["pred_return"].to_numpy()
+    return preds
+
+
+# -------------------------------------------------------------------------------------- engineering
+def memory_windows(trainer: Any) -> WindowSet:
+    """The windows a trained :class:`course_lib.MemoryTransformerTrainer` holds in its memory (its training
+    windows, with their labels and times), to search with ``method="memory_keys"``."""
+    memory = getattr(trainer, "training_memory", None)
+    windows = None if memory is None else memory.windows
+    if windows is None:
+        raise ValueError("this trainer has no memory (trained with use_memory=False, or not fitted yet).")
+    return windows

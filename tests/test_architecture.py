@@ -31,12 +31,12 @@ LONG_FUNCTIONS_ALLOWED: dict[str, int] = {
     "course_lib/best_practices.py::sensitivity_study": 82,
     "course_lib/data/synthetic.py::make_synthetic_market": 111,
     "course_lib/plots/data.py::plot_windows_and_splits": 106,
-    "course_lib/similarity.py::inference_time_learning": 86,
 }
 
-#: A lesson's main class must fit one sitting. The others named by the readable-code work (AgentMemory 400,
-#: the trainer 300) join this table when they are split.
+#: A lesson's main class must fit one sitting. The other one named by the readable-code work (the trainer,
+#: 300) joins this table when it is split.
 CLASS_LINE_LIMITS: dict[str, int] = {
+    "course_lib/agents/store.py::AgentMemory": 400,
     "course_lib/memory/bank.py::ExternalMemoryBank": 350,
 }
 

@@ -5,6 +5,9 @@ One job per module:
 * :mod:`.store` - :class:`AgentMemory`, items (observations, signals, decisions, outcomes...) in one SQLite
   file with an FTS5 text index and state vectors; hybrid search (importance + relevance + recency, min-max
   normalised); decay with explicit time; outcomes that only become visible when known; tiers; cleanup;
+  its parts: :mod:`.schema` (tables, version, validation), :mod:`.ranking` (the steps of a search),
+  :mod:`.maintenance` (tiers and cleanup), :mod:`.outcomes` (decisions as known at a time) and
+  :mod:`.search_mirror` (the NumPy copy searches read);
 * :mod:`.scoring` - decay and the min-max normalised hybrid score;
 * :mod:`.traders` - small rule-based agents (:class:`MomentumAgent`, :class:`MeanReversionAgent`,
   :class:`VolatilityAgent`, :class:`AnalogAgent`) and :func:`run_agents`, the loop that lets them share one

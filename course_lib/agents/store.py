@@ -1,5 +1,18 @@
 """AgentMemory: a persistent, decaying, outcome-aware memory that several agents share (lesson 08).
 
+Where things are (this file follows the lesson; each part it uses is a module of its own):
+
+* here: :class:`AgentMemoryConfig`, then :class:`AgentMemory` in the lesson's order - 1. items and the
+  hybrid search (``add``, ``search``), 2. forgetting (``maintain``, ``cleanup``), 4. outcomes
+  (``record_decision``, ``resolve``, ``outcome_stats``), 8. persistence (``close``, transactions); then
+  :class:`AgentView`, one agent's handle;
+* :mod:`.schema` - the tables, the schema version, item kinds and tiers, what a valid item is, the errors;
+* :mod:`.scoring` - decay and the hybrid score (importance + relevance + recency);
+* :mod:`.ranking` - the steps of a search: candidate pool, time-correct BM25, components as of ``now``;
+* :mod:`.maintenance` - :class:`TierPolicy`, the tier moves of ``maintain`` and what ``cleanup`` removes;
+* :mod:`.outcomes` - the decisions and their P&L as known at a time, the outcome table;
+* :mod:`.search_mirror` - engineering: the NumPy copy of the columns every search reads.
+
 One SQLite file (the standard library's ``sqlite3``) holds everything: the items, an FTS5 index of their text
 (BM25 relevance), their market-state vectors (float32 blobs, one dimension per store), the decisions with
 their outcomes, every access and every tier change. Writes run in transactions (WAL journal, a busy timeout
@@ -21,12 +34,7 @@ Only :meth:`AgentMemory.cleanup` changes the past, on purpose (it frees the spac
 
 from __future__ import annotations
 
-import gc
-import json
-import math
-import re
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,7 +44,37 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .scoring import DEFAULT_WEIGHTS, NS_PER_DAY, hybrid_arrays, minmax, to_ns
+from .maintenance import TierPolicy, cleanup_plan, delete_items, tier_changes
+from .outcomes import decisions_as_of, outcome_table, pending_decision
+from .ranking import (
+    _empty_result,
+    add_relevance,
+    bm25_scores,
+    candidates,
+    components_as_of,
+    narrow,
+    query_vector,
+    result_frame,
+    top_k,
+)
+from .schema import (
+    AGENT_MEMORY_SCHEMA_VERSION,
+    ITEM_KINDS,
+    TIERS,
+    AgentMemoryError,
+    InvalidItemError,
+    SchemaVersionError,
+    batch_vector_dim,
+    begin_immediate,
+    check_decision,
+    fix_vector_dim,
+    item_row,
+    open_schema,
+    pnl_value,
+    stored_vector_dim,
+)
+from .scoring import DEFAULT_WEIGHTS, hybrid_arrays, to_ns
+from .search_mirror import _Cache, _gc_paused, tokenize
 
 __all__ = [
     "AGENT_MEMORY_SCHEMA_VERSION",
@@ -50,46 +88,6 @@ __all__ = [
     "SchemaVersionError",
     "TierPolicy",
 ]
-
-AGENT_MEMORY_SCHEMA_VERSION = 1
-_APP = "course_lib.AgentMemory"
-ITEM_KINDS: tuple[str, ...] = ("observation", "signal", "decision", "outcome", "reflection", "lesson")
-TIERS: tuple[str, ...] = ("short", "medium", "long")
-_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)  # the words FTS5's unicode61 tokenizer sees (ASCII text)
-_BM25_K1, _BM25_B = 1.2, 0.75  # FTS5's bm25() constants
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while building many small, acyclic objects (a bulk load)."""
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
-
-
-def tokenize(text: str | None) -> list[str]:
-    """Lower-cased words, as the store's FTS5 index (``unicode61 remove_diacritics 0``) splits them."""
-    text = text or ""
-    if text.isascii():  # lower-casing first is the same for ASCII, and 4x faster
-        return _TOKEN.findall(text.lower())
-    return [t.lower() for t in _TOKEN.findall(text)]
-
-
-class AgentMemoryError(ValueError):
-    """A store that cannot be used as asked (wrong file, closed store, unknown decision...)."""
-
-
-class SchemaVersionError(AgentMemoryError):
-    """The file is an agent memory of another schema version."""
-
-
-class InvalidItemError(AgentMemoryError):
-    """An item, decision or outcome with a bad field; nothing was written."""
-
 
 @dataclass(frozen=True)
 class AgentMemoryConfig:
@@ -129,144 +127,6 @@ class AgentMemoryConfig:
         return int(pd.Timedelta(self.half_lives[tier]).value)
 
 
-@dataclass(frozen=True)
-class TierPolicy:
-    """When items move between the short, medium and long tiers (see :meth:`AgentMemory.maintain`).
-
-    ``strength`` = importance x recency (the query-independent part of the score). Importance is on the
-    scale the agents use (1 = ordinary, as the default of :meth:`AgentMemory.add`; Park et al. use 1 to 10).
-
-    * promotion one tier up: ``access_count >= promote_accesses[tier]`` or
-      ``importance >= promote_importance[tier]`` (an item that keeps being useful, or was marked important);
-    * demotion one tier down: strength below ``demote_below`` in the medium or long tier;
-    * deletion: strength below ``delete_below`` in the short tier (pending decisions are never deleted).
-    """
-
-    promote_accesses: Mapping[str, int] = field(default_factory=lambda: {"short": 2, "medium": 5})
-    promote_importance: Mapping[str, float] = field(default_factory=lambda: {"short": 3.0, "medium": 8.0})
-    demote_below: float = 0.05
-    delete_below: float = 0.01
-
-
-_SCHEMA: tuple[str, ...] = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE items (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        agent TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        text TEXT NOT NULL,
-        importance REAL NOT NULL,
-        symbol TEXT,
-        vector BLOB,
-        created_at INTEGER NOT NULL,
-        tier TEXT NOT NULL,
-        metadata TEXT NOT NULL DEFAULT '{}')""",
-    """CREATE TABLE decisions (
-        id INTEGER PRIMARY KEY,
-        agent TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        symbol TEXT,
-        regime TEXT,
-        direction REAL,
-        confidence REAL,
-        decided_at INTEGER NOT NULL,
-        pnl REAL,
-        resolved_at INTEGER,
-        outcome_id INTEGER)""",
-    "CREATE INDEX decisions_resolved ON decisions(resolved_at)",
-    "CREATE TABLE accesses (item_id INTEGER NOT NULL, at INTEGER NOT NULL)",
-    "CREATE INDEX accesses_item ON accesses(item_id, at)",
-    "CREATE TABLE tier_changes (item_id INTEGER NOT NULL, at INTEGER NOT NULL, tier TEXT NOT NULL)",
-    "CREATE INDEX tier_changes_item ON tier_changes(item_id, at)",
-    "CREATE VIRTUAL TABLE items_fts USING fts5(text, content='items', content_rowid='id', "
-    "tokenize='unicode61 remove_diacritics 0')",
-)
-
-
-def _ts(ns) -> pd.Timestamp | None:
-    return None if ns is None or (isinstance(ns, float) and math.isnan(ns)) else pd.Timestamp(int(ns), unit="ns")
-
-
-class _Cache:
-    """The columns a search filters and scores on, mirrored in NumPy (items never change after insert)."""
-
-    def __init__(self) -> None:
-        self.epoch = -1
-        self.max_id = 0
-        self.ids = np.zeros(0, np.int64)
-        self.created = np.zeros(0, np.int64)
-        self.importance = np.zeros(0, float)
-        self.agent = np.zeros(0, np.int32)
-        self.kind = np.zeros(0, np.int32)
-        self.tier = np.zeros(0, np.int8)
-        self.vectors: np.ndarray | None = None
-        self.has_vec = np.zeros(0, bool)
-        self.codes: dict[str, dict[str, int]] = {"agent": {}, "kind": {}}
-        self.n_tokens = np.zeros(0, np.int32)
-        self.postings: dict[str, list] = {}  # word -> chunks of (positions, term counts), joined when read
-
-    def index_text(self, start: int, texts: Sequence[str]) -> np.ndarray:
-        """Add the words of ``texts`` (rows ``start``, ``start + 1``, ...) to the postings; returns their lengths.
-
-        The words are grouped with NumPy and each word gets one new chunk per call, so loading a store of
-        100,000 items costs one sort, not a Python append per posting.
-        """
-        tokens = [tokenize(text) for text in texts]
-        lengths = np.fromiter(map(len, tokens), np.int32, len(tokens))
-        vocab: dict[str, int] = {}
-        word_ids = np.fromiter((vocab.setdefault(w, len(vocab)) for words in tokens for w in words), np.int64,
-                               int(lengths.sum()))
-        if len(word_ids):
-            rows = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
-            # one key per (word, row): unique sorts by word, then row, and counts each word's occurrences in a row
-            keys, tf = np.unique(word_ids * len(texts) + rows, return_counts=True)
-            wid, pos = np.divmod(keys, len(texts))
-            cuts = np.flatnonzero(np.diff(wid)) + 1
-            names = list(vocab)
-            for p_chunk, t_chunk, w in zip(np.split(pos + start, cuts), np.split(tf.astype(float), cuts),
-                                           wid[np.r_[0, cuts]].tolist()):
-                self.postings.setdefault(names[w], []).append((p_chunk, t_chunk))
-        return lengths
-
-    def term(self, word: str) -> tuple[np.ndarray, np.ndarray]:
-        """(positions, term counts) of ``word``, positions ascending."""
-        chunks = self.postings.get(word)
-        if not chunks:
-            return np.zeros(0, np.int64), np.zeros(0, float)
-        if len(chunks) > 1:
-            chunks[:] = [(np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks]))]
-        return chunks[0]
-
-    def drop(self, ids: np.ndarray) -> None:
-        """Forget the rows of ``ids`` in place (what this process just deleted), instead of reloading the store."""
-        keep = ~np.isin(self.ids, ids)
-        if keep.all():
-            return
-        new_pos = np.cumsum(keep) - 1
-        for name in ("ids", "created", "importance", "agent", "kind", "tier", "has_vec", "n_tokens"):
-            setattr(self, name, getattr(self, name)[keep])
-        if self.vectors is not None and len(self.vectors) == len(keep):
-            self.vectors = self.vectors[keep]
-        for word in list(self.postings):
-            pos, tf = self.term(word)
-            kept = keep[pos]
-            if kept.any():
-                self.postings[word] = [(new_pos[pos[kept]], tf[kept])]
-            else:
-                del self.postings[word]
-
-    def codes_of(self, what: str, names: Sequence[str]) -> np.ndarray:
-        """The integer code of each name (new names get new codes), one hash pass instead of a lookup per row."""
-        codes, uniques = pd.factorize(np.asarray(names, dtype=object))
-        return np.array([self.code(what, u) for u in uniques], np.int32)[codes]
-
-    def code(self, what: str, name: str) -> int:
-        table = self.codes[what]
-        if name not in table:
-            table[name] = len(table)
-        return table[name]
-
-
 class AgentMemory:
     """A shared memory of observations, signals, decisions and outcomes, in one SQLite file.
 
@@ -300,182 +160,15 @@ class AgentMemory:
             self.path, timeout=self.config.busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         try:
-            self._open(vector_dim)
+            open_schema(self._conn, self.path, self.config.busy_timeout_s, self._tx)
+            if vector_dim is not None:
+                self._fix_dim(int(vector_dim))
         except BaseException:
             self._conn.close()
             self._conn = None
             raise
 
-    # --- opening, schema -----------------------------------------------------------------------------------
-    def _open(self, vector_dim: int | None) -> None:
-        c = self._conn
-        try:
-            c.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout_s * 1000)}")
-            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
-        except sqlite3.DatabaseError as exc:
-            raise AgentMemoryError(
-                f"{self.path} is not an AgentMemory store (SQLite says: {exc}). Pass a new file name, or the "
-                "file a previous AgentMemory wrote."
-            ) from exc
-        if tables and "meta" not in tables:
-            raise AgentMemoryError(
-                f"{self.path} is an SQLite database but not an AgentMemory store (tables: {sorted(tables)[:5]}). "
-                "Use another file name; nothing was changed."
-            )
-        if self.path != ":memory:":
-            c.execute("PRAGMA journal_mode = WAL")
-        c.execute("PRAGMA synchronous = NORMAL")
-        c.execute("PRAGMA foreign_keys = OFF")
-        # some builds (Debian's) zero every deleted byte; FAST does so only where it costs no extra writes
-        c.execute("PRAGMA secure_delete = FAST")
-        if not tables:
-            with self._tx():
-                if not {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE name = 'meta'")}:
-                    for statement in _SCHEMA:
-                        c.execute(statement)
-                    c.executemany(
-                        "INSERT INTO meta VALUES (?, ?)",
-                        [("app", _APP), ("schema_version", str(AGENT_MEMORY_SCHEMA_VERSION)), ("epoch", "0")],
-                    )
-        meta = dict(c.execute("SELECT key, value FROM meta").fetchall())
-        if meta.get("app") != _APP:
-            raise AgentMemoryError(f"{self.path} has a meta table but was not written by AgentMemory; refused.")
-        version = int(meta.get("schema_version", -1))
-        if version != AGENT_MEMORY_SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{self.path} is an agent memory of schema version {version}; this course_lib reads version "
-                f"{AGENT_MEMORY_SCHEMA_VERSION}. Recreate the store (or use the course_lib that wrote it)."
-            )
-        if vector_dim is not None:
-            self._fix_dim(int(vector_dim))
-
-    @property
-    def vector_dim(self) -> int | None:
-        """The store's state-vector dimension (None until the first vector or ``vector_dim=``)."""
-        row = self._c.execute("SELECT value FROM meta WHERE key = 'vector_dim'").fetchone()
-        return None if row is None else int(row[0])
-
-    def _fix_dim(self, dim: int) -> None:
-        current = self.vector_dim
-        if current is None:
-            if dim < 1:
-                raise InvalidItemError(f"vector_dim must be >= 1, got {dim}.")
-            with self._tx():
-                self._c.execute("INSERT OR IGNORE INTO meta VALUES ('vector_dim', ?)", (str(dim),))
-            current = self.vector_dim
-        if current != dim:
-            raise InvalidItemError(
-                f"this store holds {current}-dimensional state vectors; got one of length {dim}. Use the same "
-                "features for every vector (or another store)."
-            )
-
-    @property
-    def _c(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise AgentMemoryError("the store is closed; open it again with AgentMemory(path).")
-        return self._conn
-
-    def close(self) -> None:
-        """Close the file (committed items are safe on disk); further calls raise."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def __enter__(self) -> AgentMemory:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __len__(self) -> int:
-        """Items in the memory now: stored and not retired by :meth:`maintain`."""
-        return int(self._c.execute("SELECT COUNT(*) FROM items WHERE id NOT IN "
-                                   "(SELECT item_id FROM tier_changes WHERE tier = 'deleted')").fetchone()[0])
-
-    def __repr__(self) -> str:
-        state = "closed" if self._conn is None else f"{len(self)} items"
-        return f"AgentMemory({self.path!r}, {state})"
-
-    # --- transactions ----------------------------------------------------------------------------------------
-    @contextmanager
-    def _tx(self) -> Iterator[None]:
-        c = self._c
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        for attempt in range(50):
-            try:
-                c.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:  # another writer held the lock past the busy timeout
-                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 49:
-                    raise
-                time.sleep(0.01 * (attempt + 1))
-        self._depth = 1
-        try:
-            yield
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        else:
-            c.execute("COMMIT")
-        finally:
-            self._depth = 0
-            self._stale = True
-
-    @contextmanager
-    def batch(self) -> Iterator[AgentMemory]:
-        """Group several writes into one transaction: all of them are stored, or (on an error) none."""
-        with self._tx():
-            yield self
-
-    # --- writing -------------------------------------------------------------------------------------------
-    def _validate(self, agent, kind, text, now, importance, vector, symbol, metadata, tier) -> tuple:
-        if not isinstance(agent, str) or not agent.strip():
-            raise InvalidItemError(f"agent must be a non-empty string, got {agent!r}.")
-        if kind not in self.config.kinds:
-            raise InvalidItemError(f"unknown kind {kind!r}; choose one of {list(self.config.kinds)}.")
-        if not isinstance(text, str):
-            raise InvalidItemError(f"text must be a string, got {type(text).__name__}.")
-        try:
-            imp = float(importance)
-        except (TypeError, ValueError) as exc:
-            raise InvalidItemError(f"importance must be a number, got {importance!r}.") from exc
-        if not math.isfinite(imp) or imp < 0:
-            raise InvalidItemError(f"importance must be finite and >= 0, got {importance!r}.")
-        if tier not in TIERS:
-            raise InvalidItemError(f"unknown tier {tier!r}; choose one of {list(TIERS)}.")
-        blob = None
-        if vector is not None:
-            v = np.asarray(vector, dtype=np.float64).ravel()
-            if not np.isfinite(v).all():
-                raise InvalidItemError("the state vector contains NaN or inf; fill or drop those features first.")
-            blob = v.astype("<f4").tobytes()
-        try:
-            meta = json.dumps(dict(metadata), default=_json_default, allow_nan=False) if metadata else "{}"
-        except (TypeError, ValueError) as exc:
-            raise InvalidItemError(f"metadata must be JSON-serialisable (finite numbers, strings): {exc}") from exc
-        return (agent, kind, text, imp, symbol, blob, to_ns(now, "now"), tier, meta)
-
-    def _check_dims(self, rows: list[tuple]) -> None:
-        dim = self.vector_dim
-        lengths = [len(r[5]) // 4 if r[5] is not None else None for r in rows]
-        for n, length in enumerate(lengths):
-            if length is not None and dim is not None and length != dim:
-                raise InvalidItemError(
-                    f"item {n}: this store holds {dim}-dimensional state vectors; got one of length {length}. Use "
-                    "the same features for every vector (or another store)."
-                )
-        found = {x for x in lengths if x is not None}
-        if len(found) > 1:
-            raise InvalidItemError(f"state vectors of different lengths {sorted(found)} in one batch.")
-        if found and dim is None:
-            self._fix_dim(found.pop())
-
+    # --- 1. items and the hybrid search (add, search) ------------------------------------------------------------
     def add(self, agent: str, kind: str, text: str, *, now, importance: float = 1.0, vector=None,
             symbol: str | None = None, metadata: Mapping[str, Any] | None = None, tier: str = "short") -> int:
         """Store one item created at ``now``; returns its id. A bad field raises and stores nothing."""
@@ -490,9 +183,9 @@ class AgentMemory:
             if extra:
                 raise InvalidItemError(f"item {n}: unknown field(s) {sorted(extra)}.")
             try:
-                rows.append(self._validate(item.get("agent"), item.get("kind"), item.get("text", ""),
-                                           item.get("now"), item.get("importance", 1.0), item.get("vector"),
-                                           item.get("symbol"), item.get("metadata"), item.get("tier", "short")))
+                rows.append(item_row(self.config.kinds, item.get("agent"), item.get("kind"), item.get("text", ""),
+                                     item.get("now"), item.get("importance", 1.0), item.get("vector"),
+                                     item.get("symbol"), item.get("metadata"), item.get("tier", "short")))
             except ValueError as exc:
                 raise InvalidItemError(f"item {n}: {exc}") from exc
         if not rows:
@@ -511,222 +204,6 @@ class AgentMemory:
                                 [(i, r[2]) for i, r in zip(ids, rows)])
         return ids
 
-    def record_decision(self, agent: str, text: str, *, now, **fields) -> int:
-        """Record a pending decision at ``now``; returns its id (resolve it later with :meth:`resolve`).
-
-        Fields: ``direction`` (+1 long, -1 short...), ``confidence`` (stated probability of a win, in [0, 1]),
-        ``regime``, ``symbol``, ``importance``, ``vector``, ``kind`` (``"decision"`` or ``"signal"``);
-        anything else goes into the metadata.
-        """
-        kind = fields.pop("kind", "decision")
-        direction = fields.pop("direction", None)
-        confidence = fields.pop("confidence", None)
-        regime = fields.pop("regime", None)
-        symbol = fields.pop("symbol", None)
-        importance = fields.pop("importance", 1.0)
-        vector = fields.pop("vector", None)
-        metadata = {**dict(fields.pop("metadata", None) or {}), **fields}
-        if kind not in ("decision", "signal"):
-            raise InvalidItemError(f"a decision's kind is 'decision' or 'signal', got {kind!r}.")
-        for name, value in (("direction", direction), ("confidence", confidence)):
-            if value is not None and not math.isfinite(float(value)):
-                raise InvalidItemError(f"{name} must be finite, got {value!r}.")
-        if confidence is not None and not 0.0 <= float(confidence) <= 1.0:
-            raise InvalidItemError(f"confidence is a probability in [0, 1], got {confidence!r}.")
-        with self._tx():
-            did = self.add(agent, kind, text, now=now, importance=importance, vector=vector, symbol=symbol,
-                           metadata={**metadata, **({"regime": regime} if regime is not None else {})})
-            self._c.execute(
-                "INSERT INTO decisions (id, agent, kind, symbol, regime, direction, confidence, decided_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (did, agent, kind, symbol, regime, None if direction is None else float(direction),
-                 None if confidence is None else float(confidence), to_ns(now)),
-            )
-        return did
-
-    def resolve(self, decision_id: int, pnl: float, *, at, text: str | None = None,
-                importance: float | None = None) -> int:
-        """Attach the P&L of a decision, known at time ``at``; stores an ``outcome`` item and returns its id.
-
-        A search at a time before ``at`` sees neither the P&L nor the outcome item.
-        """
-        try:
-            value = float(pnl)
-        except (TypeError, ValueError) as exc:
-            raise InvalidItemError(f"pnl must be a number, got {pnl!r}.") from exc
-        if not math.isfinite(value):
-            raise InvalidItemError(f"pnl must be finite, got {pnl!r}.")
-        at_ns = to_ns(at, "at")
-        with self._tx():
-            row = self._c.execute("SELECT d.agent, d.decided_at, d.resolved_at, d.symbol, d.regime, i.text "
-                                  "FROM decisions d JOIN items i ON i.id = d.id WHERE d.id = ?",
-                                  (int(decision_id),)).fetchone()
-            if row is None:
-                raise AgentMemoryError(f"no pending decision with id {decision_id} (record_decision returns ids).")
-            agent, decided, resolved, symbol, regime, dtext = row
-            if resolved is not None:
-                raise AgentMemoryError(f"decision {decision_id} is already resolved (at {_ts(resolved)}).")
-            if at_ns < decided:
-                raise InvalidItemError(
-                    f"decision {decision_id} was made at {_ts(decided)}; its outcome cannot be known earlier "
-                    f"({_ts(at_ns)})."
-                )
-            verdict = "win" if value > 0 else "loss" if value < 0 else "flat"
-            oid = self.add(agent, "outcome", text or f"outcome {verdict} pnl {value:+.4f} of: {dtext}", now=at,
-                           importance=1.0 if importance is None else importance, symbol=symbol,
-                           metadata={"decision_id": int(decision_id), "pnl": value,
-                                     **({"regime": regime} if regime is not None else {})})
-            self._c.execute("UPDATE decisions SET pnl = ?, resolved_at = ?, outcome_id = ? WHERE id = ?",
-                            (value, at_ns, oid, int(decision_id)))
-        return oid
-
-    # --- the cache -----------------------------------------------------------------------------------------
-    def _refresh(self) -> _Cache:
-        c = self._c
-        version = c.execute("PRAGMA data_version").fetchone()[0]
-        if not self._stale and version == self._data_version:
-            return self._cache
-        epoch = int(c.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
-        cache = self._cache
-        if epoch != cache.epoch:
-            cache = self._cache = _Cache()
-            cache.epoch = epoch
-        with _gc_paused():  # 100,000 rows of tuples would wake the cyclic collector dozens of times, for nothing
-            rows = c.execute("SELECT id, agent, kind, importance, created_at, tier, vector, text FROM items "
-                             "WHERE id > ? ORDER BY id", (cache.max_id,)).fetchall()
-            if rows:
-                ids, agents, kinds, imp, created, tiers, blobs, texts = zip(*rows)
-                cache.n_tokens = np.concatenate([cache.n_tokens, cache.index_text(len(cache.ids), texts)])
-                cache.ids = np.concatenate([cache.ids, np.asarray(ids, np.int64)])
-                cache.agent = np.concatenate([cache.agent, cache.codes_of("agent", agents)]).astype(np.int32)
-                cache.kind = np.concatenate([cache.kind, cache.codes_of("kind", kinds)]).astype(np.int32)
-                cache.importance = np.concatenate([cache.importance, np.asarray(imp, float)])
-                cache.created = np.concatenate([cache.created, np.asarray(created, np.int64)])
-                codes, names = pd.factorize(np.asarray(tiers, dtype=object))
-                level = np.array([TIERS.index(t) for t in names], np.int8)
-                cache.tier = np.concatenate([cache.tier, level[codes]]).astype(np.int8)
-                has = np.array([b is not None for b in blobs])
-                dim = self.vector_dim
-                if dim is not None:
-                    new = np.zeros((len(rows), dim), np.float32)
-                    if has.any():
-                        new[has] = np.frombuffer(b"".join(b for b in blobs if b is not None), "<f4").reshape(-1, dim)
-                    new /= np.maximum(np.linalg.norm(new, axis=1, keepdims=True), 1e-12)
-                    old = cache.vectors if cache.vectors is not None else np.zeros((0, dim), np.float32)
-                    if len(old) < len(cache.has_vec):
-                        old = np.zeros((len(cache.has_vec), dim), np.float32)
-                    cache.vectors = np.concatenate([old, new])
-                cache.has_vec = np.concatenate([cache.has_vec, has])
-                cache.max_id = int(cache.ids[-1])
-        self._stale = False
-        self._data_version = version
-        return cache
-
-    def _state(self, ids: np.ndarray, now_ns: int) -> tuple[dict, dict]:
-        """(last access, access count) and tier as of ``now`` for ``ids`` (events strictly before ``now``)."""
-        if len(ids) == 0:
-            return {}, {}
-        c = self._c
-        if len(ids) > 20_000:
-            acc = c.execute("SELECT item_id, MAX(at), COUNT(*) FROM accesses WHERE at < ? GROUP BY item_id",
-                            (now_ns,)).fetchall()
-            tiers = c.execute("SELECT item_id, tier FROM tier_changes WHERE at < ? AND tier != 'deleted' "
-                              "ORDER BY at, rowid", (now_ns,)).fetchall()
-        else:
-            marks = ",".join("?" * len(ids))
-            args = [int(i) for i in ids]
-            acc = c.execute(f"SELECT item_id, MAX(at), COUNT(*) FROM accesses WHERE at < ? AND item_id IN ({marks}) "
-                            "GROUP BY item_id", [now_ns, *args]).fetchall()
-            tiers = c.execute(f"SELECT item_id, tier FROM tier_changes WHERE at < ? AND tier != 'deleted' "
-                              f"AND item_id IN ({marks}) ORDER BY at, rowid", [now_ns, *args]).fetchall()
-        return {i: (last, n) for i, last, n in acc}, {i: t for i, t in tiers}
-
-    def _arrays(self, cache: _Cache, pos: np.ndarray, now_ns: int) -> dict[str, np.ndarray]:
-        """Importance, recency and the state behind it for the cached rows ``pos``, as of ``now``."""
-        ids = cache.ids[pos]
-        access, tier_change = self._state(ids, now_ns)
-        last = np.zeros(len(ids), np.int64)
-        count = np.zeros(len(ids), np.int64)
-        tiers = cache.tier[pos].copy()
-        if access or tier_change:
-            for j, i in enumerate(ids.tolist()):
-                if i in access:
-                    last[j], count[j] = access[i]
-                if i in tier_change:
-                    tiers[j] = TIERS.index(tier_change[i])
-        created = cache.created[pos]
-        ref = np.maximum(created, last) if self.config.age_from == "accessed" else created
-        age = now_ns - ref
-        half = np.array([self.config.half_life_ns(t) for t in TIERS], float)[tiers]
-        return {"id": ids, "created": created, "age_days": age / NS_PER_DAY, "tier": np.asarray(TIERS)[tiers],
-                "access_count": count, "importance": cache.importance[pos],
-                "recency": np.power(0.5, age / half)}  # decay(age, half_life), one half-life per tier
-
-    def _components(self, cache: _Cache, pos: np.ndarray, now_ns: int) -> pd.DataFrame:
-        return pd.DataFrame(self._arrays(cache, pos, now_ns))
-
-    def _retired(self, now_ns: int) -> np.ndarray:
-        """Ids that :meth:`maintain` retired strictly before ``now``."""
-        rows = self._c.execute("SELECT item_id FROM tier_changes WHERE tier = 'deleted' AND at < ?", (now_ns,))
-        return np.fromiter((r[0] for r in rows), np.int64)
-
-    def _live(self, cache: _Cache, now_ns: int) -> np.ndarray:
-        """Cached rows in the memory at ``now``: created by then and not retired before it."""
-        mask = cache.created <= now_ns
-        retired = self._retired(now_ns)
-        if len(retired):
-            mask &= ~np.isin(cache.ids, retired)
-        return mask
-
-    def _visible(self, cache: _Cache, now_ns: int, agents, kinds) -> np.ndarray:
-        mask = self._live(cache, now_ns)
-        for what, names, col in (("agent", agents, cache.agent), ("kind", kinds, cache.kind)):
-            if names is not None:
-                names = [names] if isinstance(names, str) else list(names)
-                if what == "kind":
-                    bad = [k for k in names if k not in self.config.kinds]
-                    if bad:
-                        raise InvalidItemError(f"unknown kind(s) {bad}; choose from {list(self.config.kinds)}.")
-                codes = [cache.codes[what][n] for n in names if n in cache.codes[what]]
-                mask &= np.isin(col, codes)
-        return mask
-
-    # --- reading -------------------------------------------------------------------------------------------
-    def bm25(self, text: str | None, *, now, agents=None, kinds=None) -> pd.Series:
-        """BM25 of every item visible at ``now`` that shares a word with ``text`` (index: item id).
-
-        FTS5's own ``bm25()`` would use the word statistics of the whole file, including items written after
-        ``now``: a later item would change an earlier search (look-ahead). Here the same formula (FTS5's
-        constants k1 = 1.2, b = 0.75) uses the items visible at ``now`` only; with every item visible it
-        equals FTS5's value.
-        """
-        cache = self._refresh()
-        mask = self._visible(cache, to_ns(now, "now"), agents, kinds)
-        pos, score = self._bm25(cache, text, to_ns(now, "now"), mask)
-        return pd.Series(score, index=pd.Index(cache.ids[pos], name="id"), name="bm25")
-
-    def _bm25(self, cache: _Cache, text: str | None, now_ns: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        words = list(dict.fromkeys(tokenize(text)))
-        visible = self._live(cache, now_ns)
-        n_docs = int(visible.sum())
-        if not words or n_docs == 0:
-            return np.zeros(0, np.int64), np.zeros(0)
-        avgdl = max(float(cache.n_tokens[visible].mean()), 1e-9)
-        scores = np.zeros(len(cache.ids))
-        for w in words:
-            pos, tf = cache.term(w)
-            seen = visible[pos]
-            pos, tf = pos[seen], tf[seen]
-            if len(pos) == 0:
-                continue
-            df = len(pos)
-            idf = np.log((n_docs - df + 0.5) / (df + 0.5))
-            idf = idf if idf > 0 else 1e-6
-            dl = cache.n_tokens[pos]
-            scores[pos] += idf * tf * (_BM25_K1 + 1) / (tf + _BM25_K1 * (1 - _BM25_B + _BM25_B * dl / avgdl))
-        hit = np.flatnonzero((scores > 0) & mask)
-        return hit, scores[hit]
-
     def search(self, text: str | None = None, *, vector=None, now, k: int = 10, agents=None, kinds=None,
                weights: Mapping[str, float] | None = None, touch: bool = True) -> pd.DataFrame:
         """The ``k`` best items for a query at ``now``: one row per item with every score component.
@@ -743,99 +220,36 @@ class AgentMemory:
         now_ns = to_ns(now, "now")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}.")
-        q = None
-        if vector is not None:
-            q = np.asarray(vector, dtype=np.float64).ravel()
-            dim = self.vector_dim
-            if dim is not None and len(q) != dim:
-                raise InvalidItemError(f"query vector has length {len(q)}; this store's vectors have {dim}.")
-            if not np.isfinite(q).all():
-                raise InvalidItemError("the query vector contains NaN or inf.")
-            q = (q / max(np.linalg.norm(q), 1e-12)).astype(np.float32)
+        q = query_vector(vector, self.vector_dim) if vector is not None else None
         cache = self._refresh()
         mask = self._visible(cache, now_ns, agents, kinds)
-        text_pos, text_score = self._bm25(cache, text, now_ns, mask)
+        text_pos, text_score = bm25_scores(cache, text, self._live(cache, now_ns), mask)
         query = text if tokenize(text) else None
-        n_cand = self.config.candidates
-        bm25 = np.zeros(len(cache.ids)) if query is not None else None
-        if bm25 is not None:
-            bm25[text_pos] = text_score
-        if len(text_pos) > n_cand:  # the best matches (ties: newer first)
-            text_pos = text_pos[np.lexsort((-cache.created[text_pos], -text_score))[:n_cand]]
-        chosen: list[np.ndarray] = []
-        if query is not None:
-            chosen.append(text_pos)
-        has_vectors = q is not None and cache.vectors is not None and len(cache.vectors) > 0
-        if has_vectors:
-            ok = mask & cache.has_vec
-            n_ok = int(ok.sum())
-            if n_ok > n_cand:  # score all rows (no copy of the matrix), hide the invisible, keep the best
-                sims = np.where(ok, _matvec(cache.vectors, q), -np.inf)
-                pool = np.argpartition(-sims, n_cand - 1)[:n_cand]
-            else:
-                pool = np.flatnonzero(ok)
-            chosen.append(pool)
-        if query is None and q is None:
-            chosen.append(np.flatnonzero(mask))
-        pos = np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+        pos, bm25, has_vectors = candidates(cache, mask, text_pos, text_score, query, q, self.config.candidates)
         if len(pos) == 0:
             return _empty_result()
-        cols = self._arrays(cache, pos, now_ns)
-        parts = []
-        if query is not None:
-            cols["bm25"] = bm25[pos]
-            parts.append(minmax(cols["bm25"]))
-        if q is not None:
-            if has_vectors:
-                sims = np.where(cache.has_vec[pos], _matvec(cache.vectors[pos], q), np.nan)
-                floor = np.nanmin(sims) if np.isfinite(sims).any() else 0.0
-                cols["cosine"] = np.where(np.isfinite(sims), sims, floor)
-            else:
-                cols["cosine"] = np.zeros(len(pos))
-            parts.append(minmax(cols["cosine"]))
-        relevance = np.mean(parts, axis=0) if parts else None
-        if relevance is not None:
-            cols["relevance"] = relevance
+        cols = components_as_of(self._c, self.config, cache, pos, now_ns)
+        relevance = add_relevance(cols, cache, pos, bm25, q, has_vectors)
         scored = hybrid_arrays(cols["importance"], relevance, cols["recency"],
                                {**self.config.weights, **(weights or {})})
-        order = np.lexsort((-cols["id"], -cols["created"], -scored["score"]))[:k]
-        out = self._decorate({**{c: v[order] for c, v in cols.items()}, **{c: v[order] for c, v in scored.items()}},
-                             now_ns)
+        out = result_frame(self._c, top_k(cols, scored, k), now_ns)
         if touch and len(out):
             with self._tx():
                 self._c.executemany("INSERT INTO accesses VALUES (?, ?)", [(int(i), now_ns) for i in out["id"]])
         return out
 
-    def _decorate(self, cols: dict[str, np.ndarray], now_ns: int) -> pd.DataFrame:
-        ids = cols["id"].tolist()
-        marks = ",".join("?" * len(ids))
-        rows = self._c.execute(
-            "SELECT i.id, i.agent, i.kind, i.text, i.symbol, i.metadata, "
-            "CASE WHEN d.resolved_at <= ? THEN d.pnl END "
-            f"FROM items i LEFT JOIN decisions d ON d.id = i.id WHERE i.id IN ({marks})", [now_ns, *ids]
-        ).fetchall()
-        info = {r[0]: r[1:] for r in rows}
-        meta = [json.loads(info[i][4]) for i in ids]
-        # a decision's P&L once resolved by now; an outcome item (visible only from then on) carries its own
-        pnl = [info[i][5] if info[i][1] != "outcome" else m.get("pnl") for i, m in zip(ids, meta)]
-        data = {
-            "id": cols["id"],
-            "agent": [info[i][0] for i in ids],
-            "kind": [info[i][1] for i in ids],
-            "text": [info[i][2] for i in ids],
-            "symbol": [info[i][3] for i in ids],
-            "created_at": pd.to_datetime(cols["created"], unit="ns"),
-            "tier": cols["tier"],
-            "age_days": cols["age_days"],
-            "access_count": cols["access_count"],
-        }
-        for col in ("bm25", "cosine", "relevance", "importance", "recency", "importance_n", "relevance_n",
-                    "recency_n", "score"):
-            if col in cols:
-                data[col] = cols[col]
-        data["pnl"] = np.array([np.nan if v is None else v for v in pnl], float)
-        data["metadata"] = meta
-        return pd.DataFrame(data)
+    def bm25(self, text: str | None, *, now, agents=None, kinds=None) -> pd.Series:
+        """BM25 of every item visible at ``now`` that shares a word with ``text`` (index: item id).
+
+        FTS5's own ``bm25()`` would use the word statistics of the whole file, including items written after
+        ``now``: a later item would change an earlier search (look-ahead). Here the same formula (FTS5's
+        constants k1 = 1.2, b = 0.75) uses the items visible at ``now`` only; with every item visible it
+        equals FTS5's value.
+        """
+        cache = self._refresh()
+        mask = self._visible(cache, to_ns(now, "now"), agents, kinds)
+        pos, score = bm25_scores(cache, text, self._live(cache, to_ns(now, "now")), mask)
+        return pd.Series(score, index=pd.Index(cache.ids[pos], name="id"), name="bm25")
 
     def items(self, *, now=None) -> pd.DataFrame:
         """Every stored item (created by ``now`` if given), with its tier, accesses and strength as of ``now``."""
@@ -858,85 +272,24 @@ class AgentMemory:
             out["strength"] = out["importance"] * out["recency"]
         return out
 
-    def decisions(self, *, now, agents=None) -> pd.DataFrame:
-        """Decisions made by ``now``; ``pnl``/``resolved_at`` are empty unless the outcome was known by ``now``."""
-        now_ns = to_ns(now, "now")
-        sql = ("SELECT id, agent, kind, symbol, regime, direction, confidence, decided_at, "
-               "CASE WHEN resolved_at <= ? THEN pnl END, CASE WHEN resolved_at <= ? THEN resolved_at END "
-               "FROM decisions WHERE decided_at <= ? AND id NOT IN "
-               "(SELECT item_id FROM tier_changes WHERE tier = 'deleted' AND at < ?)")
-        args: list[Any] = [now_ns, now_ns, now_ns, now_ns]
-        if agents is not None:
-            names = [agents] if isinstance(agents, str) else list(agents)
-            sql += f" AND agent IN ({','.join('?' * len(names))})"
-            args += names
-        rows = self._c.execute(sql + " ORDER BY decided_at, id", args).fetchall()
-        out = pd.DataFrame(rows, columns=["id", "agent", "kind", "symbol", "regime", "direction", "confidence",
-                                          "decided_at", "pnl", "resolved_at"])
-        out["pnl"] = out["pnl"].astype(float)
-        out["decided_at"] = pd.to_datetime(out["decided_at"], unit="ns")
-        out["resolved_at"] = pd.to_datetime(out["resolved_at"].astype("Int64"), unit="ns")
-        return out
+    # --- 2. forgetting on purpose: tiers (maintain) and cleanup --------------------------------------------------
+    def maintain(self, *, now, policy: TierPolicy | None = None) -> pd.DataFrame:
+        """Move items between tiers at ``now`` (see :class:`TierPolicy`); returns one row per change.
 
-    def outcome_stats(self, *, now, by: Sequence[str] = ("agent", "kind", "regime")) -> pd.DataFrame:
-        """Wins, losses, win rate and mean P&L of the decisions resolved by ``now``, grouped by ``by``."""
-        bad = set(by) - {"agent", "kind", "regime", "symbol"}
-        if bad:
-            raise ValueError(f"group by agent, kind, regime or symbol, not {sorted(bad)}.")
-        d = self.decisions(now=now).dropna(subset=["pnl"])
-        d["regime"] = d["regime"].fillna("-")
-        d["symbol"] = d["symbol"].fillna("-")
-        cols = list(by)
-        if d.empty:
-            return pd.DataFrame(columns=[*cols, "n", "wins", "losses", "win_rate", "mean_pnl"])
-        g = d.assign(win=d["pnl"] > 0, loss=d["pnl"] < 0).groupby(cols, sort=True)
-        out = pd.DataFrame({"n": g.size(), "wins": g["win"].sum(), "losses": g["loss"].sum(),
-                            "mean_pnl": g["pnl"].mean()})
-        out["win_rate"] = out["wins"] / (out["wins"] + out["losses"]).where(lambda s: s > 0)
-        return out.reset_index()[[*cols, "n", "wins", "losses", "win_rate", "mean_pnl"]]
-
-    # --- forgetting ----------------------------------------------------------------------------------------
-    def _strength(self, now_ns: int) -> tuple[pd.DataFrame, set[int]]:
-        cache = self._refresh()
-        pos = np.flatnonzero(self._live(cache, now_ns))
-        frame = self._components(cache, pos, now_ns)
-        frame["kind"] = np.array(list(cache.codes["kind"]), dtype=object)[cache.kind[pos]] if len(pos) else []
-        frame["agent"] = np.array(list(cache.codes["agent"]), dtype=object)[cache.agent[pos]] if len(pos) else []
-        frame["strength"] = frame["importance"] * frame["recency"]
-        pending = {r[0] for r in self._c.execute(
-            "SELECT id FROM decisions WHERE resolved_at IS NULL OR resolved_at > ?", (now_ns,))}
-        return frame, pending
-
-    def _delete(self, ids: Sequence[int]) -> list[str]:
-        """Remove items and everything about them, in one transaction; returns their texts, in ascending id order.
-
-        Bulk statements only (FTS5 is fast in bulk, slow per row): the ids travel as one JSON array into a
-        temporary table. When more items go than stay, rebuilding the text index from the survivors is cheaper
-        than deleting every removed row from it (measured in benchmarks/bench_agent_memory.py).
+        Every change is stored as a tier change at ``now``: promotions and demotions affect searches after
+        ``now``, and a deleted item leaves the memory after ``now`` (searches, :meth:`items`, :meth:`decisions`
+        and ``len`` stop seeing it) while a search at or before ``now`` still finds it: maintenance never
+        rewrites history. :meth:`cleanup` frees the space of retired items.
         """
-        c = self._c
-        with self._tx():
-            c.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY)")
-            c.execute("DELETE FROM doomed")
-            c.execute("INSERT OR IGNORE INTO doomed SELECT value FROM json_each(?)", (json.dumps([int(i) for i in ids]),))
-            epoch = int(c.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
-            texts = [t for (t,) in c.execute("SELECT i.text FROM doomed AS d JOIN items AS i ON i.id = d.id ORDER BY d.id")]
-            rebuild = len(texts) > int(c.execute("SELECT COUNT(*) FROM items").fetchone()[0]) - len(texts)
-            if not rebuild:
-                c.execute("INSERT INTO items_fts (items_fts, rowid, text) "
-                          "SELECT 'delete', id, text FROM items WHERE id IN (SELECT id FROM doomed)")
-            c.execute("DELETE FROM decisions WHERE id IN (SELECT id FROM doomed)")
-            c.execute("DELETE FROM accesses WHERE item_id IN (SELECT id FROM doomed)")
-            c.execute("DELETE FROM tier_changes WHERE item_id IN (SELECT id FROM doomed)")
-            c.execute("DELETE FROM items WHERE id IN (SELECT id FROM doomed)")
-            if rebuild:
-                c.execute("INSERT INTO items_fts (items_fts) VALUES ('rebuild')")
-            c.execute("DELETE FROM doomed")
-            c.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'epoch'")
-        if self._cache.epoch == epoch:  # nobody else deleted since the mirror was built: update it, not reload
-            self._cache.drop(np.asarray(ids, np.int64))
-            self._cache.epoch = epoch + 1
-        return texts
+        pol = policy or TierPolicy()
+        now_ns = to_ns(now, "now")
+        frame, pending = self._strength(now_ns)
+        out = tier_changes(frame, pending, pol)
+        if len(out):
+            with self._tx():
+                self._c.executemany("INSERT INTO tier_changes VALUES (?, ?, ?)",
+                                    [(int(i), now_ns, t) for i, t in zip(out["id"], out["to_tier"])])
+        return out
 
     def cleanup(self, *, now, min_strength: float | None = 0.01, keep_last: int | None = None) -> pd.DataFrame:
         """Forget: remove items whose strength (importance x recency at ``now``) is below ``min_strength``,
@@ -952,65 +305,203 @@ class AgentMemory:
             raise ValueError(f"keep_last must be >= 0, got {keep_last}.")
         now_ns = to_ns(now, "now")
         frame, pending = self._strength(now_ns)
-        reason = np.full(len(frame), "", dtype=object)
-        if min_strength is not None:
-            reason[frame["strength"].to_numpy() < float(min_strength)] = f"strength < {min_strength}"
-        if keep_last is not None:
-            rank = frame.sort_values(["created", "id"], ascending=False).groupby("kind").cumcount()
-            over = rank.reindex(frame.index).to_numpy() >= keep_last
-            reason[over & (reason == "")] = f"beyond the newest {keep_last} of its kind"
-        drop = (reason != "") & ~frame["id"].isin(pending).to_numpy()
-        removed = frame.loc[drop, ["id", "agent", "kind", "tier", "importance", "strength"]].assign(reason=reason[drop])
-        retired = pd.DataFrame(self._c.execute(
-            "SELECT i.id, i.agent, i.kind, 'retired', i.importance, NULL, 'retired by maintain' FROM items i WHERE "
-            "i.id IN (SELECT item_id FROM tier_changes WHERE tier = 'deleted' AND at < ?)", (now_ns,)).fetchall(),
-            columns=[*removed.columns])
-        if len(retired):
-            removed = pd.concat([removed, retired.astype({"strength": float})], ignore_index=True)
+        removed = cleanup_plan(self._c, frame, pending, now_ns, min_strength, keep_last)
         removed = removed.sort_values("id")  # ascending ids: the order _delete returns texts
         texts = self._delete(removed["id"].tolist()) if len(removed) else []
         removed.insert(3, "text", texts)
         return removed.reset_index(drop=True)
 
-    def maintain(self, *, now, policy: TierPolicy | None = None) -> pd.DataFrame:
-        """Move items between tiers at ``now`` (see :class:`TierPolicy`); returns one row per change.
+    def _strength(self, now_ns: int) -> tuple[pd.DataFrame, set[int]]:
+        cache = self._refresh()
+        pos = np.flatnonzero(self._live(cache, now_ns))
+        frame = self._components(cache, pos, now_ns)
+        frame["kind"] = np.array(list(cache.codes["kind"]), dtype=object)[cache.kind[pos]] if len(pos) else []
+        frame["agent"] = np.array(list(cache.codes["agent"]), dtype=object)[cache.agent[pos]] if len(pos) else []
+        frame["strength"] = frame["importance"] * frame["recency"]
+        pending = {r[0] for r in self._c.execute(
+            "SELECT id FROM decisions WHERE resolved_at IS NULL OR resolved_at > ?", (now_ns,))}
+        return frame, pending
 
-        Every change is stored as a tier change at ``now``: promotions and demotions affect searches after
-        ``now``, and a deleted item leaves the memory after ``now`` (searches, :meth:`items`, :meth:`decisions`
-        and ``len`` stop seeing it) while a search at or before ``now`` still finds it: maintenance never
-        rewrites history. :meth:`cleanup` frees the space of retired items.
+    def _delete(self, ids: Sequence[int]) -> list[str]:
+        """Remove items (:func:`~.maintenance.delete_items`); returns their texts, in ascending id order."""
+        texts, epoch = delete_items(self._c, self._tx, ids)
+        if self._cache.epoch == epoch:  # nobody else deleted since the mirror was built: update it, not reload
+            self._cache.drop(np.asarray(ids, np.int64))
+            self._cache.epoch = epoch + 1
+        return texts
+
+    # --- 4. outcomes, causally: decisions, their P&L when known, per-agent views ---------------------------------
+    def record_decision(self, agent: str, text: str, *, now, **fields) -> int:
+        """Record a pending decision at ``now``; returns its id (resolve it later with :meth:`resolve`).
+
+        Fields: ``direction`` (+1 long, -1 short...), ``confidence`` (stated probability of a win, in [0, 1]),
+        ``regime``, ``symbol``, ``importance``, ``vector``, ``kind`` (``"decision"`` or ``"signal"``);
+        anything else goes into the metadata.
         """
-        pol = policy or TierPolicy()
+        kind = fields.pop("kind", "decision")
+        direction = fields.pop("direction", None)
+        confidence = fields.pop("confidence", None)
+        regime = fields.pop("regime", None)
+        symbol = fields.pop("symbol", None)
+        importance = fields.pop("importance", 1.0)
+        vector = fields.pop("vector", None)
+        metadata = {**dict(fields.pop("metadata", None) or {}), **fields}
+        check_decision(kind, direction, confidence)
+        with self._tx():
+            did = self.add(agent, kind, text, now=now, importance=importance, vector=vector, symbol=symbol,
+                           metadata={**metadata, **({"regime": regime} if regime is not None else {})})
+            self._c.execute(
+                "INSERT INTO decisions (id, agent, kind, symbol, regime, direction, confidence, decided_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (did, agent, kind, symbol, regime, None if direction is None else float(direction),
+                 None if confidence is None else float(confidence), to_ns(now)),
+            )
+        return did
+
+    def resolve(self, decision_id: int, pnl: float, *, at, text: str | None = None,
+                importance: float | None = None) -> int:
+        """Attach the P&L of a decision, known at time ``at``; stores an ``outcome`` item and returns its id.
+
+        A search at a time before ``at`` sees neither the P&L nor the outcome item.
+        """
+        value = pnl_value(pnl)
+        at_ns = to_ns(at, "at")
+        with self._tx():
+            agent, symbol, regime, dtext = pending_decision(self._c, decision_id, at_ns)
+            verdict = "win" if value > 0 else "loss" if value < 0 else "flat"
+            oid = self.add(agent, "outcome", text or f"outcome {verdict} pnl {value:+.4f} of: {dtext}", now=at,
+                           importance=1.0 if importance is None else importance, symbol=symbol,
+                           metadata={"decision_id": int(decision_id), "pnl": value,
+                                     **({"regime": regime} if regime is not None else {})})
+            self._c.execute("UPDATE decisions SET pnl = ?, resolved_at = ?, outcome_id = ? WHERE id = ?",
+                            (value, at_ns, oid, int(decision_id)))
+        return oid
+
+    def decisions(self, *, now, agents=None) -> pd.DataFrame:
+        """Decisions made by ``now``; ``pnl``/``resolved_at`` are empty unless the outcome was known by ``now``."""
         now_ns = to_ns(now, "now")
-        frame, pending = self._strength(now_ns)
-        level = frame["tier"].map({t: i for i, t in enumerate(TIERS)}).to_numpy()
-        acc = frame["access_count"].to_numpy()
-        imp = frame["importance"].to_numpy()
-        strength = frame["strength"].to_numpy()
-        need_acc = np.array([pol.promote_accesses.get(t, np.inf) for t in TIERS])[level]
-        need_imp = np.array([pol.promote_importance.get(t, np.inf) for t in TIERS])[level]
-        by_access = acc >= need_acc
-        promote = by_access | (imp >= need_imp)
-        demote = ~promote & (level > 0) & (strength < pol.demote_below)
-        delete = ~promote & (level == 0) & (strength < pol.delete_below) & ~frame["id"].isin(pending).to_numpy()
-        to = np.where(promote, np.minimum(level + 1, len(TIERS) - 1), np.where(demote, level - 1, level))
-        why = np.where(promote, np.where(by_access, "accessed often", "important"),
-                       np.where(demote, f"strength < {pol.demote_below}", f"strength < {pol.delete_below}"))
-        changed = (to != level) | delete
-        target = np.where(delete, "deleted", np.asarray(TIERS, dtype=object)[to])
-        changes = list(zip(frame["id"].to_numpy()[changed].tolist(), frame["agent"].to_numpy()[changed],
-                           frame["kind"].to_numpy()[changed], frame["tier"].to_numpy()[changed],
-                           target[changed], why[changed], strength[changed].tolist()))
-        out = pd.DataFrame(changes, columns=["id", "agent", "kind", "from_tier", "to_tier", "reason", "strength"])
-        if len(out):
-            with self._tx():
-                self._c.executemany("INSERT INTO tier_changes VALUES (?, ?, ?)",
-                                    [(int(i), now_ns, t) for i, t in zip(out["id"], out["to_tier"])])
-        return out
+        return decisions_as_of(self._c, now_ns, agents)
+
+    def outcome_stats(self, *, now, by: Sequence[str] = ("agent", "kind", "regime")) -> pd.DataFrame:
+        """Wins, losses, win rate and mean P&L of the decisions resolved by ``now``, grouped by ``by``."""
+        bad = set(by) - {"agent", "kind", "regime", "symbol"}
+        if bad:
+            raise ValueError(f"group by agent, kind, regime or symbol, not {sorted(bad)}.")
+        return outcome_table(self.decisions(now=now), by)
 
     def namespace(self, agent: str) -> AgentView:
         """A view that writes as ``agent`` (its namespace) and reads everyone's items."""
         return AgentView(self, agent)
+
+    # --- 8. persistence: the file, transactions, the vector dimension --------------------------------------------
+    def close(self) -> None:
+        """Close the file (committed items are safe on disk); further calls raise."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> AgentMemory:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        """Items in the memory now: stored and not retired by :meth:`maintain`."""
+        return int(self._c.execute("SELECT COUNT(*) FROM items WHERE id NOT IN "
+                                   "(SELECT item_id FROM tier_changes WHERE tier = 'deleted')").fetchone()[0])
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn is None else f"{len(self)} items"
+        return f"AgentMemory({self.path!r}, {state})"
+
+    @contextmanager
+    def batch(self) -> Iterator[AgentMemory]:
+        """Group several writes into one transaction: all of them are stored, or (on an error) none."""
+        with self._tx():
+            yield self
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        c = self._c
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        begin_immediate(c)
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        else:
+            c.execute("COMMIT")
+        finally:
+            self._depth = 0
+            self._stale = True
+
+    @property
+    def _c(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise AgentMemoryError("the store is closed; open it again with AgentMemory(path).")
+        return self._conn
+
+    @property
+    def vector_dim(self) -> int | None:
+        """The store's state-vector dimension (None until the first vector or ``vector_dim=``)."""
+        return stored_vector_dim(self._c)
+
+    def _fix_dim(self, dim: int) -> None:
+        fix_vector_dim(self._c, dim, self._tx)
+
+    def _check_dims(self, rows: list[tuple]) -> None:
+        dim = self.vector_dim
+        found = batch_vector_dim(rows, dim)
+        if found is not None and dim is None:
+            self._fix_dim(found)
+
+    # --- what a search at ``now`` sees: the mirror, live and visible items ---------------------------------------
+    def _refresh(self) -> _Cache:
+        c = self._c
+        version = c.execute("PRAGMA data_version").fetchone()[0]
+        if not self._stale and version == self._data_version:
+            return self._cache
+        epoch = int(c.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
+        cache = self._cache
+        if epoch != cache.epoch:
+            cache = self._cache = _Cache()
+            cache.epoch = epoch
+        with _gc_paused():  # 100,000 rows of tuples would wake the cyclic collector dozens of times, for nothing
+            rows = c.execute("SELECT id, agent, kind, importance, created_at, tier, vector, text FROM items "
+                             "WHERE id > ? ORDER BY id", (cache.max_id,)).fetchall()
+            if rows:
+                cache.append(rows, self.vector_dim)
+        self._stale = False
+        self._data_version = version
+        return cache
+
+    def _live(self, cache: _Cache, now_ns: int) -> np.ndarray:
+        """Cached rows in the memory at ``now``: created by then and not retired before it."""
+        mask = cache.created <= now_ns
+        retired = self._retired(now_ns)
+        if len(retired):
+            mask &= ~np.isin(cache.ids, retired)
+        return mask
+
+    def _retired(self, now_ns: int) -> np.ndarray:
+        """Ids that :meth:`maintain` retired strictly before ``now``."""
+        rows = self._c.execute("SELECT item_id FROM tier_changes WHERE tier = 'deleted' AND at < ?", (now_ns,))
+        return np.fromiter((r[0] for r in rows), np.int64)
+
+    def _visible(self, cache: _Cache, now_ns: int, agents, kinds) -> np.ndarray:
+        return narrow(self._live(cache, now_ns), cache, agents, kinds, self.config.kinds)
+
+    def _components(self, cache: _Cache, pos: np.ndarray, now_ns: int) -> pd.DataFrame:
+        return pd.DataFrame(components_as_of(self._c, self.config, cache, pos, now_ns))
 
 
 class AgentView:
@@ -1035,25 +526,3 @@ class AgentView:
         if mine:
             kw["agents"] = [self.agent]
         return self.store.search(text, **kw)
-
-
-def _empty_result() -> pd.DataFrame:
-    return pd.DataFrame(columns=["id", "agent", "kind", "text", "symbol", "created_at", "tier", "age_days",
-                                 "access_count", "importance", "recency", "importance_n", "relevance_n",
-                                 "recency_n", "score", "pnl", "metadata"])
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, (pd.Timestamp,)):
-        return o.isoformat()
-    raise TypeError(f"{type(o).__name__} is not JSON-serialisable")
-
-
-def _matvec(matrix: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """``matrix @ q`` without BLAS: for a tall matrix with a few columns, einsum is several times faster than
-    a threaded gemv (and does not compete for cores with the rest of the machine)."""
-    return np.einsum("ij,j->i", matrix, q)

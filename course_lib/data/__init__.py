@@ -2,6 +2,8 @@
 
 * :mod:`.loaders` - CSV files and the bundled samples, validated into the course's OHLCV shape (``load_csv``
   reads in named stages: read, parse times, normalise columns, check);
+* :mod:`.csv_formats` - the CSV layouts and time stamps ``load_csv`` reads; :mod:`.errors` - ``DataError``,
+  ``DataWarning``;
 * :mod:`.live` - yfinance and Bybit (pybit) loaders with a local cache;
 * :mod:`.synthetic` - a regime-switching market with planted motifs (a known answer to test against);
 * :mod:`.features` - causal features and the forward-return target;

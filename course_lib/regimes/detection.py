@@ -26,6 +26,14 @@ confusion matrix, switches per year and the detection delay after each true chan
 
 Real data has no ground truth: :func:`label_drawdown_regimes` is a documented causal rule (trailing drawdown
 and volatility) to look at next to the well-known episodes in :data:`SP500_EPISODES`, not an accuracy.
+
+Where things are, in the lesson's order: the forward filter (:func:`forward_filter`); the HMM
+(:class:`HMMRegimeDetector`: fitted on the training period, filtered vs smoothed); scoring (:func:`align_labels`,
+:func:`relabel`, :func:`regime_scores`, :func:`switches_per_year`, :func:`detection_delays`); the memory vote
+(:func:`label_available_at`, :func:`regime_vote`, :class:`RegimeAwareMemory` with its regime-restricted search,
+:class:`KNNRegimeDetector`); the other detectors of the grid (:class:`MarkovSwitchingDetector`,
+:class:`VolatilityThresholdDetector`); real data (:func:`label_drawdown_regimes`, :data:`SP500_EPISODES`).
+The experiments live in :mod:`.study`, the input checks in :mod:`.inputs`.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from ..data.loaders import DataError
 from ..memory.bank import ExternalMemoryBank, SearchResult
 from ..memory.config import MemoryConfig
 from ..metrics import periods_per_year
+from .inputs import _as_frame, _keys_frame, _ns, _paired
 
 __all__ = [
     "CALM_STRESSED",
@@ -81,23 +90,6 @@ SP500_EPISODES: tuple[tuple[str, str, str], ...] = (
 
 class RegimeFitWarning(UserWarning):
     """A regime model did not converge from one starting point (it is refitted from others)."""
-
-
-# --------------------------------------------------------------------------------------------- helpers
-def _as_frame(data: pd.Series | pd.DataFrame, where: str) -> pd.DataFrame:
-    """Observations as a float DataFrame indexed by bar; refuses NaN (say which bar)."""
-    if isinstance(data, pd.Series):
-        data = data.to_frame(data.name or "x")
-    if not isinstance(data, pd.DataFrame):
-        raise TypeError(f"{where}: pass a returns Series or a feature DataFrame indexed by bar, got {type(data).__name__}.")
-    if len(data) == 0:
-        raise DataError(f"{where}: no rows.")
-    values = data.to_numpy(dtype=float)
-    bad = ~np.isfinite(values).all(axis=1)
-    if bad.any():
-        raise DataError(f"{where}: NaN or inf at {data.index[np.flatnonzero(bad)[0]]}; drop warm-up rows first "
-                        "(e.g. cl.log_returns(close).dropna()).")
-    return data.astype(float)
 
 
 def forward_filter(log_startprob: np.ndarray, log_transmat: np.ndarray, log_likelihood: np.ndarray,
@@ -348,6 +340,328 @@ def _argmax(probs: pd.DataFrame) -> pd.Series:
     return pd.Series(cols[np.argmax(probs.to_numpy(), axis=1)], index=probs.index, name="regime")
 
 
+# ------------------------------------------------------------------------------------------ scoring
+def group_regimes(regimes: pd.Series, groups: Mapping[str, Sequence[str]] = CALM_STRESSED) -> pd.Series:
+    """Rename fine regimes into groups, e.g. bull/sideways -> calm, bear/crash -> stressed."""
+    lookup = {r: g for g, members in groups.items() for r in members}
+    missing = sorted(set(regimes.unique()) - set(lookup))
+    if missing:
+        raise ValueError(f"group_regimes: regimes {missing} belong to no group of {dict(groups)}.")
+    return regimes.map(lookup).rename(regimes.name)
+
+
+def align_labels(true: pd.Series, predicted: pd.Series) -> dict[Any, Any]:
+    """Map each predicted state to a true regime by the Hungarian assignment (most bars matched).
+
+    Fit it on the TRAINING period (``true`` and ``predicted`` of the training bars) and apply the mapping
+    to later bars with :func:`relabel`; fitting it on the test period uses the test labels to score the
+    test labels. States left over when there are more states than regimes go to their most frequent regime.
+    """
+    t, p = _paired(true, predicted, "align_labels")
+    table = pd.crosstab(p, t)
+    rows, cols = linear_sum_assignment(-table.to_numpy())
+    mapping = {_plain(table.index[r]): _plain(table.columns[c]) for r, c in zip(rows, cols)}
+    for state in table.index:
+        if _plain(state) not in mapping:
+            mapping[_plain(state)] = _plain(table.columns[int(np.argmax(table.loc[state].to_numpy()))])
+    return mapping
+
+
+def _plain(x: Any) -> Any:
+    """numpy scalars as plain Python values (a mapping prints as {0: 'calm'}, not {np.int64(0): ...})."""
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def relabel(predicted: pd.Series, mapping: Mapping[Any, Any]) -> pd.Series:
+    """Apply an :func:`align_labels` mapping; a state never seen in training raises (say which)."""
+    unseen = sorted(set(predicted.dropna().unique()) - set(mapping), key=str)
+    if unseen:
+        raise ValueError(f"relabel: states {unseen} have no mapping (never seen when the mapping was fitted).")
+    return predicted.map(dict(mapping)).rename(predicted.name)
+
+
+def switches_per_year(labels: pd.Series, periods: float | None = None) -> float:
+    """Label changes per year (bars per year from the index unless ``periods`` is given)."""
+    arr = labels.to_numpy()
+    if len(arr) < 2:
+        return float("nan")
+    p = periods if periods is not None else periods_per_year(pd.DatetimeIndex(labels.index))
+    return float((arr[1:] != arr[:-1]).sum() / (len(arr) / p))
+
+
+def detection_delays(true: pd.Series, predicted: pd.Series) -> pd.DataFrame:
+    """One row per true regime change: when, to which regime, and the bars until the detector first says
+    that regime (NaN when it never does before the next true change)."""
+    t, p = true.align(predicted, join="inner")
+    tv, pv = t.to_numpy(), p.to_numpy()
+    change = np.flatnonzero(tv[1:] != tv[:-1]) + 1
+    ends = np.r_[change[1:], len(tv)]
+    rows = []
+    for s, e in zip(change, ends):
+        hit = np.flatnonzero(pv[s:e] == tv[s])
+        rows.append({"time": t.index[s], "regime": tv[s], "spell_bars": int(e - s),
+                     "delay": float(hit[0]) if hit.size else np.nan})
+    return pd.DataFrame(rows, columns=["time", "regime", "spell_bars", "delay"])
+
+
+def regime_scores(true: pd.Series, predicted: pd.Series, periods: float | None = None) -> dict[str, Any]:
+    """Scores of ``predicted`` against ``true`` on the same bars, both in the same label space.
+
+    Returns ``balanced_accuracy`` (mean recall over true regimes: a detector that always says "calm" scores
+    1/K, not the calm share), ``accuracy``, ``ari`` (adjusted Rand index: 0 for chance, 1 for a perfect
+    partition, blind to label names), ``confusion`` (true x predicted counts), ``switches_per_year`` and the
+    true one, ``detection_delay`` (mean bars from a true change to its first detection), its median and
+    ``detected_share`` (changes detected before the next one). Unsupervised states must be mapped first with
+    :func:`align_labels` fitted on the training period.
+    """
+    from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score
+
+    t, p = _paired(true, predicted, "regime_scores")
+    if not set(p.unique()) & set(t.unique()):
+        raise ValueError("regime_scores: predicted labels share no name with the true regimes; map the states "
+                         "with align_labels(true_train, predicted_train) on the TRAINING period, then relabel().")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns when a predicted label is not a true class
+        bal = float(balanced_accuracy_score(t, p))
+    labels = sorted(set(t.unique()) | set(p.unique()), key=str)
+    conf = pd.crosstab(pd.Categorical(t, labels), pd.Categorical(p, labels), dropna=False)
+    conf.index.name, conf.columns.name = "true", "predicted"
+    out: dict[str, Any] = {"balanced_accuracy": bal, "accuracy": float((t.to_numpy() == p.to_numpy()).mean()),
+                           "ari": float(adjusted_rand_score(t, p)), "confusion": conf, "n_bars": int(len(t))}
+    if isinstance(true, pd.Series) and isinstance(true.index, pd.DatetimeIndex) and isinstance(predicted, pd.Series):
+        tt, pp = true.align(predicted, join="inner")
+        ok = tt.notna() & pp.notna()
+        tt, pp = tt[ok], pp[ok]
+        out["switches_per_year"] = switches_per_year(pp, periods)
+        out["true_switches_per_year"] = switches_per_year(tt, periods)
+        d = detection_delays(tt, pp)
+        out["detection_delay"] = float(d["delay"].mean()) if d["delay"].notna().any() else float("nan")
+        out["detection_delay_median"] = float(d["delay"].median()) if d["delay"].notna().any() else float("nan")
+        out["detected_share"] = float(d["delay"].notna().mean()) if len(d) else float("nan")
+    return out
+
+
+# ------------------------------------------------------------------------------ memory vote (kNN)
+def label_available_at(index: pd.DatetimeIndex, delay: int) -> pd.DatetimeIndex:
+    """When the label of each bar becomes known: ``delay`` bars later (``NaT`` past the data's end).
+
+    A true regime is only known in hindsight: here "``delay`` bars after the fact"; a label of the bar's
+    own window outcome over h bars would use ``delay = h``.
+    """
+    if delay < 0:
+        raise ValueError(f"delay must be >= 0 bars, got {delay}.")
+    index = pd.DatetimeIndex(index).as_unit("ns")
+    pos = np.arange(len(index)) + delay
+    return pd.DatetimeIndex(index[np.minimum(pos, len(index) - 1)]).where(pos < len(index))
+
+
+def regime_vote(result: SearchResult, classes: Sequence[Any], weighting: str = "similarity",
+                temperature: float = 0.1, field: str = "regime") -> np.ndarray:
+    """Turn a memory search into a distribution over the neighbours' regimes: (q, len(classes)).
+
+    ``weighting="count"``: the share of valid neighbours in each regime (the chapter's ``Counter`` vote);
+    ``"similarity"``: each neighbour weighted by ``softmax(score / temperature)`` over the valid ones, so a
+    close analog counts more than a distant one. Entries hidden by ``as_of`` or missing are ignored; a query
+    with no valid neighbour gets the uniform distribution.
+    """
+    if weighting not in ("count", "similarity"):
+        raise ValueError(f"weighting must be 'count' or 'similarity', got {weighting!r}.")
+    classes = list(classes)
+    mask = np.asarray(result.mask, dtype=bool)
+    labels = np.asarray(result.metadata(field))
+    scores = np.asarray(result.scores, dtype=float)
+    if weighting == "count":
+        w = mask.astype(float)
+    else:
+        z = np.where(mask, scores / temperature, -np.inf)
+        zmax = np.max(z, axis=1, keepdims=True)
+        w = np.where(mask, np.exp(z - np.where(np.isfinite(zmax), zmax, 0.0)), 0.0)
+    out = np.stack([(w * (labels == c)).sum(axis=1) for c in classes], axis=1)
+    total = out.sum(axis=1, keepdims=True)
+    return np.where(total > 0, out / np.where(total > 0, total, 1.0), 1.0 / len(classes))
+
+
+def min_duration_filter(labels: pd.Series, min_duration: int) -> pd.Series:
+    """Causal debounce: switch to a new label only after it was the raw label ``min_duration`` bars in a row.
+
+    Removes one-bar flickers at the cost of ``min_duration - 1`` bars of delay; uses no later bar.
+    """
+    if min_duration < 1:
+        raise ValueError(f"min_duration must be >= 1, got {min_duration}.")
+    raw = labels.to_numpy()
+    if min_duration == 1 or len(raw) == 0:
+        return labels.copy()
+    out = raw.copy()
+    current, run_label, run = raw[0], raw[0], 0
+    for t, x in enumerate(raw):  # a state machine over the past; O(n)
+        run = run + 1 if x == run_label else 1
+        run_label = x
+        if x != current and run >= min_duration:
+            current = x
+        out[t] = current
+    return pd.Series(out, index=labels.index, name=labels.name)
+
+
+class RegimeAwareMemory:
+    """Memory entries that carry a regime label, searchable over all entries or restricted to one regime.
+
+    One :class:`ExternalMemoryBank` per regime plus one over everything: a restricted search is an exact
+    search of that regime's entries (no over-fetch-and-filter that would return fewer than ``k``). Every
+    search states its time (``as_of``) and sees only entries with ``available_at <= as_of``; an entry's
+    ``available_at`` must cover both its outcome and its label (the later of the two).
+    """
+
+    def __init__(self, key_dim: int, regimes: Sequence[Any]):
+        self.key_dim = key_dim
+        self.regimes = list(regimes)
+        self._entries: dict[str, list] = {"keys": [], "timestamp": [], "available_at": [], "regime": [],
+                                          "future_return": []}
+        self._banks: dict[Any, ExternalMemoryBank] | None = None
+        self._all: ExternalMemoryBank | None = None
+
+    def __len__(self) -> int:
+        return sum(len(k) for k in self._entries["keys"])
+
+    def add(self, keys: Any, regime: Any, timestamp: Any, available_at: Any, future_return: Any = None) -> None:
+        """Store entries (keys (n, key_dim); regime, timestamp, available_at (n,); optional outcomes)."""
+        keys = np.asarray(keys, dtype=np.float32)
+        n = len(keys)
+        reg = np.asarray(regime)
+        unknown = sorted(set(reg.tolist()) - set(self.regimes), key=str)
+        if unknown:
+            raise ValueError(f"RegimeAwareMemory.add: regimes {unknown} are not in {self.regimes}.")
+        fr = np.full(n, np.nan) if future_return is None else np.asarray(future_return, dtype=float)
+        for name, val in (("keys", keys), ("timestamp", timestamp), ("available_at", available_at),
+                          ("regime", reg), ("future_return", fr)):
+            self._entries[name].append(val)
+        self._banks = None
+
+    def _build(self) -> None:
+        e = {name: np.concatenate([np.asarray(x) if name in ("keys", "regime", "future_return") else _ns(x)
+                                   for x in vals]) if vals else np.zeros(0)
+             for name, vals in self._entries.items()}
+        code = {r: i for i, r in enumerate(self.regimes)}
+        codes = np.array([code[r] for r in e["regime"].tolist()], dtype=np.int64)
+        self._banks = {}
+        for r, i in code.items():
+            sel = codes == i
+            self._banks[r] = self._bank(e, sel, codes)
+        self._all = self._bank(e, np.ones(len(codes), dtype=bool), codes)
+
+    def _bank(self, e: dict, sel: np.ndarray, codes: np.ndarray) -> ExternalMemoryBank:
+        bank = ExternalMemoryBank(MemoryConfig(key_dim=self.key_dim, capacity=max(int(sel.sum()), 1),
+                                               backend="numpy"))
+        if sel.any():
+            bank.add(e["keys"][sel], timestamp=e["timestamp"][sel], available_at=e["available_at"][sel],
+                     regime=codes[sel], future_return=e["future_return"][sel])
+        return bank
+
+    def search(self, queries: Any, k: int, as_of: Any, regime: Any = None) -> SearchResult:
+        """kNN search at times ``as_of``; ``regime`` (one label or one per query) restricts each query to the
+        entries of that regime. The result's ``metadata("regime")`` holds regime *codes* (positions in
+        ``self.regimes``)."""
+        if self._banks is None:
+            self._build()
+        q = np.array(queries, dtype=np.float32)  # a writable copy (torch warns on read-only views)
+        if regime is None:
+            return self._all.search(q, k=k, as_of=as_of)
+        reg = np.asarray(regime, dtype=object)
+        reg = np.full(len(q), reg.item(), dtype=object) if reg.ndim == 0 else reg
+        from ..memory.time_filter import NO_TIME_FILTER, query_times
+
+        times = query_times(as_of, len(q), "RegimeAwareMemory.search")
+        scores = np.zeros((len(q), k), np.float32)
+        slots = np.full((len(q), k), -1, np.int64)
+        meta: dict[str, np.ndarray] = {}
+        for r in pd.unique(reg):
+            rows = np.flatnonzero(reg == r)
+            if r not in self._banks:
+                raise ValueError(f"RegimeAwareMemory.search: unknown regime {r!r}; known: {self.regimes}.")
+            res = self._banks[r].search(q[rows], k=k, as_of=NO_TIME_FILTER if times is None else times[rows])
+            scores[rows], slots[rows] = res.scores, res.indices
+            for name in res.metadata_names:
+                arr = res.metadata(name)
+                if name not in meta:
+                    meta[name] = np.empty((len(q), k), dtype=arr.dtype)
+                meta[name][rows] = arr
+        mask = slots >= 0
+        zeros = np.zeros((len(q), k, self.key_dim), np.float32)
+        return SearchResult(scores, slots, mask, zeros, np.zeros((len(q), k, 0), np.float32), "numpy", meta)
+
+    def forecast(self, queries: Any, k: int, as_of: Any, regime: Any = None) -> np.ndarray:
+        """Mean outcome of the valid neighbours per query (NaN where none): the kNN forecaster."""
+        res = self.search(queries, k=k, as_of=as_of, regime=regime)
+        fr = np.where(res.mask, res.metadata("future_return"), np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(fr, axis=1)
+
+
+class KNNRegimeDetector:
+    """The memory vote: a bar's regime is what its nearest past neighbours were labelled. SUPERVISED.
+
+    :meth:`fit` stores one entry per bar: its key, its true regime and the time that label became known
+    (``label_delay`` bars later by default, :func:`label_available_at`). :meth:`filter` searches, for each
+    query bar t, the ``k`` most similar entries whose label was known at t (``as_of = t``: never itself, a
+    later bar or an unknown label) and votes (:func:`regime_vote`). Giving :meth:`fit` labels of bars after
+    the training period is allowed and causal: they are used only once known, as a live system would.
+    """
+
+    def __init__(self, k: int = 32, weighting: str = "similarity", temperature: float = 0.1, label_delay: int = 20,
+                 min_duration: int = 1):
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}.")
+        if label_delay < 1:
+            raise ValueError(f"label_delay must be >= 1 bar, got {label_delay}: a bar's true regime is known after "
+                             "the bar at the earliest, and with a delay of 0 each bar would retrieve its own label "
+                             "(a vote that copies the answer).")  # fmt: skip
+        self.k, self.weighting, self.temperature = k, weighting, temperature
+        self.label_delay, self.min_duration = label_delay, min_duration
+        self.classes_: list[Any] | None = None
+        self.memory_: RegimeAwareMemory | None = None
+
+    def __repr__(self) -> str:
+        return f"KNNRegimeDetector(k={self.k}, weighting={self.weighting!r}, label_delay={self.label_delay})"
+
+    def fit(self, keys: pd.DataFrame, labels: pd.Series, available_at: Any = None,
+            classes: Sequence[Any] | None = None) -> KNNRegimeDetector:
+        """Store ``keys`` (DataFrame indexed by bar time) with their true ``labels`` (aligned Series; NaN =
+        unknown, not stored). ``available_at`` overrides ``label_delay``."""
+        frame = _keys_frame(keys, None, "KNNRegimeDetector.fit")
+        lab = labels.reindex(frame.index)
+        avail = label_available_at(frame.index, self.label_delay) if available_at is None else available_at
+        avail = pd.DatetimeIndex(avail) if not isinstance(avail, pd.DatetimeIndex) else avail
+        if len(avail) != len(frame):
+            raise ValueError(f"available_at needs one time per key row ({len(frame)}), got {len(avail)}.")
+        early = np.asarray(avail.notna() & (avail.as_unit("ns").asi8 <= frame.index.as_unit("ns").asi8))
+        if early.any():
+            raise ValueError(f"available_at {avail[early][0]} is not after its own bar {frame.index[early][0]}: a "
+                             "label is known after its bar at the earliest; otherwise each bar retrieves its own "
+                             "label. Use label_available_at(index, delay) with delay >= 1.")  # fmt: skip
+        keep = lab.notna().to_numpy()
+        self.classes_ = list(classes) if classes is not None else sorted(pd.unique(lab[keep]).tolist(), key=str)
+        mem = RegimeAwareMemory(frame.shape[1], self.classes_)
+        mem.add(frame.to_numpy()[keep], lab.to_numpy()[keep], frame.index[keep], avail[keep])
+        self.memory_ = mem
+        return self
+
+    def filter(self, keys: pd.DataFrame) -> pd.DataFrame:
+        """Regime probabilities per query bar (columns = classes), each from entries known at that bar."""
+        if self.memory_ is None:
+            raise RuntimeError("KNNRegimeDetector: call fit(keys, labels) first.")
+        frame = _keys_frame(keys, None, "KNNRegimeDetector.filter")
+        res = self.memory_.search(frame.to_numpy(), k=self.k, as_of=frame.index)
+        codes = list(range(len(self.classes_)))
+        probs = regime_vote(res, codes, self.weighting, self.temperature)
+        out = pd.DataFrame(probs, index=frame.index, columns=self.classes_)
+        out.columns.name = "regime"
+        return out
+
+    def predict(self, keys: pd.DataFrame) -> pd.Series:
+        """Argmax of the vote, debounced by ``min_duration`` (causal)."""
+        return min_duration_filter(_argmax(self.filter(keys)), self.min_duration)
+
+
 # ------------------------------------------------------------------------------ Markov switching
 class MarkovSwitchingDetector:
     """statsmodels' ``MarkovRegression`` (switching mean and variance) with *filtered* probabilities only.
@@ -505,359 +819,6 @@ class VolatilityThresholdDetector:
         return out
 
 
-# ------------------------------------------------------------------------------ memory vote (kNN)
-def label_available_at(index: pd.DatetimeIndex, delay: int) -> pd.DatetimeIndex:
-    """When the label of each bar becomes known: ``delay`` bars later (``NaT`` past the data's end).
-
-    A true regime is only known in hindsight: here "``delay`` bars after the fact"; a label of the bar's
-    own window outcome over h bars would use ``delay = h``.
-    """
-    if delay < 0:
-        raise ValueError(f"delay must be >= 0 bars, got {delay}.")
-    index = pd.DatetimeIndex(index).as_unit("ns")
-    pos = np.arange(len(index)) + delay
-    return pd.DatetimeIndex(index[np.minimum(pos, len(index) - 1)]).where(pos < len(index))
-
-
-def regime_vote(result: SearchResult, classes: Sequence[Any], weighting: str = "similarity",
-                temperature: float = 0.1, field: str = "regime") -> np.ndarray:
-    """Turn a memory search into a distribution over the neighbours' regimes: (q, len(classes)).
-
-    ``weighting="count"``: the share of valid neighbours in each regime (the chapter's ``Counter`` vote);
-    ``"similarity"``: each neighbour weighted by ``softmax(score / temperature)`` over the valid ones, so a
-    close analog counts more than a distant one. Entries hidden by ``as_of`` or missing are ignored; a query
-    with no valid neighbour gets the uniform distribution.
-    """
-    if weighting not in ("count", "similarity"):
-        raise ValueError(f"weighting must be 'count' or 'similarity', got {weighting!r}.")
-    classes = list(classes)
-    mask = np.asarray(result.mask, dtype=bool)
-    labels = np.asarray(result.metadata(field))
-    scores = np.asarray(result.scores, dtype=float)
-    if weighting == "count":
-        w = mask.astype(float)
-    else:
-        z = np.where(mask, scores / temperature, -np.inf)
-        zmax = np.max(z, axis=1, keepdims=True)
-        w = np.where(mask, np.exp(z - np.where(np.isfinite(zmax), zmax, 0.0)), 0.0)
-    out = np.stack([(w * (labels == c)).sum(axis=1) for c in classes], axis=1)
-    total = out.sum(axis=1, keepdims=True)
-    return np.where(total > 0, out / np.where(total > 0, total, 1.0), 1.0 / len(classes))
-
-
-def min_duration_filter(labels: pd.Series, min_duration: int) -> pd.Series:
-    """Causal debounce: switch to a new label only after it was the raw label ``min_duration`` bars in a row.
-
-    Removes one-bar flickers at the cost of ``min_duration - 1`` bars of delay; uses no later bar.
-    """
-    if min_duration < 1:
-        raise ValueError(f"min_duration must be >= 1, got {min_duration}.")
-    raw = labels.to_numpy()
-    if min_duration == 1 or len(raw) == 0:
-        return labels.copy()
-    out = raw.copy()
-    current, run_label, run = raw[0], raw[0], 0
-    for t, x in enumerate(raw):  # a state machine over the past; O(n)
-        run = run + 1 if x == run_label else 1
-        run_label = x
-        if x != current and run >= min_duration:
-            current = x
-        out[t] = current
-    return pd.Series(out, index=labels.index, name=labels.name)
-
-
-def _keys_frame(keys: pd.DataFrame | np.ndarray, index: pd.Index | None, where: str) -> pd.DataFrame:
-    if isinstance(keys, pd.DataFrame):
-        frame = keys
-    else:
-        if index is None:
-            raise ValueError(f"{where}: pass keys as a DataFrame indexed by bar time (or give index=...).")
-        frame = pd.DataFrame(np.asarray(keys), index=index)
-    if not isinstance(frame.index, pd.DatetimeIndex):
-        raise DataError(f"{where}: keys must be indexed by bar time (DatetimeIndex): the time drives as_of.")
-    return frame
-
-
-class RegimeAwareMemory:
-    """Memory entries that carry a regime label, searchable over all entries or restricted to one regime.
-
-    One :class:`ExternalMemoryBank` per regime plus one over everything: a restricted search is an exact
-    search of that regime's entries (no over-fetch-and-filter that would return fewer than ``k``). Every
-    search states its time (``as_of``) and sees only entries with ``available_at <= as_of``; an entry's
-    ``available_at`` must cover both its outcome and its label (the later of the two).
-    """
-
-    def __init__(self, key_dim: int, regimes: Sequence[Any]):
-        self.key_dim = key_dim
-        self.regimes = list(regimes)
-        self._entries: dict[str, list] = {"keys": [], "timestamp": [], "available_at": [], "regime": [],
-                                          "future_return": []}
-        self._banks: dict[Any, ExternalMemoryBank] | None = None
-        self._all: ExternalMemoryBank | None = None
-
-    def __len__(self) -> int:
-        return sum(len(k) for k in self._entries["keys"])
-
-    def add(self, keys: Any, regime: Any, timestamp: Any, available_at: Any, future_return: Any = None) -> None:
-        """Store entries (keys (n, key_dim); regime, timestamp, available_at (n,); optional outcomes)."""
-        keys = np.asarray(keys, dtype=np.float32)
-        n = len(keys)
-        reg = np.asarray(regime)
-        unknown = sorted(set(reg.tolist()) - set(self.regimes), key=str)
-        if unknown:
-            raise ValueError(f"RegimeAwareMemory.add: regimes {unknown} are not in {self.regimes}.")
-        fr = np.full(n, np.nan) if future_return is None else np.asarray(future_return, dtype=float)
-        for name, val in (("keys", keys), ("timestamp", timestamp), ("available_at", available_at),
-                          ("regime", reg), ("future_return", fr)):
-            self._entries[name].append(val)
-        self._banks = None
-
-    def _build(self) -> None:
-        e = {name: np.concatenate([np.asarray(x) if name in ("keys", "regime", "future_return") else _ns(x)
-                                   for x in vals]) if vals else np.zeros(0)
-             for name, vals in self._entries.items()}
-        code = {r: i for i, r in enumerate(self.regimes)}
-        codes = np.array([code[r] for r in e["regime"].tolist()], dtype=np.int64)
-        self._banks = {}
-        for r, i in code.items():
-            sel = codes == i
-            self._banks[r] = self._bank(e, sel, codes)
-        self._all = self._bank(e, np.ones(len(codes), dtype=bool), codes)
-
-    def _bank(self, e: dict, sel: np.ndarray, codes: np.ndarray) -> ExternalMemoryBank:
-        bank = ExternalMemoryBank(MemoryConfig(key_dim=self.key_dim, capacity=max(int(sel.sum()), 1),
-                                               backend="numpy"))
-        if sel.any():
-            bank.add(e["keys"][sel], timestamp=e["timestamp"][sel], available_at=e["available_at"][sel],
-                     regime=codes[sel], future_return=e["future_return"][sel])
-        return bank
-
-    def search(self, queries: Any, k: int, as_of: Any, regime: Any = None) -> SearchResult:
-        """kNN search at times ``as_of``; ``regime`` (one label or one per query) restricts each query to the
-        entries of that regime. The result's ``metadata("regime")`` holds regime *codes* (positions in
-        ``self.regimes``)."""
-        if self._banks is None:
-            self._build()
-        q = np.array(queries, dtype=np.float32)  # a writable copy (torch warns on read-only views)
-        if regime is None:
-            return self._all.search(q, k=k, as_of=as_of)
-        reg = np.asarray(regime, dtype=object)
-        reg = np.full(len(q), reg.item(), dtype=object) if reg.ndim == 0 else reg
-        from ..memory.time_filter import NO_TIME_FILTER, query_times
-
-        times = query_times(as_of, len(q), "RegimeAwareMemory.search")
-        scores = np.zeros((len(q), k), np.float32)
-        slots = np.full((len(q), k), -1, np.int64)
-        meta: dict[str, np.ndarray] = {}
-        for r in pd.unique(reg):
-            rows = np.flatnonzero(reg == r)
-            if r not in self._banks:
-                raise ValueError(f"RegimeAwareMemory.search: unknown regime {r!r}; known: {self.regimes}.")
-            res = self._banks[r].search(q[rows], k=k, as_of=NO_TIME_FILTER if times is None else times[rows])
-            scores[rows], slots[rows] = res.scores, res.indices
-            for name in res.metadata_names:
-                arr = res.metadata(name)
-                if name not in meta:
-                    meta[name] = np.empty((len(q), k), dtype=arr.dtype)
-                meta[name][rows] = arr
-        mask = slots >= 0
-        zeros = np.zeros((len(q), k, self.key_dim), np.float32)
-        return SearchResult(scores, slots, mask, zeros, np.zeros((len(q), k, 0), np.float32), "numpy", meta)
-
-    def forecast(self, queries: Any, k: int, as_of: Any, regime: Any = None) -> np.ndarray:
-        """Mean outcome of the valid neighbours per query (NaN where none): the kNN forecaster."""
-        res = self.search(queries, k=k, as_of=as_of, regime=regime)
-        fr = np.where(res.mask, res.metadata("future_return"), np.nan)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanmean(fr, axis=1)
-
-
-def _ns(times: Any) -> np.ndarray:
-    from ..memory.time_filter import to_ns
-
-    return to_ns(times)
-
-
-class KNNRegimeDetector:
-    """The memory vote: a bar's regime is what its nearest past neighbours were labelled. SUPERVISED.
-
-    :meth:`fit` stores one entry per bar: its key, its true regime and the time that label became known
-    (``label_delay`` bars later by default, :func:`label_available_at`). :meth:`filter` searches, for each
-    query bar t, the ``k`` most similar entries whose label was known at t (``as_of = t``: never itself, a
-    later bar or an unknown label) and votes (:func:`regime_vote`). Giving :meth:`fit` labels of bars after
-    the training period is allowed and causal: they are used only once known, as a live system would.
-    """
-
-    def __init__(self, k: int = 32, weighting: str = "similarity", temperature: float = 0.1, label_delay: int = 20,
-                 min_duration: int = 1):
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}.")
-        if label_delay < 1:
-            raise ValueError(f"label_delay must be >= 1 bar, got {label_delay}: a bar's true regime is known after "
-                             "the bar at the earliest, and with a delay of 0 each bar would retrieve its own label "
-                             "(a vote that copies the answer).")  # fmt: skip
-        self.k, self.weighting, self.temperature = k, weighting, temperature
-        self.label_delay, self.min_duration = label_delay, min_duration
-        self.classes_: list[Any] | None = None
-        self.memory_: RegimeAwareMemory | None = None
-
-    def __repr__(self) -> str:
-        return f"KNNRegimeDetector(k={self.k}, weighting={self.weighting!r}, label_delay={self.label_delay})"
-
-    def fit(self, keys: pd.DataFrame, labels: pd.Series, available_at: Any = None,
-            classes: Sequence[Any] | None = None) -> KNNRegimeDetector:
-        """Store ``keys`` (DataFrame indexed by bar time) with their true ``labels`` (aligned Series; NaN =
-        unknown, not stored). ``available_at`` overrides ``label_delay``."""
-        frame = _keys_frame(keys, None, "KNNRegimeDetector.fit")
-        lab = labels.reindex(frame.index)
-        avail = label_available_at(frame.index, self.label_delay) if available_at is None else available_at
-        avail = pd.DatetimeIndex(avail) if not isinstance(avail, pd.DatetimeIndex) else avail
-        if len(avail) != len(frame):
-            raise ValueError(f"available_at needs one time per key row ({len(frame)}), got {len(avail)}.")
-        early = np.asarray(avail.notna() & (avail.as_unit("ns").asi8 <= frame.index.as_unit("ns").asi8))
-        if early.any():
-            raise ValueError(f"available_at {avail[early][0]} is not after its own bar {frame.index[early][0]}: a "
-                             "label is known after its bar at the earliest; otherwise each bar retrieves its own "
-                             "label. Use label_available_at(index, delay) with delay >= 1.")  # fmt: skip
-        keep = lab.notna().to_numpy()
-        self.classes_ = list(classes) if classes is not None else sorted(pd.unique(lab[keep]).tolist(), key=str)
-        mem = RegimeAwareMemory(frame.shape[1], self.classes_)
-        mem.add(frame.to_numpy()[keep], lab.to_numpy()[keep], frame.index[keep], avail[keep])
-        self.memory_ = mem
-        return self
-
-    def filter(self, keys: pd.DataFrame) -> pd.DataFrame:
-        """Regime probabilities per query bar (columns = classes), each from entries known at that bar."""
-        if self.memory_ is None:
-            raise RuntimeError("KNNRegimeDetector: call fit(keys, labels) first.")
-        frame = _keys_frame(keys, None, "KNNRegimeDetector.filter")
-        res = self.memory_.search(frame.to_numpy(), k=self.k, as_of=frame.index)
-        codes = list(range(len(self.classes_)))
-        probs = regime_vote(res, codes, self.weighting, self.temperature)
-        out = pd.DataFrame(probs, index=frame.index, columns=self.classes_)
-        out.columns.name = "regime"
-        return out
-
-    def predict(self, keys: pd.DataFrame) -> pd.Series:
-        """Argmax of the vote, debounced by ``min_duration`` (causal)."""
-        return min_duration_filter(_argmax(self.filter(keys)), self.min_duration)
-
-
-# ------------------------------------------------------------------------------------------ scoring
-def group_regimes(regimes: pd.Series, groups: Mapping[str, Sequence[str]] = CALM_STRESSED) -> pd.Series:
-    """Rename fine regimes into groups, e.g. bull/sideways -> calm, bear/crash -> stressed."""
-    lookup = {r: g for g, members in groups.items() for r in members}
-    missing = sorted(set(regimes.unique()) - set(lookup))
-    if missing:
-        raise ValueError(f"group_regimes: regimes {missing} belong to no group of {dict(groups)}.")
-    return regimes.map(lookup).rename(regimes.name)
-
-
-def align_labels(true: pd.Series, predicted: pd.Series) -> dict[Any, Any]:
-    """Map each predicted state to a true regime by the Hungarian assignment (most bars matched).
-
-    Fit it on the TRAINING period (``true`` and ``predicted`` of the training bars) and apply the mapping
-    to later bars with :func:`relabel`; fitting it on the test period uses the test labels to score the
-    test labels. States left over when there are more states than regimes go to their most frequent regime.
-    """
-    t, p = _paired(true, predicted, "align_labels")
-    table = pd.crosstab(p, t)
-    rows, cols = linear_sum_assignment(-table.to_numpy())
-    mapping = {_plain(table.index[r]): _plain(table.columns[c]) for r, c in zip(rows, cols)}
-    for state in table.index:
-        if _plain(state) not in mapping:
-            mapping[_plain(state)] = _plain(table.columns[int(np.argmax(table.loc[state].to_numpy()))])
-    return mapping
-
-
-def _plain(x: Any) -> Any:
-    """numpy scalars as plain Python values (a mapping prints as {0: 'calm'}, not {np.int64(0): ...})."""
-    return x.item() if isinstance(x, np.generic) else x
-
-
-def relabel(predicted: pd.Series, mapping: Mapping[Any, Any]) -> pd.Series:
-    """Apply an :func:`align_labels` mapping; a state never seen in training raises (say which)."""
-    unseen = sorted(set(predicted.dropna().unique()) - set(mapping), key=str)
-    if unseen:
-        raise ValueError(f"relabel: states {unseen} have no mapping (never seen when the mapping was fitted).")
-    return predicted.map(dict(mapping)).rename(predicted.name)
-
-
-def _paired(true: pd.Series, predicted: pd.Series, where: str) -> tuple[pd.Series, pd.Series]:
-    if isinstance(true, pd.Series) and isinstance(predicted, pd.Series):
-        true, predicted = true.align(predicted, join="inner")
-    t = pd.Series(np.asarray(true)).reset_index(drop=True)
-    p = pd.Series(np.asarray(predicted)).reset_index(drop=True)
-    if len(t) != len(p):
-        raise ValueError(f"{where}: true and predicted have different lengths ({len(t)} vs {len(p)}).")
-    ok = t.notna() & p.notna()
-    if not ok.any():
-        raise ValueError(f"{where}: no bar has both a true and a predicted label.")
-    return t[ok], p[ok]
-
-
-def switches_per_year(labels: pd.Series, periods: float | None = None) -> float:
-    """Label changes per year (bars per year from the index unless ``periods`` is given)."""
-    arr = labels.to_numpy()
-    if len(arr) < 2:
-        return float("nan")
-    p = periods if periods is not None else periods_per_year(pd.DatetimeIndex(labels.index))
-    return float((arr[1:] != arr[:-1]).sum() / (len(arr) / p))
-
-
-def detection_delays(true: pd.Series, predicted: pd.Series) -> pd.DataFrame:
-    """One row per true regime change: when, to which regime, and the bars until the detector first says
-    that regime (NaN when it never does before the next true change)."""
-    t, p = true.align(predicted, join="inner")
-    tv, pv = t.to_numpy(), p.to_numpy()
-    change = np.flatnonzero(tv[1:] != tv[:-1]) + 1
-    ends = np.r_[change[1:], len(tv)]
-    rows = []
-    for s, e in zip(change, ends):
-        hit = np.flatnonzero(pv[s:e] == tv[s])
-        rows.append({"time": t.index[s], "regime": tv[s], "spell_bars": int(e - s),
-                     "delay": float(hit[0]) if hit.size else np.nan})
-    return pd.DataFrame(rows, columns=["time", "regime", "spell_bars", "delay"])
-
-
-def regime_scores(true: pd.Series, predicted: pd.Series, periods: float | None = None) -> dict[str, Any]:
-    """Scores of ``predicted`` against ``true`` on the same bars, both in the same label space.
-
-    Returns ``balanced_accuracy`` (mean recall over true regimes: a detector that always says "calm" scores
-    1/K, not the calm share), ``accuracy``, ``ari`` (adjusted Rand index: 0 for chance, 1 for a perfect
-    partition, blind to label names), ``confusion`` (true x predicted counts), ``switches_per_year`` and the
-    true one, ``detection_delay`` (mean bars from a true change to its first detection), its median and
-    ``detected_share`` (changes detected before the next one). Unsupervised states must be mapped first with
-    :func:`align_labels` fitted on the training period.
-    """
-    from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score
-
-    t, p = _paired(true, predicted, "regime_scores")
-    if not set(p.unique()) & set(t.unique()):
-        raise ValueError("regime_scores: predicted labels share no name with the true regimes; map the states "
-                         "with align_labels(true_train, predicted_train) on the TRAINING period, then relabel().")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sklearn warns when a predicted label is not a true class
-        bal = float(balanced_accuracy_score(t, p))
-    labels = sorted(set(t.unique()) | set(p.unique()), key=str)
-    conf = pd.crosstab(pd.Categorical(t, labels), pd.Categorical(p, labels), dropna=False)
-    conf.index.name, conf.columns.name = "true", "predicted"
-    out: dict[str, Any] = {"balanced_accuracy": bal, "accuracy": float((t.to_numpy() == p.to_numpy()).mean()),
-                           "ari": float(adjusted_rand_score(t, p)), "confusion": conf, "n_bars": int(len(t))}
-    if isinstance(true, pd.Series) and isinstance(true.index, pd.DatetimeIndex) and isinstance(predicted, pd.Series):
-        tt, pp = true.align(predicted, join="inner")
-        ok = tt.notna() & pp.notna()
-        tt, pp = tt[ok], pp[ok]
-        out["switches_per_year"] = switches_per_year(pp, periods)
-        out["true_switches_per_year"] = switches_per_year(tt, periods)
-        d = detection_delays(tt, pp)
-        out["detection_delay"] = float(d["delay"].mean()) if d["delay"].notna().any() else float("nan")
-        out["detection_delay_median"] = float(d["delay"].median()) if d["delay"].notna().any() else float("nan")
-        out["detected_share"] = float(d["delay"].notna().mean()) if len(d) else float("nan")
-    return out
-
-
 # ------------------------------------------------------------------------------------- real data
 def label_drawdown_regimes(close: pd.Series, drawdown_window: int | None = None, vol_window: int = 21,
                            correction: float = 0.10, bear: float = 0.20, high_vol: float = 0.25,
@@ -892,4 +853,3 @@ def label_drawdown_regimes(close: pd.Series, drawdown_window: int | None = None,
     out[(dd <= -correction) | (vol >= high_vol)] = "correction"
     out[dd <= -bear] = "bear"
     return out.astype(str)
-
