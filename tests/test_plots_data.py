@@ -143,3 +143,14 @@ def test_a_narrow_log_axis_gets_several_round_labels():
     labels = _tick_texts(ax)
     plt.close(ax.figure)
     assert len(labels) >= 3 and "1.1" in labels, labels
+
+
+def test_price_legend_sits_beside_the_price():
+    import course_lib as cl
+
+    m = make_synthetic_market(600, seed=0)
+    fig = cl.plot_prices_with_regimes(m.ohlcv["close"], regimes=m.regimes, motifs=m.motifs)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert not ax.get_window_extent().overlaps(ax.get_legend().get_window_extent())
+    plt.close(fig)
