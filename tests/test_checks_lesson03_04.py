@@ -401,3 +401,26 @@ def test_l4_q5_q6_staleness_experiment():
 def test_experiment_blanks_are_not_attempted(task):
     assert task.evaluate().status == "not attempted"
     assert task.evaluate(____).status == "not attempted"
+
+
+def test_l4_q3_each_planted_bug_is_named_and_the_fix_passes():
+    import numpy as np
+
+    def version(source):
+        scope = {"torch": torch, "np": np}
+        exec(source, scope)  # noqa: S102 - the exercise's own code, defined in the check module
+        return scope["refresh"]
+
+    buggy = l4.BUGGY_REFRESH
+    assert_incorrect(l4.q3, version(buggy), "dropout")
+    evaluated = buggy.replace("    keys = torch.cat", "    was = model.training\n    model.eval()\n    keys = torch.cat")
+    assert_incorrect(l4.q3, version(evaluated), "gradient")
+    no_grad = evaluated.replace("    keys = torch.cat([model.memory_keys(torch.from_numpy(X[i:i + batch_size]))\n"
+                                "                      for i in range(0, len(X), batch_size)])",
+                                "    with torch.no_grad():\n"
+                                "        keys = torch.cat([model.memory_keys(torch.from_numpy(X[i:i + batch_size]))\n"
+                                "                          for i in range(0, len(X), batch_size)])")
+    assert no_grad != evaluated
+    assert_incorrect(l4.q3, version(no_grad), "evaluation mode when your function got it")
+    fixed = no_grad.replace("    model.train()\n", "    model.train(was)\n")
+    assert l4.q3.evaluate(version(fixed)).status == "correct"
