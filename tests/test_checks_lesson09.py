@@ -86,3 +86,22 @@ def test_q4_cold_start_interpretation():
         assert ex.q4.evaluate(other).status == "incorrect"
     assert "letters" in ex.q4.evaluate("e").message
     assert ex.q4.evaluate(____).status == "not attempted"
+
+
+def test_q2_each_planted_bug_is_named_once_the_other_is_fixed():
+    def version(source):
+        scope = {"np": np}
+        exec(source, scope)  # noqa: S102 - the exercise's own code, defined in the check module
+        return scope["recency_weights"]
+
+    buggy = ex.BUGGY_RECENCY_WEIGHTS
+    assert ex.q2.evaluate(version(buggy)).status == "incorrect"
+    moved = buggy.replace(
+        "    decayed = similarity * np.exp(-age_bars / half_life)\n"
+        "    w = np.exp((decayed - decayed.max()) / temperature)\n",
+        "    w = np.exp((similarity - similarity.max()) / temperature) * np.exp(-age_bars / half_life)\n")
+    assert moved != buggy and "e-folding" in ex.q2.evaluate(version(moved)).message
+    halved = buggy.replace("np.exp(-age_bars / half_life)", "0.5 ** (age_bars / half_life)")
+    assert "inside the softmax" in ex.q2.evaluate(version(halved)).message
+    fixed = moved.replace("np.exp(-age_bars / half_life)", "0.5 ** (age_bars / half_life)")
+    assert ex.q2.evaluate(version(fixed)).status == "correct"

@@ -19,7 +19,7 @@ import pandas as pd
 from ..exercise import CheckFailed, Task
 from ._common import call, choice_checker, format_options, numeric_checker
 
-__all__ = ["SEED_ACCURACY", "q1", "q2", "q3", "q4"]
+__all__ = ["BUGGY_RECENCY_WEIGHTS", "SEED_ACCURACY", "q1", "q2", "q3", "q4"]
 
 
 def _triple(out: Any, what: str) -> tuple[float, float, float]:
@@ -124,16 +124,26 @@ def _check_weights(func: Any) -> None:
                           "and where the age enters.")
 
 
+#: The version the exercise hands out: it runs and its weights sum to one, but it is wrong in two places.
+BUGGY_RECENCY_WEIGHTS = """def recency_weights(similarity, age_bars, temperature, half_life):
+    decayed = similarity * np.exp(-age_bars / half_life)
+    w = np.exp((decayed - decayed.max()) / temperature)
+    return w / w.sum()
+"""
+
 q2 = Task(
     "lesson09.q2",
-    "Write recency_weights(similarity, age_bars, temperature, half_life): the weights of a kNN memory's neighbours "
+    "Fix recency_weights(similarity, age_bars, temperature, half_life): the weights of a kNN memory's neighbours "
     "in its vote, where more similar neighbours count more (a softmax with the given temperature) and a neighbour "
-    "counts half as much for every half_life bars of age. They must sum to one.",
+    "counts half as much for every half_life bars of age, summing to one. The version in the exercise has two "
+    "bugs: find and fix them.",
     _check_weights,
     hint=(
-        "Two factors multiply: one from similarity, one from age. Which function halves every half_life bars?",
-        "Exponentiate similarity over temperature (subtract the maximum first for numerical safety), multiply by "
-        "one half to the power age over half-life, and divide by the sum.",
+        "Give two neighbours the same similarity, one of them exactly half_life bars older: what ratio of their "
+        "weights does the task ask for, and what does this version give?",
+        "The age enters in the wrong place: multiplied into the similarity inside the softmax, its effect depends "
+        "on the temperature and on the similarity itself; it must scale the weight that the softmax gives. And "
+        "the decay is an e-folding (a factor of e per half_life), not a halving.",
     ),
     solution="def recency_weights(similarity, age_bars, temperature, half_life):\n"
     "    w = np.exp((similarity - similarity.max()) / temperature) * 0.5 ** (age_bars / half_life)\n"
