@@ -54,14 +54,24 @@ def local_kernel_manager():
     With TCP, every kernel start logs ipykernel's "Kernel is running over TCP without encryption" warning (once
     per notebook of ``make course``), and rightly: any local user could connect to the ports. IPC sockets are
     protected by file permissions, so there is nothing to warn about. Windows has no IPC transport: TCP stays.
+    The shutdown of a finished notebook's kernel sends no interrupt (see ``QuietShutdownKernelManager``).
     """
     from jupyter_client import AsyncKernelManager
     from traitlets import default
 
-    if sys.platform == "win32":  # pragma: no cover - no IPC transport on Windows
-        return AsyncKernelManager
+    class QuietShutdownKernelManager(AsyncKernelManager):
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client interrupts the kernel (SIGINT) before every shutdown, in case code still runs. Here
+            # the notebook has finished, so that signal can only land inside the kernel's own message loop, which
+            # logs "KeyboardInterrupt caught in kernel." into the make course output. Shutdown alone suffices.
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
 
-    class LocalKernelManager(AsyncKernelManager):
+    if sys.platform == "win32":  # pragma: no cover - no IPC transport on Windows
+        return QuietShutdownKernelManager
+
+    class LocalKernelManager(QuietShutdownKernelManager):
         @default("transport")
         def _transport_default(self) -> str:
             return "ipc"

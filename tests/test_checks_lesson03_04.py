@@ -350,12 +350,16 @@ def _joint_share(fusion, n_neighbors):
 
 def test_l3_q4_q5_joint_share_experiment():
     joint8 = _joint_share("joint", 8)
-    assert l3.q4.evaluate(joint8).passed
-    assert l3.q4.evaluate(torch.tensor(joint8 + 0.005)).passed  # tolerant, and a 0-d tensor is a number
-    assert "gated model" in l3.q4.evaluate(0.5).message  # the gate starts at one half
-    assert "between 0 and 1" in l3.q4.evaluate(2.0).message
-    far = l3.q4.evaluate(joint8 + 0.1)
-    assert far.status == "incorrect" and not re.search(r"\d\.\d", far.message)
+    naive = 8 / (l3.EXPERIMENT["seq_len"] + 8)
+    start = "a" if abs(joint8 - naive) <= 0.05 else ("b" if joint8 < 0.5 else "c")
+    assert start != "a"  # the tempting count-ratio prediction is wrong here, which is the point of the task
+    assert l3.q4.evaluate(start).passed and l3.q4.evaluate(f" {start.upper()}) ").passed
+    assert "cosines times a large scale" in l3.q4.evaluate("a").message  # the usual prediction is explained
+    for wrong in "bc":
+        if wrong != start:
+            res = l3.q4.evaluate(wrong)
+            assert res.status == "incorrect" and not re.search(r"\d\.\d", res.message)
+    assert l3.q4.evaluate(0.43).status == "incorrect"  # a number is not a letter
     change = _joint_share("joint", 32) - joint8
     right = "a" if change > 0.05 else ("c" if change < -0.05 else "b")
     assert l3.q5.evaluate(right).passed
@@ -397,3 +401,26 @@ def test_l4_q5_q6_staleness_experiment():
 def test_experiment_blanks_are_not_attempted(task):
     assert task.evaluate().status == "not attempted"
     assert task.evaluate(____).status == "not attempted"
+
+
+def test_l4_q3_each_planted_bug_is_named_and_the_fix_passes():
+    import numpy as np
+
+    def version(source):
+        scope = {"torch": torch, "np": np}
+        exec(source, scope)  # noqa: S102 - the exercise's own code, defined in the check module
+        return scope["refresh"]
+
+    buggy = l4.BUGGY_REFRESH
+    assert_incorrect(l4.q3, version(buggy), "dropout")
+    evaluated = buggy.replace("    keys = torch.cat", "    was = model.training\n    model.eval()\n    keys = torch.cat")
+    assert_incorrect(l4.q3, version(evaluated), "gradient")
+    no_grad = evaluated.replace("    keys = torch.cat([model.memory_keys(torch.from_numpy(X[i:i + batch_size]))\n"
+                                "                      for i in range(0, len(X), batch_size)])",
+                                "    with torch.no_grad():\n"
+                                "        keys = torch.cat([model.memory_keys(torch.from_numpy(X[i:i + batch_size]))\n"
+                                "                          for i in range(0, len(X), batch_size)])")
+    assert no_grad != evaluated
+    assert_incorrect(l4.q3, version(no_grad), "evaluation mode when your function got it")
+    fixed = no_grad.replace("    model.train()\n", "    model.train(was)\n")
+    assert l4.q3.evaluate(version(fixed)).status == "correct"

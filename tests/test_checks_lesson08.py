@@ -86,3 +86,22 @@ def test_q4_second_hint_states_the_approach_without_the_formula():
 def test_q1_nan_message_is_about_recency():
     res = ex.q1.evaluate(lambda c, n, h: 0.5 ** (np.asarray((n - c) / h, float) * np.nan))
     assert res.status == "incorrect" and "half-lives" in res.message and "candidate" not in res.message
+
+
+def test_q2_the_planted_bugs_are_named_in_turn_and_the_fix_passes():
+    import warnings
+
+    def version(source):
+        scope = {"np": np}
+        exec(source, scope)  # noqa: S102 - the exercise's own code, defined in the check module
+        return scope["hybrid_score"]
+
+    buggy = ex.BUGGY_HYBRID_SCORE
+    assert "keeps the offset" in ex.q2.evaluate(version(buggy)).message
+    half = buggy.replace("x / x.max()", "(x - x.min()) / (x.max() - x.min())")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert "same for every candidate" in ex.q2.evaluate(version(half)).message
+    fixed = buggy.replace("x / x.max()", "(x - x.min()) / (x.max() - x.min()) if x.max() > x.min() else np.ones_like(x)")
+    assert ex.q2.evaluate(version(fixed)).status == "correct"
+    assert ex.q2.prompt.startswith("Fix")

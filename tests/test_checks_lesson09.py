@@ -18,27 +18,19 @@ def _right_interval(a, b):
     return d.mean(), d.mean() - half, d.mean() + half
 
 
-def test_q1_paired_interval():
-    assert ex.q1.evaluate(_right_interval).status == "correct"
-
-    def normal(a, b):
-        d = a - b
-        half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
-        return d.mean(), d.mean() - half, d.mean() + half
-
-    def unpaired(a, b):
-        n = len(a)
-        half = stats.t.ppf(0.975, n - 1) * np.sqrt(a.var(ddof=1) / n + b.var(ddof=1) / n)
-        return a.mean() - b.mean(), a.mean() - b.mean() - half, a.mean() - b.mean() + half
-
-    def flipped(a, b):
-        return _right_interval(b, a)
-
-    assert "handful of seeds" in ex.q1.evaluate(normal).message
-    assert "unpaired" in ex.q1.evaluate(unpaired).message
-    assert "sign" in ex.q1.evaluate(flipped).message
-    assert ex.q1.evaluate(lambda a, b: (a - b).mean()).status == "incorrect"
-    assert ex.q1.evaluate(lambda a, b: ____).status == "not attempted"
+def test_q1_reading_of_the_seed_table():
+    table = ex.SEED_ACCURACY
+    a, b = cl.t_interval(table["setting"]), cl.t_interval(table["default"])
+    assert a["ci_low"] <= b["ci_high"] and b["ci_low"] <= a["ci_high"]  # the arms' intervals overlap...
+    paired = cl.paired_seed_interval(table["setting"], table["default"])
+    assert paired["ci_low"] > 0  # ...while the paired one excludes zero: the trap is real
+    assert ex.q1.evaluate("b").status == "correct" and ex.q1.evaluate(" B) ").status == "correct"
+    assert "seed by seed" in ex.q1.evaluate("a").message  # the usual mistake gets its own explanation
+    for wrong in "cd":
+        res = ex.q1.evaluate(wrong)
+        assert res.status == "incorrect" and not re.search(r"\d\.\d", res.message)
+    assert ex.q1.evaluate("e").status == "incorrect"
+    assert ex.q1.evaluate(____).status == "not attempted"
 
 
 def test_q2_recency_weights():
@@ -64,13 +56,9 @@ def test_q2_recency_weights():
     assert ex.q2.evaluate(lambda s, a, t, h: ____).status == "not attempted"
 
 
-def test_q1_q2_messages_give_no_formula():
+def test_q2_messages_give_no_formula():
     formula = re.compile(r"1\.96|0\.5 \*\*|softmax\(|sqrt\(|ddof=|\(setting - default\)|n - 1")
     wrong = [
-        (ex.q1, lambda a, b: ((a - b).mean(), (a - b).mean() - 1.96 * (a - b).std(ddof=1) / np.sqrt(len(a)),
-                              (a - b).mean() + 1.96 * (a - b).std(ddof=1) / np.sqrt(len(a)))),
-        (ex.q1, lambda a, b: ((a - b).mean(), (a - b).mean() - 1, (a - b).mean() + 1)),
-        (ex.q1, lambda a, b: (a.mean(), a.mean() - 1, a.mean() + 1)),
         (ex.q2, lambda s, age, t, h: (lambda w: w / w.sum())(np.exp((s - s.max()) / t) * np.exp(-age / h))),
         (ex.q2, lambda s, age, t, h: (lambda w: w / w.sum())(np.exp(s / (2 * t)) * 0.5 ** (age / h))),
     ]
@@ -98,3 +86,22 @@ def test_q4_cold_start_interpretation():
         assert ex.q4.evaluate(other).status == "incorrect"
     assert "letters" in ex.q4.evaluate("e").message
     assert ex.q4.evaluate(____).status == "not attempted"
+
+
+def test_q2_each_planted_bug_is_named_once_the_other_is_fixed():
+    def version(source):
+        scope = {"np": np}
+        exec(source, scope)  # noqa: S102 - the exercise's own code, defined in the check module
+        return scope["recency_weights"]
+
+    buggy = ex.BUGGY_RECENCY_WEIGHTS
+    assert ex.q2.evaluate(version(buggy)).status == "incorrect"
+    moved = buggy.replace(
+        "    decayed = similarity * np.exp(-age_bars / half_life)\n"
+        "    w = np.exp((decayed - decayed.max()) / temperature)\n",
+        "    w = np.exp((similarity - similarity.max()) / temperature) * np.exp(-age_bars / half_life)\n")
+    assert moved != buggy and "e-folding" in ex.q2.evaluate(version(moved)).message
+    halved = buggy.replace("np.exp(-age_bars / half_life)", "0.5 ** (age_bars / half_life)")
+    assert "inside the softmax" in ex.q2.evaluate(version(halved)).message
+    fixed = moved.replace("np.exp(-age_bars / half_life)", "0.5 ** (age_bars / half_life)")
+    assert ex.q2.evaluate(version(fixed)).status == "correct"

@@ -189,3 +189,15 @@ def test_notebook_runner_logs_no_kernel_warning(tmp_path, capfd):
     logged = capfd.readouterr()
     if sys.platform != "win32":
         assert "WARNING" not in logged.err + logged.out, logged.err
+
+
+def test_runner_sends_no_interrupt_to_a_finished_kernel():
+    """jupyter_client interrupts a kernel before shutting it down; landing in the idle kernel's message loop,
+    the signal printed "KeyboardInterrupt caught in kernel." into the make course log now and then."""
+    import asyncio
+
+    from course_lib.notebook_runner import local_kernel_manager
+
+    km = local_kernel_manager()()
+    km.shutting_down = True
+    asyncio.run(km._async_interrupt_kernel())  # no kernel and no signal: returns quietly

@@ -72,9 +72,18 @@ def _sharpe_lost(lookback):
 def test_q4_q5_cost_experiment():
     import re
 
+    import course_lib as cl
+
     lost = {lb: _sharpe_lost(lb) for lb in (5, 20, 60)}
     assert ex.q4.evaluate(lost[5]).passed
-    assert ex.q4.evaluate(lost[5] - 0.008).passed
+    prices = cl.load_sample("sp500")
+    m0 = cl.Backtester(cl.BacktestConfig(cost_bps=0, n_boot=0)).run(
+        cl.MomentumStrategy(5).positions(prices["close"]), prices).metrics
+    estimate = 10 / 1e4 * m0["turnover"] / m0["volatility"]
+    assert ex.q4.evaluate(estimate).passed  # the prediction from the zero-cost run is close enough
+    assert "basis points" in ex.q4.evaluate(estimate * 1e4).message
+    assert "units of yearly volatility" in ex.q4.evaluate(10 / 1e4 * m0["turnover"]).message
+    assert "already per year" in ex.q4.evaluate(estimate / m0["periods_per_year"]).message
     assert "can only lower" in ex.q4.evaluate(-lost[5]).message
     wrong = ex.q4.evaluate(lost[20])  # the 20-bar strategy's loss is not the 5-bar one's
     assert wrong.status == "incorrect" and not re.search(r"\d\.\d", wrong.message)

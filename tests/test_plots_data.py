@@ -133,3 +133,24 @@ def test_one_colour_one_meaning_across_regime_labels():
         by_colour.setdefault(colour, []).append(name)
     # "calm" may share the bull regime's green (both mean: the good times); red must mean bear only
     assert by_colour[REGIME_GROUP_COLORS["bear"]] == ["bear"], by_colour
+
+
+def test_a_narrow_log_axis_gets_several_round_labels():
+    import course_lib as cl
+
+    idx = pd.bdate_range("2020-01-01", periods=200)
+    ax = cl.plot_growth_curves({"a": pd.Series(np.linspace(0.8, 1.2, 200), index=idx)})
+    labels = _tick_texts(ax)
+    plt.close(ax.figure)
+    assert len(labels) >= 3 and "1.1" in labels, labels
+
+
+def test_price_legend_sits_beside_the_price():
+    import course_lib as cl
+
+    m = make_synthetic_market(600, seed=0)
+    fig = cl.plot_prices_with_regimes(m.ohlcv["close"], regimes=m.regimes, motifs=m.motifs)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert not ax.get_window_extent().overlaps(ax.get_legend().get_window_extent())
+    plt.close(fig)

@@ -16,7 +16,7 @@ import torch
 
 from ..exercise import CheckFailed, Task
 from ._common import call as _call
-from ._common import choice_checker, format_options, numeric_checker
+from ._common import choice_checker, format_options
 
 __all__ = ["BUGGY_COSINE_ATTENTION", "EXPERIMENT", "q1", "q2", "q3", "q4", "q5"]
 
@@ -242,39 +242,52 @@ def _splits(start: str, seq_len: int):
     return prepare_dataset(load_sample("sp500").loc[start:], seq_len=seq_len)
 
 
-def _share_mistakes(got: float) -> str | None:
-    if not 0.0 <= got <= 1.0:
-        return "a share of attention lies between 0 and 1."
-    if abs(got - _initial_share("gated", 8)) < 0.01:
-        return ("that is the gated model's memory share; build the model again with fusion='joint' and read the "
-                "same output.")
-    return None
+_START_OPTIONS = {
+    "a": "about n_neighbors / (seq_len + n_neighbors), within 0.05: every slot, bar or neighbour, gets about the "
+    "same weight",
+    "b": "clearly above that, but below one half: a memory slot gets more weight than a bar, yet the window's "
+    "many bars still hold most of the attention",
+    "c": "one half or more",
+}
+
+
+def _start_truth() -> str:
+    share = _initial_share("joint", 8)
+    naive = 8 / (EXPERIMENT["seq_len"] + 8)
+    if abs(share - naive) <= 0.05:
+        return "a"
+    return "b" if share < 0.5 else "c"
+
+
+def _check_start(answer: Any) -> None:
+    letter = answer.strip().lower().rstrip(")") if isinstance(answer, str) else answer
+    if letter == "a" and _start_truth() != "a":
+        raise CheckFailed("equal weights would hold if every logit were alike. They are not: the memory slots' "
+                          "logits are cosines times a large scale (the inverse of the temperature), the bars' are "
+                          "scaled dot products of an untrained layer. Run it and compare.")
+    choice_checker(_START_OPTIONS, _start_truth, "where the joint fusion starts")(answer)
 
 
 q4 = Task(
     "lesson03.q4",
-    "Experiment: build the untrained course model with fusion='joint' (the settings in EXPERIMENT, n_neighbors=8, "
-    "a memory of the training windows), run the first 64 test windows and report its mean memory share "
-    "(the 'gate' output). Compare with fusion='gated' first.",
-    numeric_checker(lambda: _initial_share("joint", 8), "the joint model's memory share", abs_tol=0.01,
-                    mistakes=_share_mistakes),
+    "Predict then run: the gated model starts with a memory share of one half. The untrained joint model (settings "
+    "of EXPERIMENT, n_neighbors=8) lets its 8 memory slots compete with the window's bars in ONE softmax. Before "
+    "running it, choose where its mean memory share starts, then measure it and check: " + format_options(
+        _START_OPTIONS),
+    _check_start,
     hint=(
-        "Lesson 03 builds a model with a memory before any training; change only the fusion.",
-        "Replace the fusion in the model config, create a trainer with the seed given, record the target "
-        "statistics and build the memory from the training windows, then run the model in eval mode without "
-        "gradients on the first 64 test windows, each at its own end time, and average the 'gate' output.",
+        "In one softmax a slot's weight grows exponentially with its logit. Are a memory slot's logits on the "
+        "same scale as a bar's?",
+        "Equal logits would give every slot the same weight, so memory would get its count over the total count. "
+        "The memory logits are cosine similarities multiplied by the inverse temperature, which is large, while "
+        "the bars' logits come from an untrained layer. Measure the share with the helper of the cell above and "
+        "compare it with the count ratio and with one half.",
     ),
     solution=(
-        "def initial_share(fusion, n_neighbors):\n"
-        "    cfg = replace(base, fusion=fusion, n_neighbors=n_neighbors)\n"
-        "    trainer_cfg = cl.TrainerConfig(seed=0, progress=False, memory_capacity=len(splits.train))\n"
-        "    t = cl.MemoryTransformerTrainer(cfg, trainer_cfg)\n"
-        "    t.set_target_stats(splits.train.y)\n"
-        "    t.build_memory(splits.train)\n"
-        "    with torch.no_grad():\n"
-        "        out = t.model.eval()(x, memory=t.memory, as_of=as_of)\n"
-        "    return out['gate'].mean().item()\n\n"
-        "joint_share = initial_share('joint', 8)"
+        "joint_share = initial_share('joint', 8)\n"
+        "naive = 8 / (ex.EXPERIMENT['seq_len'] + 8)      # every slot the same weight\n"
+        "print(joint_share, naive)\n"
+        "answer = 'a' if abs(joint_share - naive) <= 0.05 else ('b' if joint_share < 0.5 else 'c')"
     ),
 )
 

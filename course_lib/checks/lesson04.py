@@ -20,7 +20,7 @@ from ..exercise import CheckFailed, Task
 from ._common import call as _call
 from ._common import choice_checker, format_options, numeric_checker
 
-__all__ = ["EXPERIMENT", "q1", "q2", "q3", "q4", "q5", "q6"]
+__all__ = ["BUGGY_REFRESH", "EXPERIMENT", "q1", "q2", "q3", "q4", "q5", "q6"]
 
 
 # --- q1: a paired comparison over seeds ---------------------------------------------------------------
@@ -238,17 +238,26 @@ def _check_refresh_once(func: Any) -> None:
         raise CheckFailed("restore the model's training mode after the refresh (it was in training mode).")
 
 
+#: The version the exercise hands out: it runs and writes keys, and it is wrong in three places.
+BUGGY_REFRESH = """def refresh(model, bank, slots, X, batch_size):
+    keys = torch.cat([model.memory_keys(torch.from_numpy(X[i:i + batch_size]))
+                      for i in range(0, len(X), batch_size)])
+    bank.update_keys(slots, keys.detach().numpy())
+    model.train()
+"""
+
 q3 = Task(
     "lesson04.q3",
-    "Write refresh(model, bank, slots, X, batch_size): make the stored keys match what the model computes NOW "
-    "for the same windows, as the model would at inference (no dropout noise, no gradients), a batch at a time, "
-    "leaving the model in the mode you found it.",
+    "Fix refresh(model, bank, slots, X, batch_size): it should make the stored keys match what the model computes "
+    "NOW for the same windows, as the model would at inference, a batch at a time, leaving the model in the mode "
+    "you found it. The version in the exercise runs and writes keys, but it has three bugs: find and fix them.",
     _check_refresh,
     hint=(
-        "Which two switches make a forward pass deterministic and cheap, and which one must you undo at the end?",
-        "Remember whether the model was training, switch it to evaluation mode, compute the memory keys of the "
-        "windows batch by batch without tracking gradients, write them into the given slots with the bank's key "
-        "update method, then restore the training mode you remembered.",
+        "Call it twice on the same model: are the keys the same both times? And in which mode is a model left "
+        "that came in evaluation mode?",
+        "Three things differ between training and inference here: dropout is active in training mode (keys change "
+        "from call to call), gradients are tracked unless switched off (memory and time for values that are only "
+        "stored), and the function forces training mode at the end instead of restoring the mode it found.",
     ),
     solution=(
         "def refresh(model, bank, slots, X, batch_size):\n    was = model.training\n    model.eval()\n"

@@ -241,32 +241,55 @@ def _cost_study() -> dict[int, float]:
     return lost
 
 
+@lru_cache(maxsize=1)
+def _zero_cost_metrics() -> dict[str, float]:
+    from ..backtest.engine import BacktestConfig, Backtester
+    from ..backtest.strategies import MomentumStrategy
+    from ..data.loaders import load_sample
+
+    prices = load_sample("sp500")
+    pos = MomentumStrategy(5).positions(prices["close"])
+    return Backtester(BacktestConfig(cost_bps=0, n_boot=0)).run(pos, prices).metrics
+
+
 def _cost_mistakes(got: float) -> str | None:
-    if got < 0 and abs(got + _cost_study()[5]) < 0.01:
-        return "costs can only lower the Sharpe ratio: report the Sharpe at 0 bps minus the Sharpe at 10 bps."
+    m = _zero_cost_metrics()
+    yearly_cost = 10 / 1e4 * m["turnover"]
+    if got < 0:
+        return "costs can only lower the Sharpe ratio: give the amount it falls (a positive number)."
+    if math.isclose(got, 1e4 * yearly_cost / m["volatility"], rel_tol=0.06):
+        return "the estimate is ten thousand times too large: the cost is in basis points."
+    if math.isclose(got, yearly_cost, rel_tol=0.06):
+        return ("that is a yearly cost in units of return; a Sharpe ratio counts in units of yearly volatility, so "
+                "the same cost takes more Sharpe from a calm strategy than from a wild one.")
+    if math.isclose(got, yearly_cost / m["periods_per_year"] / m["volatility"], rel_tol=0.06):
+        return "the turnover in the metrics is already per year: this estimate charges a single bar's trading."
     return None
 
 
 q4 = Task(
     "lesson05.q4",
-    "Experiment: backtest a 5-bar momentum strategy on the bundled S&P 500 (all bars, no bootstrap) at 0 and at 10 "
-    "bps of cost and report how much Sharpe ratio the costs take away (Sharpe at 0 bps minus Sharpe at 10 bps).",
-    numeric_checker(lambda: _cost_study()[5], "the Sharpe lost to 10 bps of cost", abs_tol=0.01,
+    "Predict then run: a 5-bar momentum strategy on the bundled S&P 500 (all bars, no bootstrap). From its "
+    "zero-cost backtest alone, before running any other, estimate how much Sharpe ratio 10 bps of costs will take "
+    "away; then run it at 10 bps and compare. The check accepts an estimate within 6% of the measured loss.",
+    numeric_checker(lambda: _cost_study()[5], "the Sharpe lost to 10 bps of cost", abs_tol=0.0, rel_tol=0.06,
                     mistakes=_cost_mistakes),
     hint=(
-        "Keep the positions fixed and change only the cost setting of the backtest.",
-        "Compute the momentum positions once, run the course backtester with a cost of zero and with ten basis "
-        "points (bootstrap switched off, it is not needed here), read the Sharpe ratio from each result's metrics "
-        "and subtract; the library's cost-sensitivity table does the same runs in one call.",
+        "What does 10 bps cost per year, given how much the strategy trades in a year? And how many units of risk "
+        "is that?",
+        "The yearly cost is the cost rate (basis points over ten thousand) times the yearly turnover; a Sharpe "
+        "ratio is yearly return per unit of yearly volatility, so divide the yearly cost by the yearly volatility. "
+        "Both numbers are in the metrics of the zero-cost backtest. Then run the 10 bps backtest and see how "
+        "close the estimate came.",
     ),
     solution=(
         "prices = cl.load_sample('sp500')\n"
-        "def sharpe_lost(lookback):\n"
-        "    pos = cl.MomentumStrategy(lookback).positions(prices['close'])\n"
-        "    s = [cl.Backtester(cl.BacktestConfig(cost_bps=c, n_boot=0)).run(pos, prices).metrics['sharpe']\n"
-        "         for c in (0, 10)]\n"
-        "    return s[0] - s[1]\n\n"
-        "lost_5 = sharpe_lost(5)"
+        "pos = cl.MomentumStrategy(5).positions(prices['close'])\n"
+        "m0 = cl.Backtester(cl.BacktestConfig(cost_bps=0, n_boot=0)).run(pos, prices).metrics\n"
+        "estimate = 10 / 10_000 * m0['turnover'] / m0['volatility']   # yearly cost in units of yearly risk\n"
+        "m10 = cl.Backtester(cl.BacktestConfig(cost_bps=10, n_boot=0)).run(pos, prices).metrics\n"
+        "print(estimate, m0['sharpe'] - m10['sharpe'])\n"
+        "lost_5 = estimate"
     ),
 )
 
@@ -292,10 +315,16 @@ q5 = Task(
     choice_checker(_COST_OPTIONS, _cost_truth, "the strategy least hurt by costs"),
     hint=(
         "Costs are charged on trading, not on holding: which strategy changes its position least often?",
-        "Measure the lost Sharpe for each lookback as in the previous task and compare; then look at each "
+        "Measure the lost Sharpe for each lookback (the 0 and 10 bps backtests of the previous task) and compare; "
+        "then look at each "
         "backtest's mean turnover to explain the order you found.",
     ),
     solution=(
+        "def sharpe_lost(lookback):\n"
+        "    pos = cl.MomentumStrategy(lookback).positions(prices['close'])\n"
+        "    s = [cl.Backtester(cl.BacktestConfig(cost_bps=c, n_boot=0)).run(pos, prices).metrics['sharpe']\n"
+        "         for c in (0, 10)]\n"
+        "    return s[0] - s[1]\n\n"
         "lost = {lb: sharpe_lost(lb) for lb in (5, 20, 60)}\n"
         "answer = {5: 'a', 20: 'b', 60: 'c'}[min(lost, key=lost.get)]"
     ),

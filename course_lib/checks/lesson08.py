@@ -25,7 +25,7 @@ from ..agents.store import AgentMemory, AgentMemoryConfig
 from ..exercise import CheckFailed, Task
 from ._common import call as _call
 
-__all__ = ["q1", "q2", "q3", "q4", "q5", "regret_experiment", "stale_memory", "STALE_QUERY"]
+__all__ = ["BUGGY_HYBRID_SCORE", "q1", "q2", "q3", "q4", "q5", "regret_experiment", "stale_memory", "STALE_QUERY"]
 
 
 _NAN_HINT = "a column that is the same for every candidate must not divide by zero."
@@ -125,15 +125,28 @@ def _check_hybrid(func: Any) -> None:
                               "normalised components.")
 
 
+#: The version the exercise hands out: it runs, and it ranks some candidates in the wrong order.
+BUGGY_HYBRID_SCORE = """def hybrid_score(frame, weights):
+    total = 0.0
+    for col, w in weights.items():
+        x = frame[col].to_numpy(dtype=float)
+        normalised = x / x.max()
+        total = total + w * normalised
+    return total
+"""
+
 q2 = Task(
     "lesson08.q2",
-    "Write hybrid_score(frame, weights): the weighted sum of importance, relevance and recency, each min-max "
-    "normalised over the candidates in frame.",
+    "Fix hybrid_score(frame, weights): the weighted sum of importance, relevance and recency, each put on a common "
+    "scale over the candidates in frame. The version in the exercise runs but ranks some candidates in the wrong "
+    "order: find why, fix it, and make sure the fix survives a column that is the same for every candidate.",
     _check_hybrid,
-    hint=("The three columns live on very different scales. What makes them comparable among the candidates "
-          "of one query, whatever their units?",
-          "For each column subtract its minimum over the candidates and divide by its range (a column with no "
-          "range cannot rank anyone: give it one value for all). Multiply each by its weight and add them."),
+    hint=("Take importances of 8, 9 and 10: after dividing by the maximum, how far apart are they, compared with "
+          "recencies of 0.1 and 1.0?",
+          "Dividing by the maximum keeps each column's offset, so a column whose values sit far from zero barely "
+          "separates the candidates while another dominates. Map each column so that its smallest candidate gets 0 "
+          "and its largest 1; a column whose candidates all share one value separates nobody and must give them "
+          "all the same number, not a division by zero."),
     solution="def hybrid_score(frame, weights):\n    total = 0.0\n    for col, w in weights.items():\n"
     "        x = frame[col].to_numpy(dtype=float)\n        span = x.max() - x.min()\n"
     "        total = total + w * ((x - x.min()) / span if span > 0 else np.ones_like(x))\n    return total",

@@ -1,4 +1,4 @@
-"""Checks for exercises/09_best_practices: a paired interval over seeds, recency weights for a kNN memory,
+"""Checks for exercises/09_best_practices: the honest reading of a seed table, recency weights for a kNN memory,
 and two experiments (staleness with and without decay; a cold memory, frozen or online).
 
 The write tasks run the learner's function on inputs built here (seeded) and compare with
@@ -14,11 +14,12 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..exercise import CheckFailed, Task
 from ._common import call, choice_checker, format_options, numeric_checker
 
-__all__ = ["q1", "q2", "q3", "q4"]
+__all__ = ["BUGGY_RECENCY_WEIGHTS", "SEED_ACCURACY", "q1", "q2", "q3", "q4"]
 
 
 def _triple(out: Any, what: str) -> tuple[float, float, float]:
@@ -33,64 +34,58 @@ def _triple(out: Any, what: str) -> tuple[float, float, float]:
     return vals  # type: ignore[return-value]
 
 
-# --- q1: the paired interval over seeds ------------------------------------------------------------------
-def _check_paired(func: Any) -> None:
-    from ..best_practices import paired_seed_interval
+# --- q1: choose the honest reading of a seed table ----------------------------------------------------------
+#: Test accuracy of six training seeds, default and setting (seed i ran both arms with the same data order).
+SEED_ACCURACY = pd.DataFrame(
+    {"default": [0.571, 0.542, 0.523, 0.521, 0.585, 0.593], "setting": [0.591, 0.559, 0.531, 0.526, 0.593, 0.605]},
+    index=pd.RangeIndex(6, name="seed"),
+)
 
-    rng = np.random.default_rng(9)
-    for n in (3, 5, 8):
-        base = rng.uniform(0.5, 0.6, n)
-        setting = base + rng.normal(0.01, 0.01, n)  # seeds vary much more than the paired differences do
-        got = _triple(call(func, setting.copy(), base.copy()), "paired_interval")
-        want = paired_seed_interval(setting, base)
-        w = (want["diff"], want["ci_low"], want["ci_high"])
-        if np.allclose(got, w, atol=1e-9):
-            continue
-        d = setting - base
-        if np.allclose(got, (-w[0], -w[2], -w[1]), atol=1e-9):
-            raise CheckFailed("the sign is flipped: report setting minus default.")
-        if not math.isclose(got[0], w[0], abs_tol=1e-9):
-            raise CheckFailed("the difference itself is off: it is the average gain of the setting over the default "
-                              "across the seeds.")
-        half = (got[2] - got[1]) / 2
-        se = d.std(ddof=1) / math.sqrt(n)
-        if math.isclose(half, 1.96 * se, rel_tol=1e-6):
-            raise CheckFailed(f"with {n} seeds the normal quantile is too small: a handful of seeds needs the wider "
-                              "quantile of a distribution that knows how few they are.")
-        if math.isclose(half, (w[2] - w[1]) / 2 * d.std(ddof=0) / d.std(ddof=1), rel_tol=1e-6):
-            raise CheckFailed("the spread is the population one; an interval from a sample uses the sample standard "
-                              "deviation (one degree of freedom fewer).")
-        unpaired = math.sqrt(setting.var(ddof=1) / n + base.var(ddof=1) / n)
-        if half > 1.5 * (w[2] - w[1]) / 2 and any(math.isclose(half, q * unpaired, rel_tol=1e-3)
-                                                  for q in (1.96, _t(n - 1), _t(2 * n - 2))):
-            raise CheckFailed("this is an unpaired interval: it treats the two arms as independent samples. The "
-                              "same seed ran both, so take the differences seed by seed first.")
-        raise CheckFailed("not the 95% interval of the mean per-seed gain; check the quantile, the spread and how "
-                          "the width shrinks with the number of seeds.")
+_Q1_OPTIONS = {
+    "a": "the two arms' own 95% intervals overlap, so there is no evidence that the setting matters",
+    "b": "the 95% interval of the per-seed gains lies above zero: evidence that the setting helps, although the "
+    "arms' own intervals overlap",
+    "c": "the 95% interval of the per-seed gains covers zero: no evidence either way",
+    "d": "the 95% interval of the per-seed gains lies below zero: evidence that the setting hurts",
+}
 
 
-def _t(df: int) -> float:
-    from scipy import stats
+def _q1_truth() -> str:
+    from ..stats import interval_side, paired_seed_interval
 
-    return float(stats.t.ppf(0.975, df))
+    p = paired_seed_interval(SEED_ACCURACY["setting"], SEED_ACCURACY["default"])
+    return {"above": "b", "covers": "c", "below": "d"}.get(interval_side(p["ci_low"], p["ci_high"]), "c")
+
+
+def _check_reading(answer: Any) -> None:
+    if isinstance(answer, str) and answer.strip().lower().rstrip(")") == "a" and _q1_truth() != "a":
+        raise CheckFailed("the arms' own intervals are wide because seeds differ a lot, and a seed that is lucky "
+                          "for one arm is lucky for the other too. Overlapping intervals of two arms say little "
+                          "about their difference: look at the gains seed by seed.")
+    letter = str(answer).strip().lower().rstrip(")") if isinstance(answer, str) else answer
+    if letter in _Q1_OPTIONS and letter != _q1_truth():
+        raise CheckFailed("compute the 95% interval of the per-seed gains and look where it lies relative to zero: "
+                          "not where this option says.")
+    choice_checker(_Q1_OPTIONS, _q1_truth, "the reading of the seed table")(answer)
 
 
 q1 = Task(
     "lesson09.q1",
-    "Write paired_interval(setting, default): two arrays of test accuracies, one per training seed (the same "
-    "seeds in the same order). Return (difference, low, high): the mean accuracy gain of the setting over the "
-    "default and its 95% interval over seeds, using that each seed ran both arms.",
-    _check_paired,
+    "Interpret: ex.SEED_ACCURACY holds the test accuracy of six seeds for the default and for a setting (seed i "
+    "ran both). Compute what you need and choose the honest reading: " + format_options(_Q1_OPTIONS),
+    _check_reading,
     hint=(
-        "The same seed trained both arms: what cancels if you compare them seed by seed, and how many numbers "
-        "is your interval then built from?",
-        "Take the per-seed differences, their mean, and their sample standard deviation over the square root of "
-        "the number of seeds; multiply by the two-sided 95% quantile of Student's t with one degree of freedom "
-        "fewer than seeds (scipy.stats.t.ppf) and go that far either side of the mean.",
+        "Which numbers vary more from seed to seed: each arm's accuracy, or the gain of the setting on the same "
+        "seed?",
+        "Compute each arm's own interval over the seeds, then the interval of the per-seed gains (the library's "
+        "paired seed interval, lesson 04 task 1). Note where each lies relative to zero and to the other, and "
+        "choose the statement that the paired one supports.",
     ),
-    solution="from scipy import stats\n\ndef paired_interval(setting, default):\n    d = setting - default\n"
-    "    n = len(d)\n    half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)\n"
-    "    return d.mean(), d.mean() - half, d.mean() + half",
+    solution="table = ex.SEED_ACCURACY\n"
+    "print(cl.t_interval(table['setting']), cl.t_interval(table['default']))   # wide: they overlap\n"
+    "paired = cl.paired_seed_interval(table['setting'], table['default'])\n"
+    "print(paired, cl.interval_side(paired['ci_low'], paired['ci_high']))\n"
+    "answer = {'above': 'b', 'covers': 'c', 'below': 'd'}[cl.interval_side(paired['ci_low'], paired['ci_high'])]",
 )
 
 
@@ -129,16 +124,26 @@ def _check_weights(func: Any) -> None:
                           "and where the age enters.")
 
 
+#: The version the exercise hands out: it runs and its weights sum to one, but it is wrong in two places.
+BUGGY_RECENCY_WEIGHTS = """def recency_weights(similarity, age_bars, temperature, half_life):
+    decayed = similarity * np.exp(-age_bars / half_life)
+    w = np.exp((decayed - decayed.max()) / temperature)
+    return w / w.sum()
+"""
+
 q2 = Task(
     "lesson09.q2",
-    "Write recency_weights(similarity, age_bars, temperature, half_life): the weights of a kNN memory's neighbours "
+    "Fix recency_weights(similarity, age_bars, temperature, half_life): the weights of a kNN memory's neighbours "
     "in its vote, where more similar neighbours count more (a softmax with the given temperature) and a neighbour "
-    "counts half as much for every half_life bars of age. They must sum to one.",
+    "counts half as much for every half_life bars of age, summing to one. The version in the exercise has two "
+    "bugs: find and fix them.",
     _check_weights,
     hint=(
-        "Two factors multiply: one from similarity, one from age. Which function halves every half_life bars?",
-        "Exponentiate similarity over temperature (subtract the maximum first for numerical safety), multiply by "
-        "one half to the power age over half-life, and divide by the sum.",
+        "Give two neighbours the same similarity, one of them exactly half_life bars older: what ratio of their "
+        "weights does the task ask for, and what does this version give?",
+        "The age enters in the wrong place: multiplied into the similarity inside the softmax, its effect depends "
+        "on the temperature and on the similarity itself; it must scale the weight that the softmax gives. And "
+        "the decay is an e-folding (a factor of e per half_life), not a halving.",
     ),
     solution="def recency_weights(similarity, age_bars, temperature, half_life):\n"
     "    w = np.exp((similarity - similarity.max()) / temperature) * 0.5 ** (age_bars / half_life)\n"

@@ -134,5 +134,5 @@ def plot_growth_curves(curves: Mapping[str, pd.Series], ax=None, title: str = "G
         ax.plot(c.index, c.to_numpy(), label=name, lw=1.5 if name == "buy_and_hold" else 1.0)
     plain_log_scale(ax)
     ax.set(ylabel="growth of 1", title=title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # off the curves
     return ax

@@ -69,6 +69,10 @@ def plot_backtest(
     if wide:
         plain_log_scale(ax)
     ax.set_title("Equity (log scale)" if wide else "Equity")
+    if not wide and both.max() >= 1000:  # 105,000 rather than 105000
+        from matplotlib.ticker import StrMethodFormatter
+
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
 
     ax = axes[0, 1]
     ax.fill_between(net.index, drawdown(net.to_numpy()) * 100, 0, alpha=0.35, color="C0", label="strategy")

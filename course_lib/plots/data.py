@@ -85,8 +85,8 @@ def plot_prices_with_regimes(
         plain_log_scale(ax)
     ax.set_ylabel("price" + (" (log scale)" if log_scale else ""))
     ax.set_title(title or "Price" + (" and regimes" if regimes is not None else ""))
-    ax.legend(handles=handles, loc="upper left", ncol=min(len(handles), 6), fontsize=8)
-    ax.margins(x=0)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0, fontsize=8)
+    ax.margins(x=0)  # the legend sits beside the price, never over it
     fig.tight_layout()
     return fig
 
