@@ -199,7 +199,10 @@ def verdict_table(table, estimate: str = "diff", low: str = "ci_low", high: str 
     sides = {n: interval_side(lo, hi, null) for n, _, lo, hi in rows}
 
     def fmt(v: float) -> str:
-        return f"{scale * v:+.{digits}f}{unit}" if np.isfinite(v) else "n/a"
+        if not np.isfinite(v):
+            return "n/a"
+        x = scale * v
+        return f"{0.0 if round(x, digits) == 0 else x:+.{digits}f}{unit}"  # no "-0.0000": rounded to zero, no sign
 
     out = pd.DataFrame(
         {name or estimate: [fmt(e) for _, e, _, _ in rows],

@@ -119,3 +119,11 @@ def test_paired_seed_differences_by_group_and_with_one_seed():
         cl.paired_seed_differences(two, "m", [("a", "c")])
     with pytest.raises(KeyError, match="columns"):
         cl.paired_seed_differences(two, "missing", [("a", "b")])
+
+
+def test_an_estimate_that_rounds_to_zero_has_no_minus_sign():
+    t = cl.verdict_table({"tiny": (-2e-6, -0.2198, 0.2197)}, digits=4)
+    assert t.loc["tiny", "diff"] == "+0.0000"
+    assert t.loc["tiny", "95% interval"] == "[-0.2198, +0.2197]"
+    assert cl.verdict_table({"small": (-0.004, -0.01, 0.0)}, digits=2).loc["small", "diff"] == "+0.00"
+    assert cl.verdict_table({"neg": (-0.006, -0.01, 0.0)}, digits=2).loc["neg", "diff"] == "-0.01"
