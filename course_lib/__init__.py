@@ -23,6 +23,7 @@ from .memory import *  # noqa: F401,F403  (02)
 from .metrics import *  # noqa: F401,F403  (04-08)
 from .model import *  # noqa: F401,F403  (03)
 from .plots import *  # noqa: F401,F403
+from .readings import *  # noqa: F401,F403  (readings of intervals that lessons 06-08 repeat)
 from .regimes import *  # noqa: F401,F403  (07)
 from .similarity import *  # noqa: F401,F403  (06)
 from .stats import *  # noqa: F401,F403  (intervals and their readings, 04-09)

@@ -199,7 +199,10 @@ def verdict_table(table, estimate: str = "diff", low: str = "ci_low", high: str 
     sides = {n: interval_side(lo, hi, null) for n, _, lo, hi in rows}
 
     def fmt(v: float) -> str:
-        return f"{scale * v:+.{digits}f}{unit}" if np.isfinite(v) else "n/a"
+        if not np.isfinite(v):
+            return "n/a"
+        x = scale * v
+        return f"{0.0 if round(x, digits) == 0 else x:+.{digits}f}{unit}"  # no "-0.0000": rounded to zero, no sign
 
     out = pd.DataFrame(
         {name or estimate: [fmt(e) for _, e, _, _ in rows],
@@ -213,13 +216,18 @@ def verdict_table(table, estimate: str = "diff", low: str = "ci_low", high: str 
     return out
 
 
+def _label(name) -> str:
+    """A row name as a reader sees it: the levels of a MultiIndex row joined by " / "."""
+    return " / ".join(map(str, name)) if isinstance(name, tuple) else str(name)
+
+
 def summarize_verdicts(verdicts, what: str = "comparisons") -> str:
     """One sentence over a :func:`verdict_table`: which rows carry evidence of a gain, which of a loss, and
     how many intervals cover the null. Names rows only where there is evidence, so it stays short."""
     sides: dict = verdicts.attrs["sides"]
     gain, loss = verdicts.attrs.get("gain", "a gain"), verdicts.attrs.get("loss", "a loss")
     null = verdicts.attrs.get("null", "0")
-    groups = {s: [str(n) for n, v in sides.items() if v == s] for s in ("above", "below", "covers", "undetermined")}
+    groups = {s: [_label(n) for n, v in sides.items() if v == s] for s in ("above", "below", "covers", "undetermined")}
     n = len(sides)
     if n == 0:
         return f"No {what}."
