@@ -70,11 +70,15 @@ def test_q2_messages_give_no_formula():
 def test_q3_staleness_experiment():
     s = cl.staleness_study(n_bars=1500, seeds=(0, 1, 2), half_lives=(50,), control=False, progress=False)["summary"]
     row = s[(s.arm == "half-life 50") & (s.subset == "onset")].iloc[0]
-    assert ex.q3.evaluate(row["diff"]).passed
-    assert ex.q3.evaluate(row["diff"] + 0.002).passed
-    wrong = ex.q3.evaluate(row["diff"] + 0.05)
-    assert wrong.status == "incorrect" and not re.search(r"\d\.\d", wrong.message)
-    assert "accuracy with decay" in ex.q3.evaluate(row["acc"]).message
+    right = {"above": "a", "covers": "b", "below": "c"}[cl.interval_side(row["ci_low"], row["ci_high"])]
+    assert ex.q3.evaluate(right).passed
+    for wrong in "abc":
+        if wrong != right:
+            res = ex.q3.evaluate(wrong)
+            assert res.status == "incorrect" and not re.search(r"\d\.\d", res.message)
+    if right == "b" and row["diff"] > 0:  # the tempting reading of a positive mean gets its own explanation
+        assert "both ends of its interval" in ex.q3.evaluate("a").message
+    assert ex.q3.evaluate(row["diff"]).status == "incorrect"  # a number is not a reading
     assert ex.q3.evaluate(____).status == "not attempted"
 
 

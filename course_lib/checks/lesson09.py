@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..exercise import CheckFailed, Task
-from ._common import call, choice_checker, format_options, numeric_checker
+from ._common import call, choice_checker, format_options
 
 __all__ = ["BUGGY_RECENCY_WEIGHTS", "SEED_ACCURACY", "q1", "q2", "q3", "q4"]
 
@@ -167,31 +167,50 @@ def _stale_gain() -> float:
     return float(s[(s.arm == "half-life 50") & (s.subset == "onset")]["diff"].iloc[0])
 
 
-def _stale_mistakes(got: float) -> str | None:
+_STALE_OPTIONS = {
+    "a": "decay helps after the flip: the 95% interval of the onset gain over the markets lies above zero",
+    "b": "no evidence either way: the interval covers zero, whatever the sign of the mean gain",
+    "c": "decay hurts: the interval lies below zero",
+}
+
+
+def _stale_row():
     s = _stale_summary()
-    all_gain = float(s[(s.arm == "half-life 50") & (s.subset == "all")]["diff"].iloc[0])
-    acc = float(s[(s.arm == "half-life 50") & (s.subset == "onset")]["acc"].iloc[0])
-    if math.isclose(got, all_gain, abs_tol=1e-4) and not math.isclose(all_gain, _stale_gain(), abs_tol=0.003):
-        return "that is the gain on all windows after the flip; the task asks for the onset windows."
-    if math.isclose(got, acc, abs_tol=1e-4):
-        return "that is the accuracy with decay; the task asks for the gain over no decay."
-    return None
+    return s[(s.arm == "half-life 50") & (s.subset == "onset")].iloc[0]
+
+
+def _stale_truth() -> str:
+    from ..stats import interval_side
+
+    row = _stale_row()
+    return {"above": "a", "below": "c"}.get(interval_side(row["ci_low"], row["ci_high"]), "b")
+
+
+def _check_stale(answer: Any) -> None:
+    letter = answer.strip().lower().rstrip(")") if isinstance(answer, str) else answer
+    truth = _stale_truth()
+    if letter == "a" and truth == "b" and _stale_row()["diff"] > 0:
+        raise CheckFailed("the mean gain is positive, but a mean over three markets says little by itself: read "
+                          "both ends of its interval before calling it a gain.")
+    choice_checker(_STALE_OPTIONS, _stale_truth, "what the staleness study shows")(answer)
 
 
 q3 = Task(
     "lesson09.q3",
-    "Experiment: run cl.staleness_study(n_bars=1500, seeds=(0, 1, 2), half_lives=(50,), control=False) and report "
-    "the mean gain in direction accuracy (a fraction) of a 50-bar half-life over no decay on the motif-onset "
-    "windows after the flip.",
-    numeric_checker(_stale_gain, "the onset accuracy gain of decay", abs_tol=0.003, mistakes=_stale_mistakes),
+    "Predict then run: after the motifs' aftermath flips, does a 50-bar half-life help an online kNN memory on "
+    "the motif-onset windows? Write down your prediction, then run cl.staleness_study(n_bars=1500, seeds=(0, 1, 2), "
+    "half_lives=(50,), control=False) and choose the reading it supports: " + format_options(_STALE_OPTIONS),
+    _check_stale,
     hint=(
-        "The study returns a summary table: which row compares the half-life with no decay, on which windows?",
-        "Select the row of the summary whose arm is the 50-bar half-life and whose subset is the onset windows; "
-        "its difference column is the mean over the three markets of (with decay - without).",
+        "Three markets make three gains: what does their mean tell you without its interval?",
+        "In the study's summary take the row of the 50-bar half-life on the onset windows; read its interval over "
+        "the markets on both sides (the library's interval side says above, below or covers), not only the sign "
+        "of the mean gain.",
     ),
     solution="stale = cl.staleness_study(n_bars=1500, seeds=(0, 1, 2), half_lives=(50,), control=False)\n"
     "s = stale['summary']\n"
-    "gain = s[(s.arm == 'half-life 50') & (s.subset == 'onset')]['diff'].iloc[0]",
+    "row = s[(s.arm == 'half-life 50') & (s.subset == 'onset')].iloc[0]\n"
+    "answer = {'above': 'a', 'covers': 'b', 'below': 'c'}[cl.interval_side(row['ci_low'], row['ci_high'])]",
 )
 
 
