@@ -30,7 +30,6 @@ LONG_FUNCTIONS_ALLOWED: dict[str, int] = {
     "course_lib/backtest/evaluation.py::walk_forward_evaluate": 91,
     "course_lib/best_practices.py::sensitivity_study": 82,
     "course_lib/data/synthetic.py::make_synthetic_market": 111,
-    "course_lib/plots/data.py::plot_windows_and_splits": 106,
 }
 
 #: A lesson's main class must fit one sitting. The other one named by the readable-code work (the trainer,

@@ -141,7 +141,14 @@ def plot_windows_and_splits(
         example_end: Bar offset of the example's t in the top panel (default: a readable position).
     """
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 5), gridspec_kw={"height_ratios": [1.2, 1]})
-    # --- top: one sample ------------------------------------------------------------------------------
+    _draw_one_sample(top, seq_len, horizon, example_end)
+    _draw_split(bottom, split, seq_len, horizon, end_time)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_one_sample(top, seq_len: int, horizon: int, example_end: int | None) -> None:
+    """Top panel of :func:`plot_windows_and_splits`: one sample's input window, decision and label window."""
     t = example_end if example_end is not None else seq_len + 2
     lo, hi = t - seq_len - 3, t + horizon + 4
     bars = np.arange(lo, hi + 1)
@@ -188,7 +195,9 @@ def plot_windows_and_splits(
     )
     top.set_title("One sample: what the model sees and what it must predict", fontsize=10, loc="left")
 
-    # --- bottom: the split ----------------------------------------------------------------------------
+
+def _draw_split(bottom, split, seq_len: int, horizon: int, end_time: pd.DatetimeIndex | None) -> None:
+    """Bottom panel of :func:`plot_windows_and_splits`: the chronological split and its purge gaps."""
     n = int(max(split.train.max(initial=-1), split.val.max(initial=-1), split.test.max(initial=-1))) + 1
     if end_time is not None and len(end_time) != n:
         raise ValueError(f"end_time has {len(end_time)} entries but the split covers {n} samples.")
@@ -229,8 +238,6 @@ def plot_windows_and_splits(
         loc="left",
     )
     bottom.margins(x=0)
-    fig.tight_layout()
-    return fig
 
 
 def plot_motif_examples(market, n_examples: int = 12, show_aftermath: bool = True) -> Figure:
