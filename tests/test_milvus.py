@@ -1,10 +1,16 @@
-"""The Milvus memory backend, against Milvus Lite (the embedded engine) in a temporary file.
+"""The Milvus memory backend, against Milvus Lite (the embedded engine, in a temporary file) and against a
+Milvus server when one runs: ``make test`` starts one (tests/milvus_server.py) and names it in
+``COURSE_MILVUS_URI``. Without a server the server cases skip with the reason.
 
-Skipped when the optional extra ``scale`` (pymilvus, milvus-lite) is not installed; the test of the clear
-error for a missing extra runs always.
+Every collection a test creates has a name unique to this run (and xdist worker) and is dropped afterwards,
+so a second run against the same server starts clean. Skipped when the optional extra ``scale`` (pymilvus,
+milvus-lite) is not installed; the test of the clear error for a missing extra runs always.
 """
 
 from __future__ import annotations
+
+import os
+import uuid
 
 import numpy as np
 import pytest
@@ -13,6 +19,11 @@ import course_lib as cl
 from course_lib.memory import NO_TIME_FILTER, ExternalMemoryBank, MemoryConfig, MissingTimeError
 
 D, K = 8, 5
+RUN = f"t{uuid.uuid4().hex[:10]}"  # this run's prefix for collection names
+SERVER_URI = os.environ.get("COURSE_MILVUS_URI", "")
+NO_SERVER = os.environ.get("COURSE_MILVUS_SKIP") or (
+    "no Milvus server: COURSE_MILVUS_URI is not set (`make test` starts one; by hand: "
+    "python tests/milvus_server.py run -- pytest tests/test_milvus.py)")
 
 
 def _unit(rng, n):
@@ -36,13 +47,37 @@ pymilvus = pytest.importorskip("pymilvus", reason='optional extra "scale" not in
 pytest.importorskip("milvus_lite", reason='optional extra "scale" not installed')
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory):
+@pytest.fixture(scope="module", params=["lite", "server"])
+def db(request, tmp_path_factory):
+    """Where the banks live: a Milvus Lite file, or the test server."""
+    if request.param == "server":
+        if not SERVER_URI:
+            pytest.skip(NO_SERVER)
+        return SERVER_URI
     return str(tmp_path_factory.mktemp("milvus") / "memory.db")
 
 
 @pytest.fixture(scope="module")
-def filled(db):
+def names(db):
+    """``names("filled")``: a collection name unique to this run (and worker); all are dropped at the end."""
+    made: list[str] = []
+
+    def name(base: str) -> str:
+        made.append(f"{RUN}_{base}")
+        return made[-1]
+
+    yield name
+    client = pymilvus.MilvusClient(db) if "://" in db else None
+    if client is not None:
+        for n in made:
+            for c in (n, f"{n}__state"):
+                if client.has_collection(c):
+                    client.drop_collection(c)
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def filled(db, names):
     """One Milvus bank and the exact in-memory bank with the same 300 entries, times 0..299 (+3 to resolve)."""
     rng = np.random.default_rng(0)
     keys = _unit(rng, 300)
@@ -50,7 +85,7 @@ def filled(db):
     fr = rng.normal(size=300).astype(np.float32)
     sym = np.array(["AAA", "BBBB"] * 150)
     mil = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=1000, backend="milvus", uri=db,
-                                          milvus_collection="filled"))
+                                          milvus_collection=names("filled")))
     exact = ExternalMemoryBank(MemoryConfig(key_dim=D, capacity=1000, backend="numpy"))
     for bank in (mil, exact):
         bank.add(keys, timestamp=ts, available_at=ts + 3, future_return=fr, symbol=sym)
@@ -137,11 +172,12 @@ def test_search_requires_as_of(filled):
         mil.add(keys[:2], timestamp=[1, 2], future_return=[0.1, 0.2])
 
 
-def test_reopen_same_uri_holds_same_entries(db, tmp_path):
+def test_reopen_same_uri_holds_same_entries(db, names, tmp_path):
     rng = np.random.default_rng(3)
     keys = _unit(rng, 50)
     ts = np.arange(50, dtype=np.int64) * 10
-    cfg = MemoryConfig(key_dim=D, value_dim=2, capacity=40, backend="milvus", uri=db, milvus_collection="reopen")
+    cfg = MemoryConfig(key_dim=D, value_dim=2, capacity=40, backend="milvus", uri=db,
+                       milvus_collection=names("reopen"))
     bank = ExternalMemoryBank(cfg)
     vals = rng.normal(size=(50, 2)).astype(np.float32)
     bank.add(keys[:30], values=vals[:30], timestamp=ts[:30], available_at=ts[:30] + 5, regime=np.arange(30))
@@ -162,11 +198,11 @@ def test_reopen_same_uri_holds_same_entries(db, tmp_path):
     assert len(mem) == 40 and mem.config.backend == "auto"
     ref = mem.search(keys[:8], k=K, as_of=10_000)
     np.testing.assert_allclose(np.sort(ref.scores, 1), np.sort(after.scores, 1), atol=1e-5)
-    restored = type(again).load(path, uri=db, milvus_collection="restored")
+    restored = type(again).load(path, uri=db, milvus_collection=names("restored"))
     assert len(restored) == 40
     np.testing.assert_allclose(restored.search(keys[:8], k=K, as_of=10_000).scores, after.scores, atol=1e-5)
     with pytest.raises(cl.MemoryFileError, match="key_dim"):
         ExternalMemoryBank(MemoryConfig(key_dim=D + 1, value_dim=2, capacity=40, backend="milvus", uri=db,
-                                        milvus_collection="reopen"))
+                                        milvus_collection=cfg.milvus_collection))
     again.drop()
     restored.drop()
