@@ -7,7 +7,8 @@
 ``run`` starts one server with a fresh data folder, runs the command with ``COURSE_MILVUS_URI`` set to the
 server (``http://127.0.0.1:<port>``, the port the server chose: 19530 or the next free one), stops the server
 and deletes its data folder whatever the command did (test failures, Ctrl+C, an exception), and exits with the
-command's status. When no server can be started (no wheel for this platform, no network for the first install,
+command's status (with ``COURSE_MILVUS_URI`` already set, it uses that server and starts none). When no
+server can be started (no wheel for this platform, no network for the first install,
 a server that never gets healthy) the command still runs, with ``COURSE_MILVUS_SKIP`` set to the reason: the
 server tests skip with it. One server for the whole run, so ``pytest -n 2`` workers share it.
 
@@ -127,6 +128,9 @@ def run(cmd: list[str]) -> int:
     """Run ``cmd`` with a server's URI in ``COURSE_MILVUS_URI`` (or the reason there is none in
     ``COURSE_MILVUS_SKIP``); the server is stopped and its data deleted whatever happens."""
     env = dict(os.environ)
+    if env.get(URI_VAR):  # a server of your own: use it, start none
+        print(f"[milvus_server] using the Milvus server at {env[URI_VAR]} ({URI_VAR})", flush=True)
+        return subprocess.call(cmd, env=env)
     server = Server()
     stop_now = []
 
@@ -134,7 +138,7 @@ def run(cmd: list[str]) -> int:
         stop_now.append(sig)
         raise KeyboardInterrupt
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         try:
             t0 = time.monotonic()
@@ -156,6 +160,11 @@ def run(cmd: list[str]) -> int:
 
 
 def serve() -> int:
+    def leave(_sig, _frame):
+        raise KeyboardInterrupt
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # also when started in the background (SIGINT ignored)
+        signal.signal(s, leave)
     with Server() as server:
         print(f"Milvus server at {server.uri}  (data {server.data}; Ctrl+C stops it and deletes the data)",
               flush=True)
@@ -230,6 +239,8 @@ def _serve(data: str, ready: str) -> int:
         fd.close()
     server.proc_fds.clear()
     server.server_proc = None  # stopped here: nothing left for the package's own stop() at exit
+    if healthy:  # the data are never reused (also when the parent died before it could delete them)
+        shutil.rmtree(base, ignore_errors=True)
     return 0 if healthy else 1
 
 
