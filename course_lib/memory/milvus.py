@@ -522,8 +522,8 @@ class MilvusMemoryBank:
         Each engine call costs a round trip (about 2 s per call on Milvus Lite at 1e5 entries, measured in
         benchmarks/bench_milvus.py), so a training-like batch with 256 distinct times must not make 256 calls.
         A group is filtered inside the engine at its latest time and over-fetched; each query then keeps only
-        its own eligible hits (``available_at <= as_of``), and a query left with fewer than ``k`` asks again
-        alone, so every query still gets its exact eligible top k from the engine's index.
+        its own eligible hits (``available_at <= as_of``); a query whose over-fetch held fewer than ``k`` of
+        them asks again alone, and one still short gets the exact pass, so every query gets ``min(k, visible)``.
         """
         max_calls = max_calls or _MAX_CALLS
         uniq, inv = np.unique(times, return_inverse=True)
