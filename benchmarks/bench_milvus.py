@@ -52,7 +52,7 @@ def _time(fn, reps: int) -> tuple[float, object]:
 
 def bench(m: int, keys: np.ndarray, queries: np.ndarray, with_hnsw: bool, with_milvus: bool, reps: int,
           uri: str = "", with_faiss: bool = True, indexes=("FLAT", "IVF_FLAT", "HNSW"), ef_list=(128,),
-          nprobe_list=(16,)) -> None:
+          nprobe_list=(16,), reuse: str = "") -> None:
     xb, xq = keys[:m], queries[:BATCH]
     ts = np.arange(m, dtype=np.int64)  # entry i resolved at time i + 1
     as_of = np.random.default_rng(1).integers(m // 10, m, BATCH)
@@ -86,7 +86,7 @@ def bench(m: int, keys: np.ndarray, queries: np.ndarray, with_hnsw: bool, with_m
     except ImportError:
         print('(Milvus rows skipped: pip install "course-lib[scale]")')
         return
-    milvus_rows(m, xb, ts, xq, as_of, truth_u, truth_c, t_c, uri, indexes, ef_list, nprobe_list, reps)
+    milvus_rows(m, xb, ts, xq, as_of, truth_u, truth_c, t_c, uri, indexes, ef_list, nprobe_list, reps, reuse)
 
 
 def _wait_indexed(bank, m: int, timeout: float = 3600.0) -> None:
@@ -96,13 +96,14 @@ def _wait_indexed(bank, m: int, timeout: float = 3600.0) -> None:
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
         info = client.describe_index(name, "key") or {}
-        if int(info.get("indexed_rows", 0)) >= m and not int(info.get("pending_index_rows", 0)):
+        if int(info.get("indexed_rows", 0)) >= m:  # (Milvus 2.3 may keep reporting pending rows once done)
             return
         time.sleep(1.0)
     print(f"  (index not complete after {timeout:.0f} s: {client.describe_index(name, 'key')})")
 
 
-def milvus_rows(m, xb, ts, xq, as_of, truth_u, truth_c, t_c, uri, indexes, ef_list, nprobe_list, reps) -> None:
+def milvus_rows(m, xb, ts, xq, as_of, truth_u, truth_c, t_c, uri, indexes, ef_list, nprobe_list, reps,
+                reuse: str = "") -> None:
     server = bool(uri)
     tmp = None if server else tempfile.mkdtemp(prefix="bench_milvus_")
     where = "milvus-server" if server else "milvus-lite"
@@ -112,14 +113,14 @@ def milvus_rows(m, xb, ts, xq, as_of, truth_u, truth_c, t_c, uri, indexes, ef_li
     print(f"{'index / search param':<30}{'load s':>8}{'index s':>9}{'unfilt ms':>11}{'causal ms':>11}"
           f"{'recall':>8}{'leaks':>7}{'short':>7}{'eng.short':>10}{'vs exact':>10}")
     for index in indexes:
-        name = f"bench_{index.lower()}_{m}_{os.getpid()}"
+        name = reuse or f"bench_{index.lower()}_{m}_{os.getpid()}"
         cfg = MemoryConfig(key_dim=D, capacity=m, backend="milvus", milvus_index=index, hnsw_m=16,
                            hnsw_ef_construction=40, milvus_collection=name,
                            uri=uri if server else os.path.join(tmp, f"{index}.db"))
         bank = ExternalMemoryBank(cfg)
         try:
             t0 = time.perf_counter()
-            for s in range(0, m, 50_000):
+            for s in range(0, m if not reuse else 0, 50_000):
                 bank.add(xb[s:s + 50_000], timestamp=ts[s:s + 50_000], available_at=ts[s:s + 50_000] + 1)
             load = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -161,6 +162,8 @@ def main(argv=None) -> None:
     p.add_argument("--indexes", default="FLAT,IVF_FLAT,HNSW", help="Milvus indexes to measure")
     p.add_argument("--ef", default="64,128,256", help="HNSW ef values (Milvus rows)")
     p.add_argument("--nprobe", default="16,64", help="IVF_FLAT nprobe values (Milvus rows)")
+    p.add_argument("--reuse", default="", help="measure this existing server collection (filled by an earlier "
+                   "run with the same --sizes and one --indexes) instead of loading a new one")
     args = p.parse_args(argv)
     sizes = [int(float(s)) for s in args.sizes.split(",")] if args.sizes else (
         [100_000] if args.quick else [100_000, 1_000_000])
@@ -173,7 +176,7 @@ def main(argv=None) -> None:
               with_milvus=not args.no_milvus and (not big or args.milvus_1e6 or bool(args.uri)),
               reps=1 if big and not args.uri else args.reps, uri=args.uri, with_faiss=not args.no_faiss,
               indexes=args.indexes.split(","), ef_list=[int(e) for e in args.ef.split(",")],
-              nprobe_list=[int(n) for n in args.nprobe.split(",")])
+              nprobe_list=[int(n) for n in args.nprobe.split(",")], reuse=args.reuse)
 
 
 if __name__ == "__main__":
