@@ -29,11 +29,12 @@ course: install
 	$(PY) -m course_lib.notebook_runner --out build/course --html
 	@echo "Executed notebooks and HTML are in build/course/"
 
-## Lint, unit tests, notebook execution (papermill, small parameters) and the nbval reproducibility pass
+## Lint, unit tests, notebook execution (papermill, small parameters) and the nbval reproducibility pass.
+## The unit tests run beside a Milvus server (tests/milvus_server.py: started, then stopped and deleted)
 test: install
 	rm -rf build/test-notebooks
 	$(VENV)/bin/ruff check course_lib tests benchmarks
-	$(VENV)/bin/pytest -n 2 tests
+	$(PY) tests/milvus_server.py run -- $(VENV)/bin/pytest -n 2 tests
 	$(VENV)/bin/pytest --nbval-lax build/test-notebooks -n 2 --dist loadfile
 
 unit: install
