@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["block_bootstrap_ci", "interval_side", "paired_seed_interval", "read_interval", "t_interval"]
+__all__ = ["block_bootstrap_ci", "block_bootstrap_subset_ci", "interval_side", "paired_seed_interval", "read_interval", "t_interval"]
 
 Side = Literal["above", "below", "covers", "undetermined"]
 
@@ -90,6 +90,42 @@ def block_bootstrap_ci(x, block: int, level: float = 0.95, n_boot: int = 2000, s
     ci = bs.conf_int(lambda *a: np.atleast_1d(stat(*a)), reps=n_boot, method="percentile", size=level)
     return float(ci[0, 0]), float(ci[1, 0])
 
+
+
+def block_bootstrap_subset_ci(x, mask, block: int, level: float = 0.95, n_boot: int = 2000,
+                              seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of the mean of ``x`` over the rows where ``mask`` is true, by a circular block
+    bootstrap of the **whole** series (blocks of consecutive rows, at least the horizon).
+
+    A subset of windows (the onsets after planted motifs, say) clusters in time; resampling blocks of the whole
+    period keeps each cluster and its neighbours together, where resampling the subset's own rows would glue
+    far-apart clusters into one block. A resample that happens to hold no subset row has no mean and is left
+    out. Non-finite ``x`` rows are dropped first; fewer than two subset rows: NaN ends.
+    """
+    from arch.bootstrap import CircularBlockBootstrap
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    x = np.asarray(x, dtype=float)
+    m = np.asarray(mask, dtype=bool)
+    if x.shape != m.shape:
+        raise ValueError(f"x and mask must have one length; got {x.shape} and {m.shape}")
+    ok = np.isfinite(x)
+    x, m = x[ok], m[ok].astype(float)
+    if m.sum() < 2:
+        return float("nan"), float("nan")
+    block = int(max(1, min(block, len(x))))
+
+    def stat(a, w):
+        w = w > 0.5
+        return np.array([a[w].mean() if w.any() else np.nan])
+
+    draws = CircularBlockBootstrap(block, x, m, seed=seed).apply(stat, reps=n_boot)[:, 0]
+    draws = draws[np.isfinite(draws)]
+    if len(draws) < 2:
+        return float("nan"), float("nan")
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
 
 def interval_side(low: float, high: float, null: float = 0.0) -> Side:
     """Where an interval lies relative to ``null``: wholly ``above``, wholly ``below``, or ``covers`` it.

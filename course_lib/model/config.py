@@ -34,6 +34,9 @@ class MemoryTransformerConfig:
     with them is refused rather than silently ignored).
     ``gate_bias`` initialises the gates' logit: negative starts the model leaning on local context.
     ``knn_blend`` adds the head that mixes the neighbours' outcomes into the forecast.
+    ``memory_attention=False`` keeps the search and the kNN blend but drops the kNN attention from the
+    layers: retrieval then feeds only the blend head, weighted by the search similarity over ``temperature``
+    (the ``blend_only`` arm of :func:`course_lib.compare_arms`; it needs ``knn_blend=True``).
     """
 
     input_dim: int = 7
@@ -59,6 +62,7 @@ class MemoryTransformerConfig:
     learn_temperature: bool = True
     retrieval: str = "window"
     knn_blend: bool = True
+    memory_attention: bool = True
     outcome_dim: int = OUTCOME_DIM
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -88,6 +92,8 @@ class MemoryTransformerConfig:
             )
         if self.n_layers < 1 or self.seq_len < 1 or self.input_dim < 1:
             problems.append("n_layers, seq_len and input_dim must be >= 1")
+        if self.use_memory and not self.memory_attention and not self.knn_blend:
+            problems.append("memory_attention=False and knn_blend=False leave the memory unused; use use_memory=False")
         if self.use_memory and not self.memory_layers:
             problems.append("use_memory=True needs at least one entry in memory_layers")
         bad = [i for i in self.memory_layers if not -self.n_layers <= i < self.n_layers]

@@ -131,8 +131,9 @@ class MemoryAugmentedTransformer(nn.Module):
         self.register_buffer("positions", sinusoidal_positions(cfg.seq_len, cfg.d_model), persistent=False)
         mem_ids = cfg.memory_layer_ids
         # memory layers after the first re-score the shared neighbours with their own hidden state
+        attend = cfg.memory_attention
         self.layers = nn.ModuleList(
-            MemoryEncoderLayer(cfg, i in mem_ids, own_query=bool(mem_ids) and i > mem_ids[0])
+            MemoryEncoderLayer(cfg, attend and i in mem_ids, own_query=bool(mem_ids) and i > mem_ids[0])
             for i in range(cfg.n_layers)
         )
         self.final_norm = nn.LayerNorm(cfg.d_model)
@@ -218,7 +219,7 @@ class MemoryAugmentedTransformer(nn.Module):
         query = None
         last_layer = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            if layer.with_memory and query is None and (memory is not None or retrieved is not None):
+            if i == self.first_memory_layer and query is None and (memory is not None or retrieved is not None):
                 query = self._key(x, h, per_position=cfg.retrieval == "position")
                 out["query_key"] = query
                 if mem is None:
@@ -237,8 +238,11 @@ class MemoryAugmentedTransformer(nn.Module):
             m = mem.last()
             valid = m.mask[:, 0]
             has = valid.any(dim=-1)
-            if w is None:  # memory layer absent (should not happen) -> uniform over valid
-                w = valid.float() / valid.float().sum(-1, keepdim=True).clamp(min=1)
+            if w is None:  # no memory attention (memory_attention=False): softmax of the search similarity
+                s = m.scores[:, 0] if m.scores is not None else torch.zeros_like(valid, dtype=torch.float32)
+                logits = torch.where(valid, s.float() / cfg.temperature, torch.full_like(s.float(), -1e9))
+                w = torch.softmax(logits, dim=-1) * valid
+                w = w / w.sum(-1, keepdim=True).clamp(min=1e-12)
             knn_ret = (w * m.values[:, 0, :, 0]).sum(-1)
             knn_cls = (w.unsqueeze(-1) * m.values[:, 0, :, 1:4]).sum(-2)
             n_valid = valid.sum(-1)
