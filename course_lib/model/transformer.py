@@ -16,11 +16,11 @@ from .attention import (
     _split_heads,
     sinusoidal_positions,
 )
-from .config import MemoryTransformerConfig
+from .config import N_MEMORY_STATS, MemoryTransformerConfig
 from .fusion import (
     make_fusion,
 )
-from .retrieval import MemorySearch, RetrievedMemory, retrieve
+from .retrieval import MemorySearch, RetrievedMemory, memory_stats, retrieve, standardise_stats
 
 
 class MemoryEncoderLayer(nn.Module):
@@ -97,11 +97,20 @@ class KNNBlend(nn.Module):
         self.lam = nn.Linear(cfg.d_model, 1)
         nn.init.zeros_(self.lam.weight)
         nn.init.constant_(self.lam.bias, -2.0)
+        self.reads_stats = cfg.gate_inputs == "memory"
+        if self.reads_stats:
+            self.stats_norm = nn.BatchNorm1d(N_MEMORY_STATS, affine=False)
+            self.lam_stats = nn.Linear(N_MEMORY_STATS, 1, bias=False)
+            nn.init.zeros_(self.lam_stats.weight)
 
     def forward(self, hidden: torch.Tensor, reg: torch.Tensor, probs: torch.Tensor, knn_ret: torch.Tensor,
-                knn_cls: torch.Tensor, has: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Blended (reg, probs) and the weight ``lambda`` per window."""
-        lam = torch.sigmoid(self.lam(hidden).squeeze(-1)) * has
+                knn_cls: torch.Tensor, has: torch.Tensor,
+                stats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Blended (reg, probs) and the weight ``lambda`` per window (``stats``: (B, n) retrieval statistics)."""
+        logit = self.lam(hidden).squeeze(-1)
+        if self.reads_stats and stats is not None:
+            logit = logit + self.lam_stats(standardise_stats(self.stats_norm, stats).to(logit.dtype)).squeeze(-1)
+        lam = torch.sigmoid(logit) * has
         reg = (1 - lam) * reg + lam * knn_ret
         smooth = 0.9 * knn_cls + 0.1 / 3
         probs = (1 - lam)[:, None] * probs + lam[:, None] * smooth
@@ -251,7 +260,8 @@ class MemoryAugmentedTransformer(nn.Module):
             out.update(knn_return=knn_ret, memory_mask=valid, memory_indices=m.indices[:, 0])
             out["memory_weights"] = w
             if cfg.knn_blend:
-                reg, probs, out["blend"] = self.blend(hidden, reg, probs, knn_ret, knn_cls, has)
+                stats = memory_stats(m, w[:, None])[:, 0] if self.blend.reads_stats else None
+                reg, probs, out["blend"] = self.blend(hidden, reg, probs, knn_ret, knn_cls, has, stats)
         out["reg"] = reg
         out["pred_return"] = reg * self.target_scale
         out["logits"] = logits
