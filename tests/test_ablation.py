@@ -131,3 +131,55 @@ def test_paired_difference_on_a_constructed_case(splits):
     assert cmp.summary.loc[("b", "all"), "diff"] == 0.0
     # any two arms, reference or not: the opposite order flips the sign
     assert cmp.paired("b", "a")["diff"] == pytest.approx(-d.mean())
+
+
+def test_ladder_table_plots_and_the_two_interval_reading(splits):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _, s = splits
+    n = 120
+    y = np.where(np.arange(n) % 2 == 0, 0.01, -0.01)
+    test = s.train.subset(np.arange(n))
+    test = WindowSet(test.X, y.astype(np.float32), test.end_time, test.available_at, test.end_pos,
+                     test.feature_names, 1, test.seq_len)
+    preds = {"no_memory": {}, "full": {}}
+    for seed, k in {0: 10, 1: 20, 2: 30}.items():
+        b = y.copy()
+        b[:k] = -b[:k]
+        preds["no_memory"][seed] = _frame(b)
+        f = _frame(y.copy())
+        f["gate"] = np.where(np.arange(n) < 20, 0.7, 0.5) + 0.01 * seed
+        preds["full"][seed] = f
+    early = np.arange(n) < 20
+    cmp = _score(preds, test, ("no_memory", "full"), (0, 1, 2), {"early": early, "late": ~early}, "no_memory", 300, 5)
+    table = cl.ladder_table(cmp)
+    assert table.loc["no_memory"].iloc[1] == "reference" and table.shape == (2, 6)
+    axes = cl.plot_ladder(cmp.summary, subsets=("all", "early"))
+    assert len(axes) == 2
+    gates = cl.gate_by_subset(cmp, "full", contrast=("early", "late"))
+    row = gates.loc["early - late"]
+    assert row["mean"] == pytest.approx(0.2) and row["seed_ci_low"] <= 0.2 <= row["seed_ci_high"]
+    assert row["boot_ci_low"] > 0
+    assert cl.plot_gate_by_window(gates, start=0.5) is not None
+    with pytest.raises(ValueError, match="no gate"):
+        cl.gate_by_subset(cmp, "no_memory")
+    text = cl.read_two_intervals(0.05, 0.01, 0.09, -0.02, 0.08)
+    assert "only the interval over seeds lies above zero" in text
+    assert "both intervals lie below zero" in cl.read_two_intervals(-0.05, -0.09, -0.01, -0.08, -0.02)
+    assert "no interval excludes zero" in cl.read_two_intervals(0.0, -0.01, 0.01, -0.02, 0.08)
+    assert "no conclusion" in cl.read_two_intervals(-0.04, -0.04, -0.04, -0.04, -0.04)
+    assert "opposite sides" in cl.read_two_intervals(0.0, 0.01, 0.02, -0.03, -0.02)
+
+
+def test_block_bootstrap_subset_ci_resamples_the_whole_period():
+    from course_lib.stats import block_bootstrap_subset_ci
+
+    x = np.r_[np.ones(50), np.zeros(50)]
+    mask = np.zeros(100, bool)
+    mask[::10] = True
+    lo, hi = block_bootstrap_subset_ci(x, mask, block=10, n_boot=300)
+    assert 0 <= lo < 0.5 < hi <= 1
+    assert block_bootstrap_subset_ci(x, np.zeros(100, bool), block=10) != block_bootstrap_subset_ci(x, mask, block=10)
+    with pytest.raises(ValueError, match="one length"):
+        block_bootstrap_subset_ci(x, mask[:50], block=10)

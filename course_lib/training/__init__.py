@@ -22,7 +22,15 @@ by test window); :mod:`.comparison` keeps its two-arm special case, memory again
 """
 
 from ..metrics import direction_accuracy, information_coefficient  # noqa: F401 - their old home, still importable
-from .ablation import ARMS, ArmComparison, RaftForecast, compare_arms, gate_by_subset, raft_forecast
+from .ablation import (
+    ARMS,
+    ArmComparison,
+    RaftForecast,
+    compare_arms,
+    gate_by_subset,
+    ladder_table,
+    raft_forecast,
+)
 from .checkpoint import CHECKPOINT_VERSION, CheckpointError
 from .comparison import MemoryComparison, compare_memory_vs_local, motif_subsets
 from .config import TrainerConfig
@@ -35,6 +43,7 @@ __all__ = [
     "RaftForecast",
     "compare_arms",
     "gate_by_subset",
+    "ladder_table",
     "raft_forecast",
     "CHECKPOINT_VERSION",
     "CheckpointError",

@@ -34,10 +34,10 @@ import pandas as pd
 from ..data.windows import WindowSet
 from ..metrics import direction_accuracy, information_coefficient
 from ..model import MemoryTransformerConfig
-from ..stats import block_bootstrap_ci, block_bootstrap_subset_ci, paired_seed_interval, t_interval
+from ..stats import block_bootstrap_subset_ci, paired_seed_interval, t_interval
 from .config import TrainerConfig
 
-__all__ = ["ARMS", "ArmComparison", "RaftForecast", "compare_arms", "gate_by_subset", "raft_forecast"]
+__all__ = ["ARMS", "ArmComparison", "RaftForecast", "compare_arms", "gate_by_subset", "ladder_table", "raft_forecast"]
 
 #: Every arm :func:`compare_arms` knows, in the order of the ladder.
 ARMS = ("no_memory", "full", "attention_only", "blend_only", "knn_analog", "raft_linear", "ridge")
@@ -332,8 +332,9 @@ def gate_by_subset(cmp: ArmComparison, arm: str = "full", groups: Mapping[str, n
     seeds and a block bootstrap over windows (both groups resampled together, blocks as the comparison's).
     """
     groups = dict(groups if groups is not None else cmp.subsets)
-    g = np.asarray([cmp.predictions[arm][s]["gate"].to_numpy(float) for s in cmp.seeds])  # seeds, windows
-    if not np.isfinite(g).any():
+    frames = [cmp.predictions[arm][s] for s in cmp.seeds]
+    g = np.asarray([f["gate"].to_numpy(float) if "gate" in f else np.full(len(f), np.nan) for f in frames])
+    if not np.isfinite(g).any():  # seeds x windows
         raise ValueError(f"arm {arm!r} has no gate (no memory attention): pick 'full' or 'attention_only'.")
     rows = [{"group": "all", "mean": float(np.nanmean(g)), "std": float(np.nanmean(np.nanstd(g, axis=1))),
              "n": g.shape[1]}]
@@ -345,12 +346,27 @@ def gate_by_subset(cmp: ArmComparison, arm: str = "full", groups: Mapping[str, n
         per_seed = [np.nanmean(gs[a]) - np.nanmean(gs[b]) for gs in g]
         ci = t_interval(per_seed)
         gm = np.nanmean(g, axis=0)
-
-        def diff(x, ma, mb):
-            ma, mb = ma > 0.5, mb > 0.5
-            return float(np.mean(x[ma]) - np.mean(x[mb])) if ma.any() and mb.any() else float("nan")
-
-        lo, hi = block_bootstrap_ci(gm, cmp.block, 0.95, n_boot, 0, diff, a.astype(float), b.astype(float))
+        lo, hi = block_bootstrap_subset_ci(gm, a, cmp.block, n_boot=n_boot, other=b)
         rows.append({"group": f"{contrast[0]} - {contrast[1]}", "mean": ci["diff"], "std": np.nan, "n": int(a.sum()),
                      "seed_ci_low": ci["ci_low"], "seed_ci_high": ci["ci_high"], "boot_ci_low": lo, "boot_ci_high": hi})
     return pd.DataFrame(rows).set_index("group")
+
+
+def ladder_table(cmp: ArmComparison, subsets: Sequence[str] | None = None) -> pd.DataFrame:
+    """One compact table of the ladder: per arm and subset the accuracy (%) and the paired difference to the
+    reference in points with its interval over seeds and its block bootstrap over test windows."""
+    subsets = list(subsets or ["all", *cmp.subsets])
+    arms = list(dict.fromkeys(cmp.summary.index.get_level_values(0)))
+    out = {}
+    for sub in subsets:
+        col_acc, col_d = [], []
+        for a in arms:
+            r = cmp.summary.loc[(a, sub)]
+            col_acc.append(f"{100 * r['accuracy']:.1f}")
+            col_d.append("reference" if a == cmp.reference else
+                         f"{100 * r['diff']:+.1f} [{100 * r['seed_ci_low']:+.1f}, {100 * r['seed_ci_high']:+.1f}] "
+                         f"[{100 * r['boot_ci_low']:+.1f}, {100 * r['boot_ci_high']:+.1f}]")
+        n = int(cmp.summary.loc[(arms[0], sub), "n"])
+        out[(f"{sub} ({n})", "accuracy %")] = col_acc
+        out[(f"{sub} ({n})", f"vs {cmp.reference}: diff [seeds] [windows]")] = col_d
+    return pd.DataFrame(out, index=pd.Index(arms, name="arm"))
