@@ -177,7 +177,7 @@ def read_two_intervals(diff: float, seed_low: float, seed_high: float, boot_low:
     width (every replication gave the same number: too few of them) counts as no interval.
     """
     def side(lo: float, hi: float) -> Side:
-        return "undetermined" if lo == hi else interval_side(lo, hi)
+        return "undetermined" if abs(hi - lo) <= 1e-9 else interval_side(lo, hi)  # rounding-level width: none
 
     a, b = side(seed_low, seed_high), side(boot_low, boot_high)
     sides = {a, b} - {"covers", "undetermined"}

@@ -168,7 +168,7 @@ def test_ladder_table_plots_and_the_two_interval_reading(splits):
     assert "only the interval over seeds lies above zero" in text
     assert "both intervals lie below zero" in cl.read_two_intervals(-0.05, -0.09, -0.01, -0.08, -0.02)
     assert "no interval excludes zero" in cl.read_two_intervals(0.0, -0.01, 0.01, -0.02, 0.08)
-    assert "no conclusion" in cl.read_two_intervals(-0.04, -0.04, -0.04, -0.04, -0.04)
+    assert "no conclusion" in cl.read_two_intervals(-0.04, -0.04, -0.04 + 1e-15, -0.04, -0.04)
     assert "opposite sides" in cl.read_two_intervals(0.0, 0.01, 0.02, -0.03, -0.02)
 
 
