@@ -169,10 +169,12 @@ def read_interval(diff: float, low: float, high: float, unit: str = "points", sc
 
 
 def read_two_intervals(diff: float, seed_low: float, seed_high: float, boot_low: float, boot_high: float,
-                       unit: str = "points", scale: float = 100.0, gain: str = "a gain", loss: str = "a loss") -> str:
+                       unit: str = "points", scale: float = 100.0, gain: str = "a gain", loss: str = "a loss",
+                       digits: int = 1) -> str:
     """One phrase for a paired difference with its interval over seeds and its block bootstrap over test windows.
 
-    Both wholly on one side of zero: evidence (neither the training seed nor the test days explain it); one
+    ``digits``: decimals of the printed numbers (after ``scale``). Both wholly on one side of zero: evidence
+    (neither the training seed nor the test days explain it); one
     only: suggestive, not conclusive; neither (or opposite sides): no evidence either way. An interval of zero
     width (every replication gave the same number: too few of them) counts as no interval.
     """
@@ -193,5 +195,9 @@ def read_two_intervals(diff: float, seed_low: float, seed_high: float, boot_low:
         verdict = "too few replications or windows for an interval: no conclusion"
     else:
         verdict = "no interval excludes zero: no evidence either way"
-    return (f"{scale * diff:+.1f} {unit} (over seeds [{scale * seed_low:+.1f}, {scale * seed_high:+.1f}], over test "
-            f"windows [{scale * boot_low:+.1f}, {scale * boot_high:+.1f}]): {verdict}")
+    def f(v: float) -> str:
+        return f"{scale * v:+.{digits}f}"
+
+    unit_ = f" {unit}" if unit else ""
+    return (f"{f(diff)}{unit_} (over seeds [{f(seed_low)}, {f(seed_high)}], over test windows "
+            f"[{f(boot_low)}, {f(boot_high)}]): {verdict}")

@@ -305,6 +305,12 @@ def _hits(cmp: ArmComparison, arm: str) -> np.ndarray:
     return np.asarray(out)
 
 
+def _seed_mean(h: np.ndarray) -> np.ndarray:
+    """Mean over seeds per window; NaN for a window no seed scored (a zero label), without a warning."""
+    n = np.isfinite(h).sum(axis=0)
+    return np.where(n > 0, np.nansum(h, axis=0) / np.maximum(n, 1), np.nan)
+
+
 def _paired(cmp: ArmComparison, arm: str, other: str, subset: str = "all") -> dict[str, float]:
     """Paired ``arm - other`` on ``subset``: seed t-interval of the accuracy difference and a block bootstrap
     over the test windows (kept in time order, so blocks are runs of neighbouring windows) of the per-window
@@ -313,7 +319,7 @@ def _paired(cmp: ArmComparison, arm: str, other: str, subset: str = "all") -> di
     a = ps[(ps.arm == arm) & (ps.subset == subset)].sort_values("seed")["accuracy"].to_numpy()
     b = ps[(ps.arm == other) & (ps.subset == subset)].sort_values("seed")["accuracy"].to_numpy()
     seed_ci = paired_seed_interval(a, b)
-    d = np.nanmean(_hits(cmp, arm), axis=0) - np.nanmean(_hits(cmp, other), axis=0)
+    d = _seed_mean(_hits(cmp, arm)) - _seed_mean(_hits(cmp, other))
     mask = np.ones(len(d), bool) if subset == "all" else cmp.subsets[subset]
     # blocks of consecutive *test windows* (not of consecutive subset members): a subset's windows cluster in
     # time (three onsets per motif), and resampling the whole period keeps each cluster together
