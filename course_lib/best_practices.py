@@ -34,9 +34,9 @@ from .data.features import compute_features, forward_log_return
 from .data.synthetic import SyntheticConfig, append_market, make_synthetic_market
 from .data.windows import FeatureScaler, WindowSet, make_windows, prepare_dataset
 from .metrics import block_bootstrap_mean_ci, direction_accuracy, information_coefficient
-from .stats import paired_seed_interval, read_interval
 from .model import MemoryTransformerConfig
 from .similarity import AnalogIndex, embed_windows, novel_motif_market
+from .stats import paired_seed_interval
 from .training import MemoryTransformerTrainer, TrainerConfig, motif_subsets
 
 __all__ = [

@@ -25,8 +25,9 @@ from typing import Literal
 import numpy as np
 
 __all__ = [
-    "block_bootstrap_ci", "interval_side", "overlap_block", "paired_seed_interval", "read_interval",
-    "summarize_verdicts", "t_interval", "verdict_table",
+    "block_bootstrap_ci", "block_bootstrap_subset_ci", "interval_side", "overlap_block",
+    "paired_seed_interval", "read_interval", "read_two_intervals", "summarize_verdicts", "t_interval",
+    "verdict_table",
 ]
 
 Side = Literal["above", "below", "covers", "undetermined"]
@@ -96,6 +97,46 @@ def block_bootstrap_ci(x, block: int, level: float = 0.95, n_boot: int = 2000, s
     ci = bs.conf_int(lambda *a: np.atleast_1d(stat(*a)), reps=n_boot, method="percentile", size=level)
     return float(ci[0, 0]), float(ci[1, 0])
 
+
+
+def block_bootstrap_subset_ci(x, mask, block: int, level: float = 0.95, n_boot: int = 2000, seed: int = 0,
+                              other=None) -> tuple[float, float]:
+    """Percentile interval of the mean of ``x`` over the rows where ``mask`` is true (minus its mean over the
+    rows of ``other``, when given), by a circular block bootstrap of the **whole** series (blocks of
+    consecutive rows, at least the horizon).
+
+    A subset of windows (the onsets after planted motifs, say) clusters in time; resampling blocks of the whole
+    period keeps each cluster and its neighbours together, where resampling the subset's own rows would glue
+    far-apart clusters into one block. A resample that happens to hold no row of a group has no mean and is
+    left out. Non-finite ``x`` rows are dropped first; fewer than two rows in a group: NaN ends.
+    """
+    from arch.bootstrap import CircularBlockBootstrap
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    x = np.asarray(x, dtype=float)
+    m = np.asarray(mask, dtype=bool)
+    o = np.zeros_like(m) if other is None else np.asarray(other, dtype=bool)
+    if not (x.shape == m.shape == o.shape):
+        raise ValueError(f"x and the masks must have one length; got {x.shape}, {m.shape} and {o.shape}")
+    ok = np.isfinite(x)
+    x, m, o = x[ok], m[ok].astype(float), o[ok].astype(float)
+    if m.sum() < 2 or (other is not None and o.sum() < 2):
+        return float("nan"), float("nan")
+    block = int(max(1, min(block, len(x))))
+
+    def stat(a, wa, wb):
+        wa, wb = wa > 0.5, wb > 0.5
+        if not wa.any() or (other is not None and not wb.any()):
+            return np.array([np.nan])
+        return np.array([a[wa].mean() - (a[wb].mean() if other is not None else 0.0)])
+
+    draws = CircularBlockBootstrap(block, x, m, o, seed=seed).apply(stat, reps=n_boot)[:, 0]
+    draws = draws[np.isfinite(draws)]
+    if len(draws) < 2:
+        return float("nan"), float("nan")
+    tail = 100 * (1 - level) / 2
+    return float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
 
 def interval_side(low: float, high: float, null: float = 0.0) -> Side:
     """Where an interval lies relative to ``null``: wholly ``above``, wholly ``below``, or ``covers`` it.
@@ -252,3 +293,39 @@ def summarize_verdicts(verdicts, what: str = "comparisons") -> str:
         parts.append(f"{u} without an interval (too few replications for a conclusion)")
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
+
+
+
+def read_two_intervals(diff: float, seed_low: float, seed_high: float, boot_low: float, boot_high: float,
+                       unit: str = "points", scale: float = 100.0, gain: str = "a gain", loss: str = "a loss",
+                       digits: int = 1) -> str:
+    """One phrase for a paired difference with its interval over seeds and its block bootstrap over test windows.
+
+    ``digits``: decimals of the printed numbers (after ``scale``). Both wholly on one side of zero: evidence
+    (neither the training seed nor the test days explain it); one
+    only: suggestive, not conclusive; neither (or opposite sides): no evidence either way. An interval of zero
+    width (every replication gave the same number: too few of them) counts as no interval.
+    """
+    def side(lo: float, hi: float) -> Side:
+        return "undetermined" if abs(hi - lo) <= 1e-9 else interval_side(lo, hi)  # rounding-level width: none
+
+    a, b = side(seed_low, seed_high), side(boot_low, boot_high)
+    sides = {a, b} - {"covers", "undetermined"}
+    if a == b and a in ("above", "below"):
+        verdict = f"both intervals lie {a} zero: evidence of {gain if a == 'above' else loss}"
+    elif len(sides) == 1:
+        side = sides.pop()
+        verdict = (f"only the interval over {'seeds' if a == side else 'test windows'} lies {side} zero: "
+                   "suggestive, not conclusive")
+    elif sides:
+        verdict = "the two intervals lie on opposite sides of zero: no conclusion"
+    elif "undetermined" in (a, b) and "covers" not in (a, b):
+        verdict = "too few replications or windows for an interval: no conclusion"
+    else:
+        verdict = "no interval excludes zero: no evidence either way"
+    def f(v: float) -> str:
+        return f"{scale * v:+.{digits}f}"
+
+    unit_ = f" {unit}" if unit else ""
+    return (f"{f(diff)}{unit_} (over seeds [{f(seed_low)}, {f(seed_high)}], over test windows "
+            f"[{f(boot_low)}, {f(boot_high)}]): {verdict}")

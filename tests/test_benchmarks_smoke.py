@@ -44,3 +44,16 @@ def test_paired_training_steps_report_the_search_share():
     assert set(row) == {"step ms memory", "step ms no memory", "step overhead %", "overhead without search %",
                         "search ms (alone)"}
     assert all(np.isfinite(v) for v in row.values()) and row["search ms (alone)"] > 0
+
+
+def test_ablation_ladder_table_prints(capsys, monkeypatch):
+    import argparse
+
+    bench = _script("bench_ablation")
+    args = argparse.Namespace(bars=700, seq_len=16, sp_seq_len=16, epochs=1, seeds=2, workers=1, save=None,
+                              arms="no_memory,full,knn_analog,raft_linear",
+                              set=["d_model=16", "n_heads=2", "n_layers=1", "d_ff=16", "key_dim=8", "n_neighbors=8",
+                                   "trainer.batch_size=64"])
+    bench.run_market("unseen", args)
+    out = capsys.readouterr().out
+    assert "=== unseen" in out and "full - raft_linear on onsets" in out and "onset - no_motif" in out

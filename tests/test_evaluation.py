@@ -136,3 +136,36 @@ def test_knn_memory_contents_are_stated_and_configurable(prices):
     assert not np.allclose(got_default["pred_return"], got["pred_return"])
     with pytest.raises(ValueError, match="knn_memory"):
         WalkForwardConfig(knn_memory="everything")
+
+
+def test_walk_forward_with_several_seeds_keeps_each_seeds_positions(prices):
+    data = prices.iloc[-500:]
+    cfg = WalkForwardConfig(
+        n_folds=1, seq_len=8, model=TINY_MODEL, trainer=dict(epochs=1, batch_size=64), seeds=(0, 1),
+        strategies=("transformer", "memory_transformer"), backtest=BacktestConfig(n_boot=0),
+    )  # fmt: skip
+    res = walk_forward_evaluate(data, cfg, progress=False)
+    assert set(res.seed_positions) == {(s, k) for s in ("transformer", "memory_transformer") for k in (0, 1)}
+    for name in ("transformer", "memory_transformer"):
+        mean = (res.seed_positions[(name, 0)] + res.seed_positions[(name, 1)]) / 2
+        pd.testing.assert_series_equal(res.positions[name], mean, check_names=False)
+    assert {(0, "transformer", 0), (0, "transformer", 1)} <= set(res.histories)
+
+
+def test_paired_strategy_difference_and_cost_decomposition(prices):
+    from course_lib import cost_decomposition, paired_strategy_difference
+
+    idx = prices.index[-300:]
+    rng = np.random.default_rng(0)
+    a = pd.Series(rng.normal(0.001, 0.01, 300), index=idx)
+    same = paired_strategy_difference(a, a, block=5, n_boot=200)
+    assert same["sharpe_diff"] == 0.0 and same["sharpe_ci_low"] == same["sharpe_ci_high"] == 0.0
+    shifted = paired_strategy_difference(a + 0.001, a, block=5, n_boot=200)
+    assert shifted["mean_ci_low"] > 0 and shifted["sharpe_ci_low"] > 0  # a sure gain on every bar
+    flip = pd.Series(np.where(np.arange(300) % 2, 1.0, -1.0), index=idx)
+    table = cost_decomposition({"flip": flip}, prices, cost_bps=10)
+    assert list(table.index) == ["flip", "flip long/flat"]
+    row = table.loc["flip"]
+    assert row["cost_drag"] == pytest.approx(row["turnover"] * 10 / 1e4)
+    assert row["sharpe"] < row["sharpe_zero_cost"]
+    assert table.loc["flip long/flat", "long_share"] == 1.0

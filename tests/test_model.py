@@ -267,3 +267,56 @@ def test_optional_parts_switch_off_cleanly_and_train(variant):
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]) == (n in frozen), n
     assert torch.isfinite(model(x, memory=bank, as_of=as_of)["reg"]).all()
+
+
+def test_gate_can_read_what_the_memory_knows():
+    """gate_inputs="memory": the gate and the blend weight read the neighbours' similarity and agreement, so two
+    windows with the same hidden state but a more or less unanimous memory get different gates."""
+    import torch  # noqa: F811
+
+    from course_lib.model import (
+        MemoryAugmentedTransformer,
+        MemoryTransformerConfig,
+        RetrievedMemory,
+        memory_stats,
+    )
+
+    cfg = MemoryTransformerConfig(input_dim=3, seq_len=8, d_model=16, n_heads=2, n_layers=1, d_ff=16, key_dim=8,
+                                  n_neighbors=4, key_bars=4, gate_inputs="memory")
+    torch.manual_seed(0)
+    model = MemoryAugmentedTransformer(cfg).eval()
+    with torch.no_grad():
+        model.layers[0].fusion.gate_stats.weight.fill_(1.0)
+    x = torch.randn(1, 8, 3).repeat(2, 1, 1)
+    keys = torch.nn.functional.normalize(torch.randn(2, 1, 4, 8), dim=-1)
+    values = torch.zeros(2, 1, 4, 4)
+    values[0, 0, :, 0] = torch.tensor([1.0, 1.0, 1.0, 1.0])    # unanimous: every neighbour rose
+    values[1, 0, :, 0] = torch.tensor([1.0, -1.0, 1.0, -1.0])  # split
+    mask = torch.ones(2, 1, 4, dtype=torch.bool)
+    scores = torch.full((2, 1, 4), 0.9)
+    mem = RetrievedMemory(keys, values, mask, torch.arange(4).repeat(2, 1, 1), scores)
+    stats = memory_stats(mem)
+    assert stats[0, 0, 2] == 1.0 and stats[1, 0, 2] == 0.0 and stats[0, 0, 0] == pytest.approx(0.9)
+    out = model(x, retrieved=mem)
+    assert not torch.isclose(out["gate"][0], out["gate"][1])
+    from dataclasses import replace
+
+    plain = MemoryAugmentedTransformer(replace(cfg, gate_inputs="hidden")).eval()
+    assert not hasattr(plain.layers[0].fusion, "gate_stats")
+
+
+def test_param_groups_exempt_gates_norms_and_biases_from_decay():
+    from course_lib.model import MemoryAugmentedTransformer, MemoryTransformerConfig
+    from course_lib.training.config import param_groups
+
+    model = MemoryAugmentedTransformer(MemoryTransformerConfig(input_dim=3, seq_len=8, d_model=16, n_heads=2,
+                                                               key_dim=8, n_neighbors=4, key_bars=4))
+    assert len(param_groups(model, 0.01)) == 1
+    groups = param_groups(model, 0.01, decay_all=False, gate_lr_scale=10.0)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in groups[0]["params"]}
+    assert groups[0]["weight_decay"] == 0.01 and all(g["weight_decay"] == 0.0 for g in groups[1:])
+    assert not any(s in n for n in decayed for s in ("bias", "norm", "gate", "lam", "log_scale"))
+    gate = {names[id(p)] for p in groups[2]["params"]}
+    assert groups[2]["lr_scale"] == 10.0 and any("fusion.gate" in n for n in gate) and any("log_scale" in n for n in gate)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))

@@ -57,7 +57,9 @@ __all__ = [
     "ALL_STRATEGIES",
     "WalkForwardConfig",
     "WalkForwardResult",
+    "cost_decomposition",
     "cost_sensitivity",
+    "paired_strategy_difference",
     "walk_forward_evaluate",
 ]
 
@@ -84,6 +86,9 @@ class WalkForwardConfig:
     ``val_frac`` is the share of each fold's pre-test samples held out for early stopping.
     ``knn_memory``: what the kNN baselines may retrieve, ``"train+val"`` (default: all windows before the
     test block) or ``"train"`` (the transformer's memory: training windows only; see the module docstring).
+    ``seeds``: train each transformer once per seed in every fold (empty: once, with the trainer's seed). A
+    model strategy then holds the mean of its seeds' positions, and :attr:`WalkForwardResult.seed_positions`
+    keeps each seed's own, for a paired interval over seeds.
     """
 
     n_folds: int = 4
@@ -103,8 +108,10 @@ class WalkForwardConfig:
     similarity_thresholds: tuple[float, float] = (0.55, 0.45)
     feature_config: FeatureConfig = field(default_factory=FeatureConfig)
     knn_memory: str = "train+val"
+    seeds: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        self.seeds = tuple(int(x) for x in self.seeds)
         unknown = [s for s in self.strategies if s not in ALL_STRATEGIES]
         if unknown:
             raise ValueError(f"unknown strategies {unknown}; choose from {ALL_STRATEGIES}.")
@@ -130,6 +137,7 @@ class WalkForwardResult:
         folds: the sample-index folds used.
         memory_contents: per strategy that retrieves from a memory, which windows that memory held (the
             kNN baselines and the transformer differ by default; see the module docstring).
+        seed_positions: with ``config.seeds``, (model strategy, seed) -> that seed's positions.
     """
 
     table: pd.DataFrame
@@ -141,6 +149,7 @@ class WalkForwardResult:
     folds: list[Fold]
     config: WalkForwardConfig
     memory_contents: dict[str, str] = field(default_factory=dict)
+    seed_positions: dict[tuple[str, int], pd.Series] = field(default_factory=dict)
 
     def summary(self, digits: int = 2) -> pd.DataFrame:
         """The results table formatted for reading (rows = metrics, columns = strategies)."""
@@ -160,12 +169,13 @@ def _fold_windows(
     return windows, scaler
 
 
-def _train(windows, fold: Fold, cfg: WalkForwardConfig, use_memory: bool, scaler: FeatureScaler):
+def _train(windows, fold: Fold, cfg: WalkForwardConfig, use_memory: bool, scaler: FeatureScaler,
+           seed: int | None = None):
     from ..model import MemoryTransformerConfig
     from ..training import MemoryTransformerTrainer, TrainerConfig
 
     mkw = {"input_dim": windows.n_features, "seq_len": cfg.seq_len, **cfg.model, "use_memory": use_memory}
-    tkw = {"progress": False, **cfg.trainer}
+    tkw = {"progress": False, **cfg.trainer, **({} if seed is None else {"seed": seed})}
     trainer = MemoryTransformerTrainer(MemoryTransformerConfig(**mkw), TrainerConfig(**tkw), scaler=scaler)
     val = windows.subset(fold.val) if len(fold.val) else None
     history = trainer.fit(windows.subset(fold.train), val)
@@ -230,15 +240,23 @@ def _fold_body(ohlcv, features, target, raw_end_pos, k, fold, n_folds, cfg, log)
         if not names:
             continue
         model_name = "memory_transformer" if use_memory else "transformer"
-        trainer, history = _train(windows, fold, cfg, use_memory, scaler)
-        histories[(k, model_name)] = history
-        p_train = trainer.predict(windows.subset(fold.train))
-        p_test = trainer.predict(test)
-        preds[model_name] = p_test.assign(fold=k)
-        if model_name in want:
-            pieces[model_name] = ForecastStrategy().calibrate(p_train).positions(p_test)
-        if "memory_agreement" in names:
-            pieces["memory_agreement"] = MemoryTradingStrategy().calibrate(p_train).positions(p_test)
+        per_seed: dict[str, list[pd.Series]] = {}
+        for seed in cfg.seeds or (None,):
+            trainer, history = _train(windows, fold, cfg, use_memory, scaler, seed)
+            histories[(k, model_name) if seed is None else (k, model_name, seed)] = history
+            p_train = trainer.predict(windows.subset(fold.train))
+            p_test = trainer.predict(test)
+            if model_name not in preds:  # the first seed's forecasts (diagnostics)
+                preds[model_name] = p_test.assign(fold=k)
+            if model_name in want:
+                per_seed.setdefault(model_name, []).append(ForecastStrategy().calibrate(p_train).positions(p_test))
+            if "memory_agreement" in names:
+                per_seed.setdefault("memory_agreement", []).append(
+                    MemoryTradingStrategy().calibrate(p_train).positions(p_test))
+        for name, runs in per_seed.items():
+            pieces[name] = sum(runs) / len(runs)  # the seeds' mean decision
+            for seed, run in zip(cfg.seeds, runs):
+                pieces[(name, seed)] = run
     return pieces, preds, histories
 
 
@@ -288,17 +306,18 @@ def walk_forward_evaluate(
         for k, fold in enumerate(folds):
             log(_fold_line(raw.end_time, k, fold, len(folds)) + " (on the executor)")
     outs = run_tasks(_evaluate_fold, tasks, executor=executor, progress=progress, desc="walk-forward folds")
-    pieces: dict[str, list[pd.Series]] = {s: [] for s in cfg.strategies}
+    pieces: dict = {s: [] for s in cfg.strategies}
     preds: dict[str, list[pd.DataFrame]] = {}
-    histories: dict[tuple[int, str], pd.DataFrame] = {}
+    histories: dict[tuple, pd.DataFrame] = {}
     for fold_pieces, fold_preds, fold_histories in outs:  # task order = fold order, whatever finished first
         for name, piece in fold_pieces.items():
-            pieces[name].append(piece)
+            pieces.setdefault(name, []).append(piece)
         for name, frame in fold_preds.items():
             preds.setdefault(name, []).append(frame)
         histories.update(fold_histories)
 
-    positions = {s: pd.concat(v).sort_index() for s, v in pieces.items() if v}
+    seed_positions = {key: pd.concat(v).sort_index() for key, v in pieces.items() if isinstance(key, tuple)}
+    positions = {s: pd.concat(v).sort_index() for s, v in pieces.items() if v and not isinstance(s, tuple)}
     bt = Backtester(cfg.backtest)
     results = {s: bt.run(pos, ohlcv) for s, pos in positions.items()}
     table = pd.DataFrame({s: r.metrics for s, r in results.items()}).T
@@ -332,6 +351,7 @@ def walk_forward_evaluate(
         folds=folds,
         config=copy.deepcopy(cfg),
         memory_contents=_memory_contents(cfg),
+        seed_positions=seed_positions,
     )
 
 
@@ -373,3 +393,61 @@ def cost_sensitivity(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def paired_strategy_difference(returns_a: pd.Series, returns_b: pd.Series, block: int = 20, n_boot: int = 2000,
+                               seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """Strategy ``a`` against strategy ``b`` on the same bars: the paired difference of their returns.
+
+    Returns the annualised mean return difference and the Sharpe difference, each with a circular block
+    bootstrap interval (:func:`course_lib.stats.block_bootstrap_ci`) that resamples the **same** blocks of
+    bars for both strategies, so what both earned on a bar (the market's move) cancels instead of widening the
+    interval. Two marginal Sharpe intervals that overlap say nothing about the difference; this interval does.
+    """
+    from ..metrics import periods_per_year, sharpe_ratio
+    from ..stats import block_bootstrap_ci
+
+    both = pd.concat([returns_a.rename("a"), returns_b.rename("b")], axis=1, join="inner").dropna()
+    if len(both) < 3:
+        raise DataError("the two strategies share fewer than 3 bars: pass returns over the same test period.")
+    p = periods_per_year(pd.DatetimeIndex(both.index))
+    a, b = both["a"].to_numpy(float), both["b"].to_numpy(float)
+
+    def sharpe_diff(x, y):
+        return sharpe_ratio(x, p) - sharpe_ratio(y, p)
+
+    lo_m, hi_m = block_bootstrap_ci(a - b, block, level, n_boot, seed)
+    lo_s, hi_s = block_bootstrap_ci(a, block, level, n_boot, seed, sharpe_diff, b)
+    return {"mean_diff": float(np.mean(a - b) * p), "mean_ci_low": lo_m * p, "mean_ci_high": hi_m * p,
+            "sharpe_diff": float(sharpe_diff(a, b)), "sharpe_ci_low": lo_s, "sharpe_ci_high": hi_s,
+            "n_bars": len(both)}
+
+
+def cost_decomposition(positions: dict[str, pd.Series], prices: pd.DataFrame | pd.Series, cost_bps: float,
+                       long_flat: bool = True, config: BacktestConfig | None = None) -> pd.DataFrame:
+    """Where a strategy's losses come from: the edge before costs, and what trading it costs.
+
+    One row per strategy (and, with ``long_flat``, per strategy's long/flat variant: the same decisions with
+    every short replaced by flat, ``<name> long/flat``): ``sharpe_zero_cost`` and ``annual_return_zero_cost``
+    (the gross edge), ``turnover`` (capital traded per year), ``cost_drag`` (turnover x cost: the annual return
+    the costs take), ``annual_return`` and ``sharpe`` after costs, ``exposure`` and ``long_share`` (share of
+    held bars that were long). A strategy with a negative Sharpe at zero cost has no edge to lose; one with a
+    positive gross Sharpe and a large ``cost_drag`` trades its edge away.
+    """
+    base = config or BacktestConfig()
+    runs = dict(positions)
+    if long_flat:
+        runs.update({f"{name} long/flat": pos.clip(lower=0.0) for name, pos in positions.items()
+                     if (pos < 0).any()})
+    free = Backtester(replace(base, cost_bps=0.0, n_boot=0))
+    paid = Backtester(replace(base, cost_bps=float(cost_bps), n_boot=0))
+    rows = []
+    for name, pos in runs.items():
+        g, n = free.run(pos, prices), paid.run(pos, prices)
+        held = n.held[n.held != 0]
+        rows.append({"strategy": name, "sharpe_zero_cost": g.metrics["sharpe"],
+                     "annual_return_zero_cost": g.metrics["annual_return"], "turnover": n.metrics["turnover"],
+                     "cost_drag": n.metrics["turnover"] * cost_bps / 1e4, "annual_return": n.metrics["annual_return"],
+                     "sharpe": n.metrics["sharpe"], "exposure": n.metrics["exposure"],
+                     "long_share": float((held > 0).mean()) if len(held) else float("nan")})
+    return pd.DataFrame(rows).set_index("strategy")

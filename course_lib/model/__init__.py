@@ -39,7 +39,7 @@ the model).
 from __future__ import annotations
 
 from .attention import KNNMemoryAttention, TokenEmbedding, _masked_softmax, sinusoidal_positions
-from .config import FUSIONS, GATES, OUTCOME_DIM, MemoryTransformerConfig
+from .config import FUSIONS, GATE_INPUTS, GATES, N_MEMORY_STATS, OUTCOME_DIM, MemoryTransformerConfig
 from .fusion import (
     ConcatFusion,
     CrossAttentionFusion,
@@ -49,7 +49,14 @@ from .fusion import (
     JointSoftmaxFusion,
     make_fusion,
 )
-from .retrieval import MemorySearch, RetrievedMemory, direction_classes, encode_outcomes, retrieve
+from .retrieval import (
+    MemorySearch,
+    RetrievedMemory,
+    direction_classes,
+    encode_outcomes,
+    memory_stats,
+    retrieve,
+)
 from .transformer import KNNBlend, MemoryAugmentedTransformer, MemoryEncoderLayer
 
 __all__ = [

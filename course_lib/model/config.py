@@ -7,6 +7,9 @@ from typing import Any
 
 FUSIONS = ("gated", "concat", "cross_attention", "joint")
 GATES = ("content", "head")
+GATE_INPUTS = ("hidden", "memory")
+#: Retrieval statistics a gate may read (``gate_inputs="memory"``), see :func:`course_lib.model.memory_stats`.
+N_MEMORY_STATS = 4
 #: Outcome vector stored as a memory value: [scaled forward return, one-hot down, flat, up].
 OUTCOME_DIM = 4
 
@@ -33,7 +36,14 @@ class MemoryTransformerConfig:
     ``gate`` picks the gate of ``fusion="gated"`` (the other fusions have no gate to choose, so ``gate="head"``
     with them is refused rather than silently ignored).
     ``gate_bias`` initialises the gates' logit: negative starts the model leaning on local context.
+    ``gate_inputs``: what the gate and the kNN-blend weight read. ``"hidden"``: the local and memory read-outs
+    (the gate) and the hidden state (the blend). ``"memory"``: also what the memory knows about its own
+    answer (:func:`~course_lib.model.memory_stats`: the best and the mean similarity of the neighbours, how
+    much their outcomes agree, the share of slots filled), so they can learn *when* to trust the memory.
     ``knn_blend`` adds the head that mixes the neighbours' outcomes into the forecast.
+    ``memory_attention=False`` keeps the search and the kNN blend but drops the kNN attention from the
+    layers: retrieval then feeds only the blend head, weighted by the search similarity over ``temperature``
+    (the ``blend_only`` arm of :func:`course_lib.compare_arms`; it needs ``knn_blend=True``).
     """
 
     input_dim: int = 7
@@ -55,10 +65,12 @@ class MemoryTransformerConfig:
     fusion: str = "gated"
     gate: str = "content"
     gate_bias: float = 0.0
+    gate_inputs: str = "hidden"
     temperature: float = 0.1
     learn_temperature: bool = True
     retrieval: str = "window"
     knn_blend: bool = True
+    memory_attention: bool = True
     outcome_dim: int = OUTCOME_DIM
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -79,6 +91,8 @@ class MemoryTransformerConfig:
                 f"gate='head' only applies to fusion='gated' (fusion={self.fusion!r} mixes the paths without a "
                 "gate and would ignore it); use fusion='gated' with gate='head', or keep gate='content'"
             )
+        if self.gate_inputs not in GATE_INPUTS:
+            problems.append(f"gate_inputs={self.gate_inputs!r} is not one of {GATE_INPUTS}")
         if self.retrieval not in ("window", "position"):
             problems.append(f"retrieval={self.retrieval!r} must be 'window' or 'position'")
         if self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
@@ -88,6 +102,8 @@ class MemoryTransformerConfig:
             )
         if self.n_layers < 1 or self.seq_len < 1 or self.input_dim < 1:
             problems.append("n_layers, seq_len and input_dim must be >= 1")
+        if self.use_memory and not self.memory_attention and not self.knn_blend:
+            problems.append("memory_attention=False and knn_blend=False leave the memory unused; use use_memory=False")
         if self.use_memory and not self.memory_layers:
             problems.append("use_memory=True needs at least one entry in memory_layers")
         bad = [i for i in self.memory_layers if not -self.n_layers <= i < self.n_layers]

@@ -14,8 +14,8 @@ from .attention import (
     _merge_heads,
     _split_heads,
 )
-from .config import MemoryTransformerConfig
-from .retrieval import RetrievedMemory
+from .config import N_MEMORY_STATS, MemoryTransformerConfig
+from .retrieval import RetrievedMemory, memory_stats, standardise_stats
 
 
 # --- fusion: how a memory layer combines local attention with what it read from memory -------------
@@ -40,14 +40,23 @@ class Fusion(nn.Module):
         has = mem.mask.any(dim=-1)  # B,Q: did this window find any neighbour?
         m = m.expand(-1, -1, local.shape[2], -1) if m.shape[2] == 1 else m
         has_s = has if has.shape[1] == local.shape[2] else has.expand(-1, local.shape[2])  # B,S
-        return self.combine(local, m, has_s, info), info
+        stats = None
+        if getattr(self, "reads_stats", False):
+            stats = memory_stats(mem, info["memory_weights"])  # B,Q,n
+            stats = stats.expand(-1, local.shape[2], -1) if stats.shape[1] == 1 else stats
+        return self.combine(local, m, has_s, info, stats), info
 
-    def combine(self, local: torch.Tensor, m: torch.Tensor, has: torch.Tensor, info: dict) -> torch.Tensor:
+    def combine(self, local: torch.Tensor, m: torch.Tensor, has: torch.Tensor, info: dict,
+                stats: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
 
 class GatedFusion(Fusion):
-    """``g = sigmoid(W [local; memory] + b)`` per dimension; output ``(1 - g) * local + g * memory``."""
+    """``g = sigmoid(W [local; memory] + b)`` per dimension; output ``(1 - g) * local + g * memory``.
+
+    With ``gate_inputs="memory"`` the logit also reads the retrieval statistics (``+ U stats``, see
+    :func:`~course_lib.model.memory_stats`): how similar the neighbours are and how much their outcomes agree.
+    """
 
     def __init__(self, cfg: MemoryTransformerConfig):
         super().__init__(cfg)
@@ -55,10 +64,18 @@ class GatedFusion(Fusion):
         self.gate = nn.Linear(2 * d, d)
         nn.init.zeros_(self.gate.weight)
         nn.init.constant_(self.gate.bias, cfg.gate_bias)
+        self.reads_stats = cfg.gate_inputs == "memory"
+        if self.reads_stats:  # statistics standardised across windows (running, like any batch norm)
+            self.stats_norm = nn.BatchNorm1d(N_MEMORY_STATS, affine=False)
+            self.gate_stats = nn.Linear(N_MEMORY_STATS, d, bias=False)
+            nn.init.zeros_(self.gate_stats.weight)
 
-    def combine(self, local, m, has, info):
+    def combine(self, local, m, has, info, stats=None):
         lm, mm = _merge_heads(local), _merge_heads(m)
-        g = torch.sigmoid(self.gate(torch.cat([lm, mm], dim=-1))) * has[..., None]  # B,S,D
+        logit = self.gate(torch.cat([lm, mm], dim=-1))
+        if stats is not None:
+            logit = logit + self.gate_stats(standardise_stats(self.stats_norm, stats).to(logit.dtype))
+        g = torch.sigmoid(logit) * has[..., None]  # B,S,D
         info["gate"] = g.mean(dim=-1)  # B,S: share of memory
         return _split_heads(lm * (1 - g) + mm * g, self.h)
 
@@ -70,7 +87,7 @@ class HeadGateFusion(Fusion):
         super().__init__(cfg)
         self.head_gate = nn.Parameter(torch.full((self.h,), float(cfg.gate_bias)))
 
-    def combine(self, local, m, has, info):
+    def combine(self, local, m, has, info, stats=None):
         g = torch.sigmoid(self.head_gate)[None, :, None, None] * has[:, None, :, None]  # B,H,S,1
         info["gate"] = g.mean(dim=1).squeeze(-1)
         info["head_gate"] = torch.sigmoid(self.head_gate).detach()
@@ -84,7 +101,7 @@ class ConcatFusion(Fusion):
         super().__init__(cfg)
         self.mix = nn.Linear(2 * cfg.d_model, cfg.d_model)
 
-    def combine(self, local, m, has, info):
+    def combine(self, local, m, has, info, stats=None):
         lm, mm = _merge_heads(local), _merge_heads(m) * has[..., None]
         return _split_heads(self.mix(torch.cat([lm, mm], dim=-1)), self.h)
 
@@ -99,7 +116,7 @@ class CrossAttentionFusion(Fusion):
         self.src_k = nn.Linear(d, d, bias=False)  # a key bias cancels in the softmax
         self.src_v = nn.Linear(d, d)
 
-    def combine(self, local, m, has, info):
+    def combine(self, local, m, has, info, stats=None):
         lm, mm = _merge_heads(local), _merge_heads(m)
         src = torch.stack([lm, mm], dim=2)  # B,S,2,D
         b, s, _, d = src.shape

@@ -100,3 +100,35 @@ def retrieve(memory: MemorySearch, queries: torch.Tensor, k: int, as_of: Any = N
     keys = torch.where(mask[..., None], keys, torch.zeros((), device=dev))
     values = torch.where(mask[..., None], values, torch.zeros((), device=dev))
     return RetrievedMemory(keys, values, mask, indices, scores)
+
+
+def memory_stats(mem: RetrievedMemory, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """What the memory knows about its own answer, per query: (B, Q, ``N_MEMORY_STATS``), no gradient.
+
+    Columns: the best similarity among the valid neighbours, their mean similarity, how much their outcomes
+    agree (``|sum_j w_j sign(r_j)|``: 1 when every weighted neighbour was followed by a move the same way, near
+    0 when they split), and the share of the ``k`` slots holding a valid neighbour. ``weights`` (B, Q, k):
+    the neighbours' attention weights (default: uniform over the valid ones). Zeros where none was found.
+    """
+    mask = mem.mask
+    fm = mask.float()
+    n = fm.sum(-1)
+    s = mem.scores if mem.scores is not None else torch.zeros_like(fm)
+    s = torch.where(mask, s.float(), torch.zeros((), device=s.device))
+    has = n > 0
+    top = torch.where(has, torch.where(mask, s, torch.full_like(s, -2.0)).max(-1).values, torch.zeros_like(n))
+    mean = s.sum(-1) / n.clamp(min=1)
+    w = fm / n.clamp(min=1)[..., None] if weights is None else weights.float() * fm
+    agree = (w * torch.sign(mem.values[..., 0].float())).sum(-1).abs()
+    return torch.stack([top, mean, agree, n / mask.shape[-1]], dim=-1).detach()
+
+
+def standardise_stats(norm: torch.nn.BatchNorm1d, stats: torch.Tensor) -> torch.Tensor:
+    """``stats`` (..., n) standardised across windows by ``norm`` (running statistics, updated in training);
+    a single-row training batch, which a batch norm cannot standardise, uses the running statistics."""
+    flat = stats.reshape(-1, stats.shape[-1]).float()
+    if norm.training and flat.shape[0] < 2:
+        flat = F.batch_norm(flat, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
+    else:
+        flat = norm(flat)
+    return flat.reshape(stats.shape)

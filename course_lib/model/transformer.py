@@ -16,11 +16,11 @@ from .attention import (
     _split_heads,
     sinusoidal_positions,
 )
-from .config import MemoryTransformerConfig
+from .config import N_MEMORY_STATS, MemoryTransformerConfig
 from .fusion import (
     make_fusion,
 )
-from .retrieval import MemorySearch, RetrievedMemory, retrieve
+from .retrieval import MemorySearch, RetrievedMemory, memory_stats, retrieve, standardise_stats
 
 
 class MemoryEncoderLayer(nn.Module):
@@ -97,11 +97,20 @@ class KNNBlend(nn.Module):
         self.lam = nn.Linear(cfg.d_model, 1)
         nn.init.zeros_(self.lam.weight)
         nn.init.constant_(self.lam.bias, -2.0)
+        self.reads_stats = cfg.gate_inputs == "memory"
+        if self.reads_stats:
+            self.stats_norm = nn.BatchNorm1d(N_MEMORY_STATS, affine=False)
+            self.lam_stats = nn.Linear(N_MEMORY_STATS, 1, bias=False)
+            nn.init.zeros_(self.lam_stats.weight)
 
     def forward(self, hidden: torch.Tensor, reg: torch.Tensor, probs: torch.Tensor, knn_ret: torch.Tensor,
-                knn_cls: torch.Tensor, has: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Blended (reg, probs) and the weight ``lambda`` per window."""
-        lam = torch.sigmoid(self.lam(hidden).squeeze(-1)) * has
+                knn_cls: torch.Tensor, has: torch.Tensor,
+                stats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Blended (reg, probs) and the weight ``lambda`` per window (``stats``: (B, n) retrieval statistics)."""
+        logit = self.lam(hidden).squeeze(-1)
+        if self.reads_stats and stats is not None:
+            logit = logit + self.lam_stats(standardise_stats(self.stats_norm, stats).to(logit.dtype)).squeeze(-1)
+        lam = torch.sigmoid(logit) * has
         reg = (1 - lam) * reg + lam * knn_ret
         smooth = 0.9 * knn_cls + 0.1 / 3
         probs = (1 - lam)[:, None] * probs + lam[:, None] * smooth
@@ -131,8 +140,9 @@ class MemoryAugmentedTransformer(nn.Module):
         self.register_buffer("positions", sinusoidal_positions(cfg.seq_len, cfg.d_model), persistent=False)
         mem_ids = cfg.memory_layer_ids
         # memory layers after the first re-score the shared neighbours with their own hidden state
+        attend = cfg.memory_attention
         self.layers = nn.ModuleList(
-            MemoryEncoderLayer(cfg, i in mem_ids, own_query=bool(mem_ids) and i > mem_ids[0])
+            MemoryEncoderLayer(cfg, attend and i in mem_ids, own_query=bool(mem_ids) and i > mem_ids[0])
             for i in range(cfg.n_layers)
         )
         self.final_norm = nn.LayerNorm(cfg.d_model)
@@ -218,7 +228,7 @@ class MemoryAugmentedTransformer(nn.Module):
         query = None
         last_layer = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            if layer.with_memory and query is None and (memory is not None or retrieved is not None):
+            if i == self.first_memory_layer and query is None and (memory is not None or retrieved is not None):
                 query = self._key(x, h, per_position=cfg.retrieval == "position")
                 out["query_key"] = query
                 if mem is None:
@@ -237,8 +247,11 @@ class MemoryAugmentedTransformer(nn.Module):
             m = mem.last()
             valid = m.mask[:, 0]
             has = valid.any(dim=-1)
-            if w is None:  # memory layer absent (should not happen) -> uniform over valid
-                w = valid.float() / valid.float().sum(-1, keepdim=True).clamp(min=1)
+            if w is None:  # no memory attention (memory_attention=False): softmax of the search similarity
+                s = m.scores[:, 0] if m.scores is not None else torch.zeros_like(valid, dtype=torch.float32)
+                logits = torch.where(valid, s.float() / cfg.temperature, torch.full_like(s.float(), -1e9))
+                w = torch.softmax(logits, dim=-1) * valid
+                w = w / w.sum(-1, keepdim=True).clamp(min=1e-12)
             knn_ret = (w * m.values[:, 0, :, 0]).sum(-1)
             knn_cls = (w.unsqueeze(-1) * m.values[:, 0, :, 1:4]).sum(-2)
             n_valid = valid.sum(-1)
@@ -247,7 +260,8 @@ class MemoryAugmentedTransformer(nn.Module):
             out.update(knn_return=knn_ret, memory_mask=valid, memory_indices=m.indices[:, 0])
             out["memory_weights"] = w
             if cfg.knn_blend:
-                reg, probs, out["blend"] = self.blend(hidden, reg, probs, knn_ret, knn_cls, has)
+                stats = memory_stats(m, w[:, None])[:, 0] if self.blend.reads_stats else None
+                reg, probs, out["blend"] = self.blend(hidden, reg, probs, knn_ret, knn_cls, has, stats)
         out["reg"] = reg
         out["pred_return"] = reg * self.target_scale
         out["logits"] = logits

@@ -13,6 +13,8 @@ __all__ = [
     "plot_architecture",
     "plot_fusion_comparison",
     "plot_gate",
+    "plot_gate_by_window",
+    "plot_ladder",
     "plot_learning_curves",
     "plot_memory_comparison",
     "plot_neighbour_attention",
@@ -231,4 +233,49 @@ def plot_retrieved_dates(close: pd.Series, neighbours: pd.DataFrame, query_times
             ax.axvline(nt, color=c, lw=0.8, alpha=0.7, ls="--")
     ax.set(title="retrieved past windows (dashed) for a few test days (solid)", ylabel="close")
     ax.legend(fontsize=8, loc="upper left")
+    return ax
+
+
+def plot_ladder(summary: pd.DataFrame, subsets: Sequence[str] = ("all",), reference: str = "no_memory",
+                title: str = "", axes=None):
+    """The ablation ladder as paired differences: one panel per subset, one row per arm (the reference's
+    own row left out), the difference in accuracy points with its interval over seeds (thick) and its block
+    bootstrap over test windows (thin). Zero is the reference; an arm whose intervals lie right of it beat it."""
+    subsets = list(subsets)
+    if axes is None:
+        _, axes = plt.subplots(1, len(subsets), figsize=(5.2 * len(subsets), 3.6), sharey=True, squeeze=False)
+        axes = axes[0]
+    arms = [a for a in dict.fromkeys(summary.index.get_level_values(0)) if a != reference]
+    y = np.arange(len(arms))[::-1]
+    for ax, sub in zip(axes, subsets):
+        rows = summary.xs(sub, level=1).loc[arms] * 100
+        ax.hlines(y - 0.12, rows["boot_ci_low"], rows["boot_ci_high"], color="tab:blue", lw=1.5,
+                  label="over test windows (block bootstrap)")
+        ax.hlines(y + 0.12, rows["seed_ci_low"], rows["seed_ci_high"], color="tab:orange", lw=5, alpha=0.8,
+                  label="over seeds (t)")
+        ax.plot(rows["diff"], y, "o", color="k", ms=5, label="mean difference")
+        ax.axvline(0, color="k", lw=0.8, ls=":")
+        ax.set_yticks(y, arms)
+        n = int(summary.loc[(arms[0], sub), "n"]) if "n" in summary else None
+        ax.set(xlabel=f"accuracy minus {reference} (points)", title=f"{title}{': ' if title else ''}{sub}"
+               + (f" ({n} windows)" if n else ""))
+    axes[0].legend(fontsize=8, loc="lower left")
+    return axes
+
+
+def plot_gate_by_window(gates: pd.DataFrame, start: float, title: str = "gate by window type", ax=None):
+    """Mean gate per window group (rows of :func:`course_lib.gate_by_subset`, its contrast row left out), with
+    the spread across windows, against the gate's value before training (``start``)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.2))
+    g = gates[~gates.index.str.contains(" - ")]
+    x = np.arange(len(g))
+    ax.bar(x, g["mean"], yerr=g["std"], color="tab:purple", alpha=0.75, capsize=4, label="mean ± spread across windows")
+    ax.axhline(start, color="k", ls="--", lw=1, label=f"before training ({start:.2f})")
+    ax.set_xticks(x, [f"{name}\n({int(n)})" for name, n in zip(g.index, g["n"])])
+    lo = min(float((g["mean"] - g["std"]).min()), start)
+    hi = max(float((g["mean"] + g["std"]).max()), start)
+    pad = max(0.02, 0.15 * (hi - lo))
+    ax.set(title=title, ylabel="gate (share of memory)", ylim=(max(0.0, lo - pad), min(1.0, hi + pad)))
+    ax.legend(fontsize=8)
     return ax

@@ -16,10 +16,21 @@ The rest is a careful but ordinary loop (:mod:`.trainer`): AdamW, linear warm-up
 clipping, early stopping on validation loss, the best weights kept and optionally written as a checkpoint
 folder whose files are checked against each other on load (:mod:`.checkpoint`), mixed precision on CUDA
 (bfloat16 where the GPU has it natively, else float16 with loss scaling), seeded and repeatable on CPU.
-:mod:`.comparison` trains with and without memory, everything else equal, and says how sure the difference is.
+:mod:`.ablation` is the ladder every comparison of the course uses (:func:`compare_arms`: the network with and
+without each part of its memory path, plain kNN retrieval, a RAFT-style linear model and ridge, paired by seed and
+by test window); :mod:`.comparison` keeps its two-arm special case, memory against no memory.
 """
 
 from ..metrics import direction_accuracy, information_coefficient  # noqa: F401 - their old home, still importable
+from .ablation import (
+    ARMS,
+    ArmComparison,
+    RaftForecast,
+    compare_arms,
+    gate_by_subset,
+    ladder_table,
+    raft_forecast,
+)
 from .checkpoint import CHECKPOINT_VERSION, CheckpointError
 from .comparison import MemoryComparison, compare_memory_vs_local, motif_subsets
 from .config import TrainerConfig
@@ -27,6 +38,13 @@ from .memory import TrainingMemory, memory_keys, set_target_stats
 from .trainer import MemoryTransformerTrainer
 
 __all__ = [
+    "ARMS",
+    "ArmComparison",
+    "RaftForecast",
+    "compare_arms",
+    "gate_by_subset",
+    "ladder_table",
+    "raft_forecast",
     "CHECKPOINT_VERSION",
     "CheckpointError",
     "MemoryComparison",

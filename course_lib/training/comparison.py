@@ -1,19 +1,19 @@
-"""Memory against no memory, everything else equal: the comparison lessons 04 and 06 report.
+"""Memory against no memory, everything else equal: the two-arm special case of the ablation ladder.
 
-Two arms per seed that differ only in ``use_memory``; accuracy and rank IC on the same test windows; a
-t-interval over seeds and a paired moving-block bootstrap over test windows.
+Two arms per seed that differ only in ``use_memory`` (:func:`course_lib.compare_arms` with the arms ``full``
+and ``no_memory``); accuracy and rank IC on the same test windows; a t-interval over seeds and a paired
+circular block bootstrap over test windows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..data.windows import WindowSet
-from ..metrics import block_bootstrap_mean_ci, direction_accuracy, information_coefficient
 from ..model import MemoryTransformerConfig
 from ..stats import t_interval
 from .config import TrainerConfig
@@ -62,65 +62,41 @@ def compare_memory_vs_local(
     ``concurrent.futures.Executor`` (``course_lib.parallel.process_pool``, a Dask client's executor) trains
     them side by side, with the same numbers (each runs seeded, with the caller's torch thread count).
     """
-    import torch
+    from .ablation import compare_arms
 
-    from ..parallel import run_tasks
-
-    tcfg = trainer_config or TrainerConfig()
-    subsets = subsets or {}
+    subsets = dict(subsets or {})
+    ladder = compare_arms(train, val, test, model_config, trainer_config, arms=("full", "no_memory"), seeds=seeds,
+                          subsets=subsets, reference="no_memory", n_boot=n_boot, block=block, progress=progress,
+                          executor=executor)
     y = np.asarray(test.y, dtype=np.float64)
-    # the windows direction_accuracy scores: the bootstrap must resample these, not all windows, or its
-    # interval describes another sample than the point estimate it brackets
     scored = (y != 0) & np.isfinite(y)
-    threads = torch.get_num_threads()  # every arm trains with the caller's threads: same rounding anywhere
-    tasks = [(train, val, test, replace(model_config, use_memory=use), replace(tcfg, seed=seed), threads)
-             for seed in seeds for use in (True, False)]
-    preds_flat = run_tasks(_train_and_predict, tasks, executor=executor, progress=progress, desc="seeds x arms")
-    rows, preds = [], {}
-    correct: dict[str, list[np.ndarray]] = {"memory": [], "local": []}
-    for i, seed in enumerate(seeds):
+    ps = ladder.per_seed.set_index(["arm", "subset", "seed"])
+    rows = []
+    for seed in seeds:
         row: dict[str, Any] = {"seed": seed}
-        pair = preds_flat[2 * i : 2 * i + 2]
-        for arm, p in zip(("memory", "local"), pair):
-            sig = p["direction_signal"].to_numpy()
-            row[f"acc_{arm}"] = direction_accuracy(sig, y)
-            row[f"ic_{arm}"] = information_coefficient(p["pred_return"].to_numpy(), y)
-            for name, mask in subsets.items():
-                row[f"acc_{arm}_{name}"] = direction_accuracy(sig[mask], y[mask])
-            correct[arm].append((np.sign(sig) == np.sign(y)).astype(float))
-        preds[seed] = (pair[0], pair[1])
+        for arm, name in (("full", "memory"), ("no_memory", "local")):
+            row[f"acc_{name}"] = ps.loc[(arm, "all", seed), "accuracy"]
+            row[f"ic_{name}"] = ps.loc[(arm, "all", seed), "ic"]
+            for sub in subsets:
+                row[f"acc_{name}_{sub}"] = ps.loc[(arm, sub, seed), "accuracy"]
         rows.append(row)
     per_seed = pd.DataFrame(rows).set_index("seed")
-    rng = np.random.default_rng(12345)
-    d_all = np.mean(correct["memory"], axis=0) - np.mean(correct["local"], axis=0)
     summary_rows = []
     for name, mask in [("all", np.ones(len(y), dtype=bool)), *subsets.items()]:
-        suffix = "" if name == "all" else f"_{name}"
-        diffs = per_seed[f"acc_memory{suffix}"] - per_seed[f"acc_local{suffix}"]
-        half = _t_half(diffs)
-        use = mask & scored
-        lo, hi = block_bootstrap_mean_ci(d_all[use], n_boot, block, rng) if use.any() else (float("nan"),) * 2
+        r = ladder.summary.loc[("full", name)]
         summary_rows.append({
-            "subset": name, "n_test": int(mask.sum()), "n_scored": int(use.sum()),
-            "acc_memory": per_seed[f"acc_memory{suffix}"].mean(), "acc_local": per_seed[f"acc_local{suffix}"].mean(),
-            "diff": diffs.mean(), "seed_ci_low": diffs.mean() - half, "seed_ci_high": diffs.mean() + half,
-            "boot_ci_low": lo, "boot_ci_high": hi,
+            "subset": name, "n_test": int(mask.sum()), "n_scored": int((mask & scored).sum()),
+            "acc_memory": r["accuracy"], "acc_local": ladder.summary.loc[("no_memory", name), "accuracy"],
+            **{k: r[k] for k in ("diff", "seed_ci_low", "seed_ci_high", "boot_ci_low", "boot_ci_high")},
         })
         if name == "all":  # the rank IC of the return forecast: uses confidence, not just the sign
-            ic_d = per_seed["ic_memory"] - per_seed["ic_local"]
-            ic_half = _t_half(ic_d)
+            ic = t_interval(per_seed["ic_memory"] - per_seed["ic_local"])
             summary_rows[-1].update({
                 "ic_memory": per_seed["ic_memory"].mean(), "ic_local": per_seed["ic_local"].mean(),
-                "ic_diff": ic_d.mean(), "ic_seed_ci_low": ic_d.mean() - ic_half, "ic_seed_ci_high": ic_d.mean() + ic_half,
+                "ic_diff": ic["diff"], "ic_seed_ci_low": ic["ci_low"], "ic_seed_ci_high": ic["ci_high"],
             })
+    preds = {seed: (ladder.predictions["full"][seed], ladder.predictions["no_memory"][seed]) for seed in seeds}
     return MemoryComparison(per_seed, pd.DataFrame(summary_rows).set_index("subset"), preds)
-
-
-def _t_half(values) -> float:
-    """Half-width of the 95% Student-t interval over seeds (:func:`course_lib.stats.t_interval`, scipy's
-    quantiles); NaN with fewer than two seeds."""
-    ci = t_interval(values)
-    return (ci["ci_high"] - ci["ci_low"]) / 2
 
 
 def _train_and_predict(train: WindowSet, val: WindowSet, test: WindowSet, model_config: MemoryTransformerConfig,
@@ -146,7 +122,8 @@ def motif_subsets(market: Any, windows: WindowSet, onset_bars: int = 3) -> dict[
     ``aftermath``: the label bar lies in a planted aftermath (recent momentum also helps here, since the
     aftermath is a trend). ``onset``: the window ends on a motif's last bar or within ``onset_bars - 1`` bars
     after it: the aftermath has barely started, so only recognising the motif's *shape* predicts it; this is
-    where a memory of past motifs should help most.
+    where a memory of past motifs should help most. ``no_motif``: the window ends outside any motif and its
+    aftermath, and its label bar is outside every aftermath: nothing planted to remember.
     """
     index = market.ohlcv.index
     pos = index.get_indexer(windows.end_time)
@@ -155,4 +132,7 @@ def motif_subsets(market: Any, windows: WindowSet, onset_bars: int = 3) -> dict[
     ends = market.motifs["end_pos"].to_numpy()
     d = pos[:, None] - ends[None, :]
     onset = ((d >= 0) & (d < onset_bars)).any(axis=1) if len(ends) else np.zeros(len(pos), dtype=bool)
-    return {"aftermath": aftermath, "onset": onset}
+    in_motif = market.motif_bars.to_numpy()[pos] >= 0
+    in_after = market.aftermath_bars.to_numpy()[pos] >= 0
+    no_motif = ~(aftermath | onset | in_motif | in_after)
+    return {"aftermath": aftermath, "onset": onset, "no_motif": no_motif}

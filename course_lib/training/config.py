@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["TrainerConfig"]
+__all__ = ["TrainerConfig", "param_groups"]
 
 
 @dataclass
@@ -23,13 +23,19 @@ class TrainerConfig:
     its memory keyed by the weights saved with it even between refreshes, so the folder loads into the
     trainer that ``fit`` returns. ``predict_memory="online"`` lets predictions also use windows of the
     predicted set whose labels resolved before each query (causal; what a live system would do);
-    ``"train"`` uses the training memory only.
+    ``"train"`` uses the training memory only. ``decay_all``: AdamW's ``weight_decay`` on every parameter;
+    ``False`` exempts biases, norms, gates, the kNN-blend weight and the memory temperature (:func:`param_groups`),
+    which decay would pull back to their starting values (sigmoid(0), temperature 1) whatever the data say.
+    ``gate_lr_scale``: the gates, the kNN-blend weight and the temperature learn at this multiple of ``lr``
+    (they are few weights that early stopping gives few steps to move).
     """
 
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.01
+    decay_all: bool = True
+    gate_lr_scale: float = 1.0
     warmup_frac: float = 0.05
     min_lr_frac: float = 0.05
     grad_clip: float = 1.0
@@ -68,3 +74,31 @@ class TrainerConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainerConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+#: Parameter names (substrings) that AdamW does not decay when ``decay_all=False``.
+NO_DECAY = ("bias", "norm", "gate", "lam", "log_scale")
+
+
+#: Parameter names (substrings) of the gates, the kNN-blend weight and the memory temperature.
+GATE_PARAMS = ("gate", "lam", "log_scale")
+
+
+def param_groups(model: Any, weight_decay: float, decay_all: bool = True,
+                 gate_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """AdamW parameter groups: everything decayed (``decay_all``), or biases, norms, gates, the kNN-blend
+    weight and the memory temperature exempt (the usual practice: decay shrinks them toward 0, i.e. toward a
+    gate of sigmoid(0) and a temperature of 1, which is a choice of value, not a regularisation).
+    ``gate_lr_scale``: the gate parameters' group gets ``lr_scale`` (the trainer multiplies its learning rate)."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if decay_all and gate_lr_scale == 1.0:
+        return [{"params": [p for _, p in params], "weight_decay": weight_decay}]
+    gate = [p for n, p in params if any(s in n for s in GATE_PARAMS)]
+    rest = [(n, p) for n, p in params if not any(s in n for s in GATE_PARAMS)]
+    if decay_all:
+        return [{"params": [p for _, p in rest], "weight_decay": weight_decay},
+                {"params": gate, "weight_decay": weight_decay, "lr_scale": gate_lr_scale}]
+    skip = [p for n, p in rest if any(s in n for s in NO_DECAY)]
+    keep = [p for n, p in rest if not any(s in n for s in NO_DECAY)]
+    return [{"params": keep, "weight_decay": weight_decay}, {"params": skip, "weight_decay": 0.0},
+            {"params": gate, "weight_decay": 0.0, "lr_scale": gate_lr_scale}]

@@ -17,7 +17,7 @@ from ..data.windows import FeatureScaler, WindowSet
 from ..model import MemoryAugmentedTransformer, MemoryTransformerConfig, direction_classes
 from ..utils import seed_everything, select_device
 from . import checkpoint
-from .config import TrainerConfig
+from .config import TrainerConfig, param_groups
 from .memory import TrainingMemory, memory_keys, set_target_stats
 from .scores import forecast_scores, train_scores
 
@@ -364,7 +364,7 @@ class _EpochRunner:
         self.X = torch.from_numpy(np.ascontiguousarray(train.X)).to(trainer.device)
         self.Y = torch.from_numpy(np.asarray(train.y, dtype=np.float32)).to(trainer.device)
         self.end_ns = train.end_time_ns()
-        self.opt = torch.optim.AdamW(trainer.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(param_groups(trainer.model, cfg.weight_decay, cfg.decay_all, cfg.gate_lr_scale), lr=cfg.lr)
         # float16 underflows small gradients to zero unless the loss is scaled; bfloat16 has float32's range
         self.scaler = torch.amp.GradScaler("cuda", enabled=trainer.amp_dtype == torch.float16)
         self.n = len(train)
@@ -396,8 +396,9 @@ class _EpochRunner:
     def _step(self, idx: np.ndarray) -> tuple[dict, torch.Tensor]:
         """One optimizer step on the windows ``idx``, each searching the memory as of its own end time."""
         t, cfg, opt = self.t, self.cfg, self.opt
+        lr = t._lr_at(self.step, self.total)
         for g in opt.param_groups:
-            g["lr"] = t._lr_at(self.step, self.total)
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         with t._autocast():
             out = t._forward(self.X[idx], self.end_ns[idx])
             loss, _ = t._loss(out, self.Y[idx])

@@ -1,0 +1,124 @@
+"""The ablation ladder at full size: what the memory path adds, against plain retrieval and a linear model.
+
+Runs :func:`course_lib.compare_arms` (the function lesson 04 uses at smaller size) on
+
+* ``planted``: lesson 04's planted market (:data:`course_lib.PLANTED_MARKET`, seed 0; the defaults were chosen
+  while looking at it),
+* ``unseen``: a second planted market no default was tuned on (:data:`course_lib.UNSEEN_MARKET`, seed
+  :data:`course_lib.UNSEEN_MARKET_SEED`),
+* ``sp500``: the bundled S&P 500 (no planted answer),
+
+and prints one table per market: accuracy per arm and subset, the paired difference to ``no_memory`` with a
+t-interval over seeds and a block bootstrap over test windows, then ``full`` against the best retrieval
+baseline on the onsets and the gate by window type (onset, aftermath, no motif).
+
+Usage: ``python benchmarks/bench_ablation.py [--market unseen] [--seeds 5] [--epochs 10] [--bars 8000]
+[--arms full,no_memory,...] [--set key=value ...] [--workers 2]``. ``--set`` changes a
+``MemoryTransformerConfig`` field (``--set gate_inputs=none``) or, prefixed ``trainer.``, a ``TrainerConfig``
+field (``--set trainer.weight_decay=0.01``): the way candidate changes were measured. About 10-15 minutes per
+market on 2 CPU cores with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import time
+from dataclasses import fields, replace
+
+import pandas as pd
+import torch
+
+import course_lib as cl
+from course_lib.parallel import process_pool
+
+
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def configs(sets: list[str], input_dim: int, seq_len: int, epochs: int):
+    mcfg = cl.MemoryTransformerConfig(input_dim=input_dim, seq_len=seq_len)
+    tcfg = cl.TrainerConfig(epochs=epochs, progress=False, device="cpu")
+    mnames, tnames = {f.name for f in fields(mcfg)}, {f.name for f in fields(tcfg)}
+    for item in sets:
+        key, _, val = item.partition("=")
+        if key.startswith("trainer."):
+            key = key[len("trainer."):]
+            if key not in tnames:
+                raise SystemExit(f"--set {item}: TrainerConfig has no field {key!r}")
+            tcfg = replace(tcfg, **{key: _value(val)})
+        else:
+            if key not in mnames:
+                raise SystemExit(f"--set {item}: MemoryTransformerConfig has no field {key!r}")
+            mcfg = replace(mcfg, **{key: _value(val)})
+    return mcfg, tcfg
+
+
+def run_market(name: str, args) -> None:
+    t0 = time.perf_counter()
+    market = None
+    if name == "sp500":
+        splits = cl.prepare_dataset(cl.load_sample("sp500"), seq_len=args.sp_seq_len)
+        subsets = {}
+    else:
+        cfg, seed = ((cl.PLANTED_MARKET, 0) if name == "planted" else (cl.UNSEEN_MARKET, cl.UNSEEN_MARKET_SEED))
+        market = cl.make_synthetic_market(n_bars=args.bars, seed=seed, config=cfg)
+        splits = cl.prepare_dataset(market.ohlcv, seq_len=args.seq_len)
+        subsets = cl.motif_subsets(market, splits.test)
+    mcfg, tcfg = configs(args.set, splits.train.n_features, splits.test.seq_len, args.epochs)
+    arms = tuple(args.arms.split(","))
+    executor = process_pool(args.workers) if args.workers > 1 else None
+    try:
+        cmp = cl.compare_arms(splits.train, splits.val, splits.test, mcfg, tcfg, arms=arms,
+                              seeds=tuple(range(args.seeds)), subsets=subsets, progress=False, executor=executor)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    seconds = time.perf_counter() - t0
+    print(f"\n=== {name}: {len(splits.test)} test windows, {args.seeds} seeds, <= {args.epochs} epochs, "
+          f"{seconds:.0f} s; changes: {args.set or 'none'} ===")
+    with pd.option_context("display.width", 220, "display.max_rows", 200):
+        print((cmp.summary * [100, 1, 1, 100, 100, 100, 100, 100]).round(2).to_string())
+    if market is not None and "onset" in subsets:
+        for base in ("knn_analog", "raft_linear"):
+            if "full" in arms and base in arms:
+                d = cmp.paired("full", base, "onset")
+                print(f"full - {base} on onsets: {cl.read_interval(d['diff'], d['seed_ci_low'], d['seed_ci_high'])}; "
+                      f"bootstrap [{100 * d['boot_ci_low']:+.1f}, {100 * d['boot_ci_high']:+.1f}]")
+    if args.save:
+        import pickle
+
+        with open(f"{args.save}_{name}.pkl", "wb") as fh:
+            pickle.dump({"summary": cmp.summary, "per_seed": cmp.per_seed, "predictions": cmp.predictions,
+                         "subsets": subsets}, fh)
+    if "full" in arms:
+        contrast = ("onset", "no_motif") if "onset" in subsets else None
+        print(cl.gate_by_subset(cmp, "full", contrast=contrast).round(4).to_string())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--market", choices=["planted", "unseen", "sp500", "all"], default="unseen")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--bars", type=int, default=8000)
+    parser.add_argument("--seq-len", type=int, default=32)
+    parser.add_argument("--sp-seq-len", type=int, default=64)
+    parser.add_argument("--arms", default=",".join(cl.ARMS))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--workers", type=int, default=1, help="processes training side by side (1: serial)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--save", default=None, help="pickle the summary and predictions to SAVE_<market>.pkl")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in (["planted", "unseen", "sp500"] if args.market == "all" else [args.market]):
+        run_market(name, args)
+
+
+if __name__ == "__main__":
+    main()
