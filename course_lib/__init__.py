@@ -19,6 +19,7 @@ from .backtest import *  # noqa: F401,F403  (05)
 from .best_practices import *  # noqa: F401,F403  (09)
 from .data import *  # noqa: F401,F403  (01)
 from .exercise import *  # noqa: F401,F403
+from .knn_memory import *  # noqa: F401,F403  (09, and the ladder's knn_analog arm)
 from .memory import *  # noqa: F401,F403  (02)
 from .metrics import *  # noqa: F401,F403  (04-08)
 from .model import *  # noqa: F401,F403  (03)

@@ -322,10 +322,28 @@ def walk_forward_evaluate(
     results = {s: bt.run(pos, ohlcv) for s, pos in positions.items()}
     table = pd.DataFrame({s: r.metrics for s, r in results.items()}).T
     table.index.name = "strategy"
+    return WalkForwardResult(
+        table=table,
+        per_fold=_per_fold_table(folds, raw.end_time, positions, ohlcv, cfg),
+        positions=positions,
+        results=results,
+        predictions={name: pd.concat(v) for name, v in preds.items()},
+        histories=histories,
+        folds=folds,
+        config=copy.deepcopy(cfg),
+        memory_contents=_memory_contents(cfg),
+        seed_positions=seed_positions,
+    )
+
+
+def _per_fold_table(folds, end_time: pd.DatetimeIndex, positions: dict, ohlcv: pd.DataFrame,
+                    cfg: WalkForwardConfig) -> pd.DataFrame:
+    """One row per fold and strategy: the fold's test period backtested alone (no bootstrap), to show how
+    stable the walk-forward result is."""
     fold_rows = []
     quick = Backtester(replace(cfg.backtest, n_boot=0))
     for k, fold in enumerate(folds):
-        t_idx = raw.end_time[fold.test]
+        t_idx = end_time[fold.test]
         for s, pos in positions.items():
             res = quick.run(pos.loc[t_idx[0] : t_idx[-1]], ohlcv)
             m = res.metrics
@@ -341,18 +359,7 @@ def walk_forward_evaluate(
                     "exposure": m["exposure"],
                 }
             )
-    return WalkForwardResult(
-        table=table,
-        per_fold=pd.DataFrame(fold_rows),
-        positions=positions,
-        results=results,
-        predictions={name: pd.concat(v) for name, v in preds.items()},
-        histories=histories,
-        folds=folds,
-        config=copy.deepcopy(cfg),
-        memory_contents=_memory_contents(cfg),
-        seed_positions=seed_positions,
-    )
+    return pd.DataFrame(fold_rows)
 
 
 def _memory_contents(cfg: WalkForwardConfig) -> dict[str, str]:

@@ -91,7 +91,7 @@ q1 = Task(
 
 # --- q2: recency weights ------------------------------------------------------------------------------------
 def _check_weights(func: Any) -> None:
-    from ..best_practices import recency_weights
+    from ..knn_memory import recency_weights
 
     rng = np.random.default_rng(3)
     for half_life, temperature in ((50.0, 0.05), (200.0, 0.1), (10.0, 0.5)):

@@ -36,6 +36,7 @@ from ..metrics import direction_accuracy, information_coefficient
 from ..model import MemoryTransformerConfig
 from ..stats import block_bootstrap_subset_ci, paired_seed_interval, t_interval
 from .config import TrainerConfig
+from .trainer import MemoryTransformerTrainer
 
 __all__ = ["ARMS", "ArmComparison", "RaftForecast", "compare_arms", "gate_by_subset", "ladder_table", "raft_forecast"]
 
@@ -100,7 +101,7 @@ def _pearson_keys(windows: WindowSet, lookback: int, columns: Sequence[int]) -> 
 def _raft_features(memory: WindowSet, queries: WindowSet, k: int, lookback: int, columns: Sequence[int],
                    temperature: float, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Per query: [softmax-weighted mean outcome, the k outcomes by rank, has-any, own recent path]."""
-    from ..similarity import AnalogIndex
+    from ..analog_index import AnalogIndex
 
     keys = _pearson_keys(memory, lookback, columns)
     index = AnalogIndex(keys.shape[1], "cosine")
@@ -149,7 +150,7 @@ def raft_forecast(train: WindowSet, val: WindowSet, test: WindowSet, k: int = 32
     windows may also retrieve earlier test windows once their labels resolved (like
     ``TrainerConfig(predict_memory="online")``).
     """
-    from ..best_practices import _concat
+    from ..knn_memory import _concat
 
     lb = min(lookback, train.seq_len)
     scale = float(np.std(train.y)) or 1.0
@@ -173,7 +174,7 @@ def _cheap_arm(arm: str, train: WindowSet, val: WindowSet, test: WindowSet, mcfg
     """One of the arms without a network (deterministic: every seed gets the same forecast)."""
     lookback = max(1, min(mcfg.recent_bars or 16, train.seq_len))
     if arm == "knn_analog":
-        from ..best_practices import knn_direction
+        from ..knn_memory import knn_direction
 
         hit = knn_direction(train, test, k=mcfg.n_neighbors, lookback=lookback, online=online)
         return _frame(test, hit.signal)
@@ -200,6 +201,23 @@ def arm_config(arm: str, model_config: MemoryTransformerConfig) -> MemoryTransfo
 
 
 # ------------------------------------------------------------------------------------------- the ladder
+def _train_and_predict(train: WindowSet, val: WindowSet, test: WindowSet, model_config: MemoryTransformerConfig,
+                       trainer_config: TrainerConfig, threads: int) -> pd.DataFrame:
+    """One arm of one seed: train, then predict the test windows (a task an executor can run anywhere)."""
+    import torch
+
+    old = torch.get_num_threads()
+    if threads and threads != old:
+        torch.set_num_threads(threads)
+    try:
+        trainer = MemoryTransformerTrainer(model_config, trainer_config)
+        trainer.fit(train, val)
+        return trainer.predict(test)
+    finally:
+        if threads and threads != old:
+            torch.set_num_threads(old)
+
+
 def compare_arms(
     train: WindowSet,
     val: WindowSet,
@@ -228,7 +246,6 @@ def compare_arms(
     import torch
 
     from ..parallel import run_tasks
-    from .comparison import _train_and_predict
 
     arms = tuple(dict.fromkeys(arms))
     unknown = [a for a in arms if a not in ARMS]

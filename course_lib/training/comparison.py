@@ -17,7 +17,6 @@ from ..data.windows import WindowSet
 from ..model import MemoryTransformerConfig
 from ..stats import t_interval
 from .config import TrainerConfig
-from .trainer import MemoryTransformerTrainer
 
 __all__ = ["MemoryComparison", "compare_memory_vs_local", "motif_subsets"]
 
@@ -97,23 +96,6 @@ def compare_memory_vs_local(
             })
     preds = {seed: (ladder.predictions["full"][seed], ladder.predictions["no_memory"][seed]) for seed in seeds}
     return MemoryComparison(per_seed, pd.DataFrame(summary_rows).set_index("subset"), preds)
-
-
-def _train_and_predict(train: WindowSet, val: WindowSet, test: WindowSet, model_config: MemoryTransformerConfig,
-                       trainer_config: TrainerConfig, threads: int) -> pd.DataFrame:
-    """One arm of one seed: train, then predict the test windows (a task an executor can run anywhere)."""
-    import torch
-
-    old = torch.get_num_threads()
-    if threads and threads != old:
-        torch.set_num_threads(threads)
-    try:
-        trainer = MemoryTransformerTrainer(model_config, trainer_config)
-        trainer.fit(train, val)
-        return trainer.predict(test)
-    finally:
-        if threads and threads != old:
-            torch.set_num_threads(old)
 
 
 def motif_subsets(market: Any, windows: WindowSet, onset_bars: int = 3) -> dict[str, np.ndarray]:
