@@ -300,6 +300,9 @@ def _place_blocks(n_blocks: int, block: int, lo: int, hi: int, rng: np.random.Ge
 def make_synthetic_market(n_bars: int = 5000, seed: int = 0, config: SyntheticConfig | None = None) -> SyntheticMarket:
     """Generate a regime-switching market with planted motifs and return it with its ground truth.
 
+    Four steps, all drawing from one random generator in this order: the regime path, the daily returns,
+    the planted motifs (which overwrite some returns) and the OHLCV bars built from the returns.
+
     Args:
         n_bars: Number of daily (business-day) bars.
         seed: Seed of the only random generator used: same seed, same market.
@@ -320,8 +323,34 @@ def make_synthetic_market(n_bars: int = 5000, seed: int = 0, config: SyntheticCo
     sigma = vol[codes]
     ret = drift[codes] + sigma * _innovations(cfg, n_bars, rng)
     ret[0] = 0.0  # the first close is the starting price
+    starts, types, motif_bars, after_bars = _plant_motifs(cfg, ret, codes, rng)
 
-    # --- planted motifs -------------------------------------------------------------------------------
+    index = pd.DatetimeIndex(pd.bdate_range(cfg.start, periods=n_bars), name="time")
+    ohlcv, logp = _ohlcv_from_returns(cfg, ret, sigma, index, rng)
+    ohlcv.attrs["source"] = f"synthetic:seed={seed}"
+    names = np.asarray(cfg.regime_names, dtype=object)
+    return SyntheticMarket(
+        ohlcv=ohlcv,
+        regimes=pd.Series(names[codes], index=index, name="regime").astype(str),
+        regime_names=tuple(cfg.regime_names),
+        motifs=_motif_table(cfg, starts, types, codes, logp, index),
+        motif_bars=pd.Series(motif_bars, index=index, name="motif_id"),
+        aftermath_bars=pd.Series(after_bars, index=index, name="aftermath_of"),
+        motif_names=tuple(cfg.motifs),
+        config=cfg,
+        seed=seed,
+    )
+
+
+def _plant_motifs(cfg: SyntheticConfig, ret: np.ndarray, codes: np.ndarray,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Overwrite ``ret`` in place with the planted motifs and push each aftermath in its motif's direction.
+
+    Returns the motifs' start bars, their type ids, and per bar the id of the motif (``motif_bars``) and
+    of the aftermath (``after_bars``) covering it, -1 where none does.
+    """
+    n_bars = len(ret)
+    vol = np.asarray(cfg.vol, dtype=float)
     L, H = cfg.motif_len, cfg.aftermath_bars
     block = L + H + cfg.min_gap
     n_types = len(cfg.motifs)
@@ -336,7 +365,7 @@ def make_synthetic_market(n_bars: int = 5000, seed: int = 0, config: SyntheticCo
     # balanced types in random order: each type equally often, independent of the regime
     types = rng.permutation(np.resize(np.arange(n_types), n_motifs)) if n_motifs else np.zeros(0, dtype=np.int64)
     shapes = np.stack([motif_shape(name, L) for name in cfg.motifs]) if n_types else np.zeros((0, L))
-    directions = np.array([MOTIF_LIBRARY[name][1] for name in cfg.motifs], dtype=float)
+    directions = _motif_directions(cfg)
     motif_noise = rng.standard_normal((n_motifs, L))
     motif_bars = np.full(n_bars, -1, dtype=np.int64)
     after_bars = np.full(n_bars, -1, dtype=np.int64)
@@ -347,8 +376,21 @@ def make_synthetic_market(n_bars: int = 5000, seed: int = 0, config: SyntheticCo
         ret[a0:a1] += directions[m] * cfg.aftermath_strength * scale
         motif_bars[s : s + L] = m
         after_bars[a0:a1] = m
+    return starts, types, motif_bars, after_bars
 
-    # --- prices, OHLC, volume -------------------------------------------------------------------------
+
+def _motif_directions(cfg: SyntheticConfig) -> np.ndarray:
+    """The planted direction (+1 up, -1 down) of each motif type of ``cfg``."""
+    return np.array([MOTIF_LIBRARY[name][1] for name in cfg.motifs], dtype=float)
+
+
+def _ohlcv_from_returns(cfg: SyntheticConfig, ret: np.ndarray, sigma: np.ndarray, index: pd.DatetimeIndex,
+                        rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
+    """Daily bars from the log returns ``ret``: closes, an overnight gap to the open, wicks scaled by the
+    regime's volatility ``sigma``, and a volume that rises with volatility and surprise. Returns the bars
+    and the log close."""
+    n_bars = len(ret)
+    vol = np.asarray(cfg.vol, dtype=float)
     logp = np.log(cfg.initial_price) + np.cumsum(ret)
     close = np.exp(logp)
     prev_close = np.exp(np.r_[logp[0], logp[:-1]])
@@ -371,19 +413,23 @@ def make_synthetic_market(n_bars: int = 5000, seed: int = 0, config: SyntheticCo
         + cfg.volume_shock_beta * (surprise - np.sqrt(2 / np.pi))
         + ar
     )
-    index = pd.DatetimeIndex(pd.bdate_range(cfg.start, periods=n_bars), name="time")
     ohlcv = pd.DataFrame(
         {"open": open_, "high": high, "low": low, "close": close, "volume": np.round(np.exp(log_volume))},
         index=index,
     ).astype("float64")
     validate_ohlcv(ohlcv, where="make_synthetic_market")
-    ohlcv.attrs["source"] = f"synthetic:seed={seed}"
+    return ohlcv, logp
 
+
+def _motif_table(cfg: SyntheticConfig, starts: np.ndarray, types: np.ndarray, codes: np.ndarray,
+                 logp: np.ndarray, index: pd.DatetimeIndex) -> pd.DataFrame:
+    """The ground truth of the planted motifs, one row each (see :class:`SyntheticMarket`)."""
+    L, H, n_bars = cfg.motif_len, cfg.aftermath_bars, len(index)
     names = np.asarray(cfg.regime_names, dtype=object)
-    regimes = pd.Series(names[codes], index=index, name="regime").astype(str)
+    directions = _motif_directions(cfg)
     end_pos = starts + L - 1
     aft_end_pos = np.minimum(end_pos + H, n_bars - 1)
-    motifs = pd.DataFrame(
+    return pd.DataFrame(
         {
             "motif_id": types.astype(np.int64),
             "name": pd.Series([cfg.motifs[m] for m in types], dtype=str),
@@ -391,22 +437,11 @@ def make_synthetic_market(n_bars: int = 5000, seed: int = 0, config: SyntheticCo
             "end": index[end_pos],
             "start_pos": starts.astype(np.int64),
             "end_pos": end_pos.astype(np.int64),
-            "direction": directions[types].astype(np.int64) if n_motifs else np.zeros(0, dtype=np.int64),
+            "direction": directions[types].astype(np.int64) if len(types) else np.zeros(0, dtype=np.int64),
             "aftermath_end": index[aft_end_pos],
             "aftermath_return": logp[aft_end_pos] - logp[end_pos],
             "regime": pd.Series(names[codes[end_pos]], dtype=str),
         }
-    )
-    return SyntheticMarket(
-        ohlcv=ohlcv,
-        regimes=regimes,
-        regime_names=tuple(cfg.regime_names),
-        motifs=motifs,
-        motif_bars=pd.Series(motif_bars, index=index, name="motif_id"),
-        aftermath_bars=pd.Series(after_bars, index=index, name="aftermath_of"),
-        motif_names=tuple(cfg.motifs),
-        config=cfg,
-        seed=seed,
     )
 
 
