@@ -404,6 +404,15 @@ def sensitivity_study(train: Any, val: Any, test: Any, model_config: Any, traine
                 ics[(p, v, seed)] = information_coefficient(pred["pred_return"].to_numpy(), y)
     bar.close()
     defaults = {p: _default_of(p, model_config) for p in grid}
+    per_seed = _sensitivity_per_seed(grid, defaults, seeds_, signals, ics, masks, y)
+    summary = _sensitivity_summary(grid, defaults, seeds_, signals, per_seed, masks, y, n_boot, block)
+    return SensitivityStudy(per_seed, summary, defaults)
+
+
+def _sensitivity_per_seed(grid: Mapping[str, Sequence[Any]], defaults: dict[str, Any], seeds_: Sequence[int],
+                          signals: dict, ics: dict, masks: dict[str, np.ndarray], y: np.ndarray) -> pd.DataFrame:
+    """One row per (param, value, seed, subset): the direction accuracy (and the IC on subset ``all``).
+    A parameter's default value reads the default model's predictions (key ``("default", None, seed)``)."""
     rows = []
     for p, values in grid.items():
         for v in values:
@@ -416,7 +425,14 @@ def sensitivity_study(train: Any, val: Any, test: Any, model_config: Any, traine
                                  "acc": direction_accuracy(sig[mask], y[mask]),
                                  "ic": ics[(key, vv, seed)] if name == "all" else np.nan,
                                  "is_default": key == "default"})
-    per_seed = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def _sensitivity_summary(grid: Mapping[str, Sequence[Any]], defaults: dict[str, Any], seeds_: Sequence[int],
+                         signals: dict, per_seed: pd.DataFrame, masks: dict[str, np.ndarray], y: np.ndarray,
+                         n_boot: int, block: int) -> pd.DataFrame:
+    """Per (param, value, subset): mean accuracy and its paired difference to the default, with a t-interval
+    over seeds and a moving-block bootstrap over test windows of the seed-averaged hit differences."""
     rng = np.random.default_rng(12345)
     scored = (y != 0) & np.isfinite(y)
     summary = []
@@ -437,7 +453,7 @@ def sensitivity_study(train: Any, val: Any, test: Any, model_config: Any, traine
                 summary.append({"param": p, "value": v, "subset": name, "n_scored": int(use.sum()),
                                 "acc": g["acc"].mean(), **ci, "boot_low": lo, "boot_high": hi,
                                 "is_default": key == "default"})
-    return SensitivityStudy(per_seed, pd.DataFrame(summary), defaults)
+    return pd.DataFrame(summary)
 
 
 # ----------------------------------------------------------------------------- when not to use memory at all
