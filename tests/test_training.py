@@ -363,7 +363,7 @@ def test_bootstrap_scores_the_same_windows_as_the_headline_accuracy(splits, monk
                 sig = np.where(windows.y == 0, 1.0, sig)
             return pd.DataFrame({"direction_signal": sig, "pred_return": sig * 0.01})
 
-    monkeypatch.setattr(training.comparison, "MemoryTransformerTrainer", FixedTrainer)
+    monkeypatch.setattr(training.ablation, "MemoryTransformerTrainer", FixedTrainer)
     cmp = compare_memory_vs_local(splits.train, splits.val, test, mcfg(), tcfg(), seeds=(0, 1), n_boot=200,
                                   progress=False)
     row = cmp.summary.loc["all"]
