@@ -16,27 +16,12 @@ import torch.nn.functional as F
 from ..data.windows import FeatureScaler, WindowSet
 from ..model import MemoryAugmentedTransformer, MemoryTransformerConfig, direction_classes
 from ..utils import seed_everything, select_device
-from . import checkpoint
+from . import checkpoint, precision
 from .config import TrainerConfig, param_groups
 from .memory import TrainingMemory, memory_keys, set_target_stats
 from .scores import forecast_scores, train_scores
 
 __all__ = ["MemoryTransformerTrainer"]
-
-
-def _native_bf16() -> bool:
-    """True when the current CUDA GPU computes bfloat16 in hardware (Ampere and newer).
-
-    ``torch.cuda.is_bf16_supported()`` says True by default on older GPUs too (Colab's T4, V100), where
-    bfloat16 is emulated and slower than float32; those get float16 with a GradScaler instead. Torch
-    versions without the ``including_emulation`` argument fall back to the plain check.
-    """
-    if not torch.cuda.is_available():
-        return False
-    try:
-        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-    except TypeError:
-        return bool(torch.cuda.is_bf16_supported())
 
 
 class MemoryTransformerTrainer:
@@ -142,15 +127,10 @@ class MemoryTransformerTrainer:
     @property
     def amp_dtype(self) -> torch.dtype | None:
         """The autocast dtype of mixed precision on CUDA (None: full float32, e.g. on CPU or ``amp=False``)."""
-        if self.device.type != "cuda" or not self.config.amp:
-            return None
-        return torch.bfloat16 if _native_bf16() else torch.float16
+        return precision.amp_dtype(self.device, self.config.amp)
 
     def _autocast(self):
-        dtype = self.amp_dtype
-        if dtype is not None:
-            return torch.autocast("cuda", dtype=dtype)
-        return torch.autocast("cpu", enabled=False)
+        return precision.autocast(self.amp_dtype)
 
     # ---- fit ---------------------------------------------------------------------------------
     def fit(self, train: WindowSet, val: WindowSet | None = None) -> pd.DataFrame:
@@ -188,7 +168,7 @@ class MemoryTransformerTrainer:
                 if monitor < best - 1e-6:                  # a new best: keep its weights (and checkpoint them)
                     best, bad, self.best_epoch = monitor, 0, epoch
                     best_state = copy.deepcopy(self.model.state_dict())
-                    self._checkpoint_best(refreshed)
+                    _checkpoint_best(self, refreshed)
                 else:
                     bad += 1
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{monitor:.3f}")
@@ -202,19 +182,6 @@ class MemoryTransformerTrainer:
             return self.history
         finally:
             torch.set_num_threads(threads)
-
-    def _checkpoint_best(self, refreshed: bool) -> None:
-        """Save the new best epoch to ``checkpoint_dir``, if set.
-
-        The file must hold what fit() ends with: these weights and keys made by them. Between refreshes the
-        live keys lag the weights; fresh ones go to the file only, so training keeps the staleness it was
-        configured with.
-        """
-        if not self.config.checkpoint_dir:
-            return
-        stale = self.uses_memory and not refreshed
-        keys = self._compute_keys(self._mem_windows.X) if stale else None
-        checkpoint.save_checkpoint(self, self.config.checkpoint_dir, keys)
 
     def _check_windows(self, w: WindowSet) -> None:
         c = self.model_config
@@ -347,6 +314,20 @@ class MemoryTransformerTrainer:
     def load_weights(self, directory: str | Path) -> None:
         """Load weights (and memory) saved by :meth:`save` into this trainer; the configs must match."""
         checkpoint.load_checkpoint_weights(self, directory)
+
+
+def _checkpoint_best(trainer: MemoryTransformerTrainer, refreshed: bool) -> None:
+    """Save the new best epoch of :meth:`MemoryTransformerTrainer.fit` to ``checkpoint_dir``, if set.
+
+    The file must hold what fit() ends with: these weights and keys made by them. Between refreshes the
+    live keys lag the weights; fresh ones go to the file only, so training keeps the staleness it was
+    configured with.
+    """
+    if not trainer.config.checkpoint_dir:
+        return
+    stale = trainer.uses_memory and not refreshed
+    keys = trainer._compute_keys(trainer._mem_windows.X) if stale else None
+    checkpoint.save_checkpoint(trainer, trainer.config.checkpoint_dir, keys)
 
 
 class _EpochRunner:
