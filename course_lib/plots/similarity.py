@@ -47,7 +47,7 @@ def plot_analog_windows(close: pd.Series, analogs: pd.DataFrame, lookback: int |
     ax.set_xlabel("bars before the window's end")
     ax.set_ylabel("log price, relative to the end")
     ax.set_title("The query and its distinct past episodes")
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.18), ncol=3, frameon=False)  # below: off the lines
     return ax
 
 
@@ -88,7 +88,7 @@ def plot_analog_fan(
     if not known.all():
         title += f"\n(known at the query: {int(np.argmin(known)) - 1} bars; later bars not drawn)"
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.18), ncol=1, frameon=False)  # below: off the lines
     return ax
 
 
@@ -110,19 +110,27 @@ def plot_analogs(close: pd.Series, analogs: pd.DataFrame, horizon: int = 20, loo
     return fig
 
 
-def plot_learning_curve(curves: Mapping[str, pd.DataFrame], ax=None, title: str = "Accuracy on the new motif"):
+def plot_learning_curve(curves: Mapping[str, pd.DataFrame], ax=None, title: str = "Accuracy on the new motif",
+                        max_band: float = 0.5):
     """Accuracy against occurrences seen, one line per arm with its interval band.
 
-    Each frame is indexed by occurrences seen and has ``mean``, ``low`` and ``high`` columns.
+    Each frame is indexed by occurrences seen and has ``mean``, ``low`` and ``high`` columns. A band wider than
+    ``max_band`` (too few markets for the interval to say anything) is not drawn, and the legend says so: a
+    band that fills the whole axis would hide the lines and tell nothing.
     """
     ax = _ax(ax, (7, 4))
     for name, frame in curves.items():
         x = frame.index.to_numpy(dtype=float)
-        (line,) = ax.plot(x, frame["mean"], marker="o", ms=3, label=name)
-        ax.fill_between(x, frame["low"], frame["high"], color=line.get_color(), alpha=0.15)
+        width = (frame["high"] - frame["low"]).to_numpy(dtype=float)
+        narrow = np.isfinite(width) & (width <= max_band)
+        label = name if narrow.all() else f"{name} (band not drawn where wider than {max_band:.0%})"
+        (line,) = ax.plot(x, frame["mean"], marker="o", ms=3, label=label)
+        if narrow.any():
+            ax.fill_between(x, frame["low"].where(narrow), frame["high"].where(narrow), color=line.get_color(),
+                            alpha=0.15)
     ax.axhline(0.5, color="grey", lw=0.7, ls=":")
     ax.set_xlabel("occurrences of the new motif already resolved in memory")
     ax.set_ylabel("direction accuracy after the motif")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.18), ncol=1, frameon=False)  # below the lines
     return ax
