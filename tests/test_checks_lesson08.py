@@ -63,13 +63,21 @@ def test_q4_thompson_step():
     assert ex.q4.evaluate(lambda w, lo, r: ____).status == "not attempted"
 
 
-def test_q5_experiment():
-    table = ex.regret_experiment()
-    best = table.drop("equal").idxmin()
-    assert ex.q5.evaluate(best).status == "correct"
-    others = [h for h in (None, 25, 100, 400) if f"half_life={h}" != best]
-    assert all(ex.q5.evaluate(h).status == "incorrect" for h in others)
-    assert ex.q5.evaluate("lots").status == "incorrect"
+def test_q5_predict_then_run():
+    slow = ex.regret_experiment().drop("equal").idxmin()
+    fast = ex.regret_experiment(n_steps=ex.FAST_SWITCH_STEPS).drop("equal").idxmin()
+    assert (slow, fast) == ("half_life=100", "half_life=25")  # the experiment teaches what the task says
+    assert ex.q5.evaluate({"best_half_life": 25, "direction": "shorter"}).status == "correct"
+    assert ex.q5.evaluate({"best_half_life": "half_life=25", "direction": "shorter"}).status == "correct"
+    stale = ex.q5.evaluate({"best_half_life": 100, "direction": "same"})  # read the first table only
+    assert stale.status == "incorrect" and "1200 steps" in stale.message
+    wrong_way = ex.q5.evaluate({"best_half_life": 25, "direction": "longer"})
+    assert wrong_way.status == "incorrect" and "direction" in wrong_way.message
+    for h in (None, 400):
+        assert ex.q5.evaluate({"best_half_life": h, "direction": "longer"}).status == "incorrect"
+    assert "dict" in ex.q5.evaluate(25).message
+    assert ex.q5.evaluate({"best_half_life": 25, "direction": "down"}).status == "incorrect"
+    assert "25" not in ex.q5.evaluate(25).message  # no message gives the answer away
 
 
 def test_q4_ignoring_the_given_generator_fails():

@@ -298,31 +298,67 @@ def regret_experiment(half_lives=(None, 25, 100, 400), n_steps: int = 1200, n_ru
     return pd.Series({k: float(v[:, -1].mean()) for k, v in regret.items()}, name="final regret")
 
 
+FAST_SWITCH_STEPS = 300  # the same two switches, four times closer together than regret_experiment()'s 1200
+
+
+def _best_half_life(table: pd.Series) -> int | None:
+    best = table.drop("equal").idxmin()
+    return None if best.endswith("None") else int(best.split("=")[1])
+
+
+def _as_half_life(value: Any) -> int | None:
+    if isinstance(value, str) and value.startswith("half_life="):
+        value = value.split("=")[1]
+        value = None if value == "None" else value
+    if value is None:
+        return None
+    try:
+        h = float(value)
+    except (TypeError, ValueError):
+        h = float("nan")
+    if h not in (25.0, 100.0, 400.0):
+        raise CheckFailed(f"best_half_life must be one of the half-lives tried (None, 25, 100 or 400), got {value!r}.")
+    return int(h)
+
+
+def _direction(slow: int | None, fast: int | None) -> str:
+    """How the best half-life moved from the slow schedule to the fast one (None = no discounting = longest)."""
+    a = float("inf") if slow is None else float(slow)
+    b = float("inf") if fast is None else float(fast)
+    return "same" if a == b else ("shorter" if b < a else "longer")
+
+
 def _check_experiment(answer: Any) -> None:
-    table = regret_experiment()
-    thompson = table.drop("equal")
-    best = thompson.idxmin()
-    best_h = None if best.endswith("None") else int(best.split("=")[1])
-    if isinstance(answer, str) and answer.startswith("half_life="):
-        answer = None if answer.endswith("None") else int(answer.split("=")[1])
-    if answer is not None and not isinstance(answer, (int, float, np.integer, np.floating)):
-        raise CheckFailed(f"answer with one of the half-lives tried (None, 25, 100 or 400), got {answer!r}.")
-    if answer is not None and float(answer) not in (25.0, 100.0, 400.0):
-        raise CheckFailed("answer with one of the half-lives that regret_experiment() tried: None, 25, 100 or 400.")
-    if (answer is None) != (best_h is None) or (answer is not None and float(answer) != float(best_h)):
-        if answer is None:
-            raise CheckFailed("no discounting is not the lowest regret here: look at the table again.")
-        raise CheckFailed("that half-life does not have the lowest final regret in the table; compare all of them.")
+    if not isinstance(answer, dict) or set(answer) != {"best_half_life", "direction"}:
+        raise CheckFailed("answer with a dict with two keys: {'best_half_life': ..., 'direction': ...}.")
+    direction = answer["direction"]
+    if direction not in ("shorter", "same", "longer"):
+        raise CheckFailed(f"direction must be 'shorter', 'same' or 'longer', got {direction!r}.")
+    slow_best = _best_half_life(regret_experiment())
+    fast_best = _best_half_life(regret_experiment(n_steps=FAST_SWITCH_STEPS))
+    got = _as_half_life(answer["best_half_life"])
+    if got != fast_best:
+        if got == slow_best:
+            raise CheckFailed("that is the best half-life of the original run (1200 steps); the question is about "
+                              f"the run with n_steps={FAST_SWITCH_STEPS}.")
+        raise CheckFailed(f"that half-life does not have the lowest final regret with n_steps={FAST_SWITCH_STEPS}; "
+                          "compare every Thompson row of that table.")
+    if direction != _direction(slow_best, fast_best):
+        raise CheckFailed("best_half_life is right, but direction does not describe how it moved from the 1200-step "
+                          "run to this one: compare the two winners.")
 
 
 q5 = Task(
     "lesson08.q5",
-    "Run regret_experiment() and answer with the half-life (None, 25, 100 or 400) whose Thompson sampling had "
-    "the lowest final regret.",
+    "Predict, then run: with the skill switching four times as often (regret_experiment(n_steps=300) instead of "
+    "1200 steps), is the best half-life shorter, the same or longer? Answer with a dict: the observed best "
+    "half-life and the direction it moved.",
     _check_experiment,
-    hint=("The table holds one number per setting: the regret accumulated by the end. Smaller is better.",
-          "Drop the equal-weight row and take the setting with the smallest value; answer with its half-life as "
-          "a number (or None for no discounting)."),
-    solution="table = ex.regret_experiment()\nprint(table)\n"
-    "answer = table.drop('equal').idxmin()  # e.g. 'half_life=100' (a number such as 100 works too)",
+    hint=("An outcome recorded before a switch describes an agent that no longer exists. How long does a "
+          "composer's evidence stay true when switches come more often?",
+          "Run regret_experiment() and regret_experiment(n_steps=300); in each table drop the equal-weight row and "
+          "find the Thompson setting with the smallest final regret, then compare the two winners."),
+    solution="slow = ex.regret_experiment()\nfast = ex.regret_experiment(n_steps=300)\n"
+    "print(pd.concat({'1200 steps': slow, '300 steps': fast}, axis=1).round(1))\n"
+    "answer = {'best_half_life': 25, 'direction': 'shorter'}  # the winner moved from 100 to 25",
 )
