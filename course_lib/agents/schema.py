@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager
 import numpy as np
 import pandas as pd
 
-from .scoring import to_ns
+from .scoring import scalar_time_ns
 
 AGENT_MEMORY_SCHEMA_VERSION = 1
 _APP = "course_lib.AgentMemory"
@@ -184,7 +184,7 @@ def item_row(kinds, agent, kind, text, now, importance, vector, symbol, metadata
         meta = json.dumps(dict(metadata), default=_json_default, allow_nan=False) if metadata else "{}"
     except (TypeError, ValueError) as exc:
         raise InvalidItemError(f"metadata must be JSON-serialisable (finite numbers, strings): {exc}") from exc
-    return (agent, kind, text, imp, symbol, blob, to_ns(now, "now"), tier, meta)
+    return (agent, kind, text, imp, symbol, blob, scalar_time_ns(now, "now"), tier, meta)
 
 
 def batch_vector_dim(rows: list[tuple], dim: int | None) -> int | None:

@@ -19,7 +19,7 @@ NS_PER_DAY = 86_400 * 10**9
 DEFAULT_WEIGHTS: dict[str, float] = {"importance": 1.0, "relevance": 1.0, "recency": 1.0}
 
 
-def to_ns(t, what: str = "time") -> int:
+def scalar_time_ns(t, what: str = "time") -> int:
     """Any time ``pandas.Timestamp`` accepts -> int64 nanoseconds (UTC for tz-aware times).
 
     The store keeps every time as an integer so comparisons in SQL are exact; NaT is refused because a

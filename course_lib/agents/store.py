@@ -73,7 +73,7 @@ from .schema import (
     pnl_value,
     stored_vector_dim,
 )
-from .scoring import DEFAULT_WEIGHTS, hybrid_arrays, to_ns
+from .scoring import DEFAULT_WEIGHTS, hybrid_arrays, scalar_time_ns
 from .search_mirror import _Cache, _gc_paused, tokenize
 
 __all__ = [
@@ -217,7 +217,7 @@ class AgentMemory:
         ``touch=True`` records an access of each returned item at ``now`` (it reinforces them for later
         searches, never for this one).
         """
-        now_ns = to_ns(now, "now")
+        now_ns = scalar_time_ns(now, "now")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}.")
         q = query_vector(vector, self.vector_dim) if vector is not None else None
@@ -247,14 +247,14 @@ class AgentMemory:
         equals FTS5's value.
         """
         cache = self._refresh()
-        mask = self._visible(cache, to_ns(now, "now"), agents, kinds)
-        pos, score = bm25_scores(cache, text, self._live(cache, to_ns(now, "now")), mask)
+        mask = self._visible(cache, scalar_time_ns(now, "now"), agents, kinds)
+        pos, score = bm25_scores(cache, text, self._live(cache, scalar_time_ns(now, "now")), mask)
         return pd.Series(score, index=pd.Index(cache.ids[pos], name="id"), name="bm25")
 
     def items(self, *, now=None) -> pd.DataFrame:
         """Every stored item (created by ``now`` if given), with its tier, accesses and strength as of ``now``."""
         cache = self._refresh()
-        now_ns = to_ns(now, "now") if now is not None else int(np.iinfo(np.int64).max)
+        now_ns = scalar_time_ns(now, "now") if now is not None else int(np.iinfo(np.int64).max)
         pos = np.flatnonzero(self._live(cache, now_ns))
         if len(pos) == 0:
             return pd.DataFrame(columns=["id", "agent", "kind", "text", "created_at", "tier", "importance"])
@@ -282,7 +282,7 @@ class AgentMemory:
         rewrites history. :meth:`cleanup` frees the space of retired items.
         """
         pol = policy or TierPolicy()
-        now_ns = to_ns(now, "now")
+        now_ns = scalar_time_ns(now, "now")
         frame, pending = self._strength(now_ns)
         out = tier_changes(frame, pending, pol)
         if len(out):
@@ -303,7 +303,7 @@ class AgentMemory:
         """
         if keep_last is not None and keep_last < 0:
             raise ValueError(f"keep_last must be >= 0, got {keep_last}.")
-        now_ns = to_ns(now, "now")
+        now_ns = scalar_time_ns(now, "now")
         frame, pending = self._strength(now_ns)
         removed = cleanup_plan(self._c, frame, pending, now_ns, min_strength, keep_last)
         removed = removed.sort_values("id")  # ascending ids: the order _delete returns texts
@@ -354,7 +354,7 @@ class AgentMemory:
                 "INSERT INTO decisions (id, agent, kind, symbol, regime, direction, confidence, decided_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (did, agent, kind, symbol, regime, None if direction is None else float(direction),
-                 None if confidence is None else float(confidence), to_ns(now)),
+                 None if confidence is None else float(confidence), scalar_time_ns(now)),
             )
         return did
 
@@ -365,7 +365,7 @@ class AgentMemory:
         A search at a time before ``at`` sees neither the P&L nor the outcome item.
         """
         value = pnl_value(pnl)
-        at_ns = to_ns(at, "at")
+        at_ns = scalar_time_ns(at, "at")
         with self._tx():
             agent, symbol, regime, dtext = pending_decision(self._c, decision_id, at_ns)
             verdict = "win" if value > 0 else "loss" if value < 0 else "flat"
@@ -379,7 +379,7 @@ class AgentMemory:
 
     def decisions(self, *, now, agents=None) -> pd.DataFrame:
         """Decisions made by ``now``; ``pnl``/``resolved_at`` are empty unless the outcome was known by ``now``."""
-        now_ns = to_ns(now, "now")
+        now_ns = scalar_time_ns(now, "now")
         return decisions_as_of(self._c, now_ns, agents)
 
     def outcome_stats(self, *, now, by: Sequence[str] = ("agent", "kind", "regime")) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .inputs import as_numpy_rows
 
-__all__ = ["entry_columns", "fill_value", "write_column"]
+__all__ = ["entry_columns", "fill_value", "metadata_rows", "write_column"]
 
 
 def fill_value(dtype: np.dtype) -> Any:
@@ -52,6 +52,19 @@ def entry_columns(n: int, timestamp: np.ndarray, available_at: np.ndarray, futur
     return cols
 
 
+def metadata_rows(name: str, arr: Any, n: int) -> np.ndarray:
+    """One metadata field for ``n`` new entries: a scalar (or one value) is broadcast to every entry; a wrong
+    row count or an object array is refused with a message that names the field."""
+    arr = np.asarray(arr)
+    if arr.ndim == 0 or (arr.ndim == 1 and arr.shape[0] == 1 and n != 1):
+        arr = np.broadcast_to(arr.reshape(()), (n,))
+    if arr.shape[0] != n:
+        raise ValueError(f"metadata {name!r} has {arr.shape[0]} rows for {n} keys")
+    if arr.dtype.kind == "O":
+        raise TypeError(f"metadata {name!r}: object arrays are not supported; use numbers or strings")
+    return arr
+
+
 def write_column(meta: dict[str, np.ndarray], name: str, slots: np.ndarray, arr: np.ndarray | None, n: int,
                  capacity: int) -> None:
     """Write one field of ``n`` new entries into ``meta[name]`` at ``slots`` (creating the column, with a
@@ -61,13 +74,7 @@ def write_column(meta: dict[str, np.ndarray], name: str, slots: np.ndarray, arr:
         if store is not None:
             store[slots] = fill_value(store.dtype)
         return
-    arr = np.asarray(arr)
-    if arr.ndim == 0 or (arr.ndim == 1 and arr.shape[0] == 1 and n != 1):
-        arr = np.broadcast_to(arr.reshape(()), (n,))
-    if arr.shape[0] != n:
-        raise ValueError(f"metadata {name!r} has {arr.shape[0]} rows for {n} keys")
-    if arr.dtype.kind == "O":
-        raise TypeError(f"metadata {name!r}: object arrays are not supported; use numbers or strings")
+    arr = metadata_rows(name, arr, n)
     if store is None:
         dtype = arr.dtype
         if dtype.kind == "U":

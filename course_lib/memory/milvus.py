@@ -47,6 +47,7 @@ import pandas as pd
 import torch
 
 from .config import MemoryConfig
+from .metadata import metadata_rows
 from .persistence import FORMAT, FORMAT_VERSION, MemoryFileError, read_npz, write_npz
 from .results import SearchResult
 from .time_filter import query_times, to_ns
@@ -327,14 +328,7 @@ class MilvusMemoryBank:
         for name, arr in (("future_return", future_return), ("symbol", symbol), ("regime", regime), *extra.items()):
             if arr is None:
                 continue
-            a = np.asarray(_rows(arr))
-            if a.ndim == 0 or (a.ndim == 1 and a.shape[0] == 1 and n != 1):
-                a = np.broadcast_to(a.reshape(()), (n,))
-            if a.shape[0] != n:
-                raise ValueError(f"metadata {name!r} has {a.shape[0]} rows for {n} keys")
-            if a.dtype.kind == "O":
-                raise TypeError(f"metadata {name!r}: object arrays are not supported; use numbers or strings")
-            cols[name] = a
+            cols[name] = metadata_rows(name, _rows(arr), n)
         if importance is not None:
             imp = np.broadcast_to(np.asarray(_rows(importance), np.float32).reshape(-1), (n,))
         elif "future_return" in cols:
