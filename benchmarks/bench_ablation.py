@@ -12,11 +12,12 @@ and prints one table per market: accuracy per arm and subset, the paired differe
 t-interval over seeds and a block bootstrap over test windows, then ``full`` against the best retrieval
 baseline on the onsets and the gate by window type (onset, aftermath, no motif).
 
-Usage: ``python benchmarks/bench_ablation.py [--market unseen] [--seeds 5] [--epochs 10] [--bars 8000]
+Usage: ``python benchmarks/bench_ablation.py [--market unseen] [--seeds 5] [--epochs 10] [--bars 20000]
 [--arms full,no_memory,...] [--set key=value ...] [--workers 2]``. ``--set`` changes a
 ``MemoryTransformerConfig`` field (``--set gate_inputs=none``) or, prefixed ``trainer.``, a ``TrainerConfig``
-field (``--set trainer.weight_decay=0.01``): the way candidate changes were measured. About 10-15 minutes per
-market on 2 CPU cores with the defaults.
+field (``--set trainer.weight_decay=0.01``): the way candidate changes were measured. About 5 minutes per planted
+market with the arms no_memory, full, knn_analog and raft_linear, and 10 with every arm, on 2 CPU cores
+(``--workers 2 --threads 1``).
 """
 
 from __future__ import annotations
@@ -97,7 +98,71 @@ def run_market(name: str, args) -> None:
                          "subsets": subsets}, fh)
     if "full" in arms:
         contrast = ("onset", "no_motif") if "onset" in subsets else None
-        print(cl.gate_by_subset(cmp, "full", contrast=contrast).round(4).to_string())
+        for column in ("gate", "blend"):
+            print(f"\n{column} of the full arm by window type:")
+            print(cl.gate_by_subset(cmp, "full", contrast=contrast, column=column).round(4).to_string())
+
+
+def retrieval_by_size(sizes: list[int], seq_len: int, k: int = 32, temperature: float = 0.05) -> pd.DataFrame:
+    """No training: how well plain retrieval reads the unseen market's onsets as the market (and its memory) grows.
+
+    Per size: the motifs of each type the training period holds, the onset test windows, an oracle that knows each
+    motif's planted direction, the top-``k`` neighbours' softmax-weighted outcome with the window's last 10 and 16
+    returns as the key (cosine, causal ``as_of``; 16 is the transformer's starting key), the neighbours' agreement
+    ``|sum w sign(y)|`` on onsets and on no-motif windows, and ``raft_linear``.
+    """
+    import numpy as np
+
+    from course_lib.analog_index import AnalogIndex
+
+    rows = []
+    for n_bars in sizes:
+        market = cl.make_synthetic_market(n_bars=n_bars, seed=cl.UNSEEN_MARKET_SEED, config=cl.UNSEEN_MARKET)
+        sp = cl.prepare_dataset(market.ohlcv, seq_len=seq_len)
+        tr, te = sp.train, sp.test
+        sub = cl.motif_subsets(market, te)
+        onset, none = sub["onset"], sub["no_motif"]
+        y, ytr = np.asarray(te.y, float), np.asarray(tr.y, float)
+        ends, dirs = market.motifs["end_pos"].to_numpy(), market.motifs["direction"].to_numpy()
+        d = market.ohlcv.index.get_indexer(te.end_time)[:, None] - ends[None, :]
+        planted = np.where(((d >= 0) & (d < 3)).any(1), dirs[np.argmax((d >= 0) & (d < 3), axis=1)], 0)
+        row = {"bars": n_bars, "motifs per type in memory": int((ends <= tr.end_pos.max()).sum()) // len(market.motif_names),
+               "onsets": int(onset.sum()), "oracle %": 100 * np.mean(np.sign(y[onset]) == planted[onset])}
+        for lb in (10, 16):
+            index = AnalogIndex(lb, "cosine")
+            index.add(np.ascontiguousarray(tr.X[:, -lb:, 0], np.float32), tr.end_time_ns(), tr.available_at_ns(),
+                      tr.end_pos, ytr)
+            hits = index.search(np.ascontiguousarray(te.X[:, -lb:, 0], np.float32), k=k, as_of=te.end_time_ns())
+            sim = np.where(hits.mask, hits.similarity, -np.inf)
+            w = np.where(hits.mask, np.exp((sim - sim.max(axis=1, keepdims=True)) / temperature), 0.0)
+            w /= w.sum(axis=1, keepdims=True)
+            out = ytr[np.where(hits.mask, hits.indices, 0)]
+            signal, agree = (w * out).sum(axis=1), np.abs((w * np.sign(out)).sum(axis=1))
+            row[f"returns {lb} bars %"] = 100 * np.mean(np.sign(signal[onset]) == np.sign(y[onset]))
+            if lb == 16:
+                row["agreement onset / no motif"] = f"{agree[onset].mean():.2f} / {agree[none].mean():.2f}"
+        raft = cl.raft_forecast(tr, sp.val, te, k=k, lookback=16)
+        row["raft_linear %"] = 100 * np.mean(np.sign(raft.pred[onset]) == np.sign(y[onset]))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("bars").round(1)
+
+
+def retrieval_by_memory(n_bars: int, seq_len: int, keep: tuple[int, ...] = (1000, 2000, 4000, 8000),
+                        k: int = 32) -> pd.DataFrame:
+    """The same test windows, a memory cut to its most recent ``keep`` training windows: ``raft_linear``'s accuracy
+    on the unseen market's onsets, which separates the memory's size from the test period's."""
+    import numpy as np
+
+    market = cl.make_synthetic_market(n_bars=n_bars, seed=cl.UNSEEN_MARKET_SEED, config=cl.UNSEEN_MARKET)
+    sp = cl.prepare_dataset(market.ohlcv, seq_len=seq_len)
+    onset = cl.motif_subsets(market, sp.test)["onset"]
+    rows = []
+    for n in sorted({min(n, len(sp.train)) for n in (*keep, len(sp.train))}):
+        recent = sp.train.subset(np.arange(len(sp.train) - n, len(sp.train)))
+        raft = cl.raft_forecast(recent, sp.val, sp.test, k=k, lookback=16)
+        rows.append({"windows in memory": n, "onsets": int(onset.sum()),
+                     "raft_linear onset %": 100 * cl.direction_accuracy(raft.pred[onset], sp.test.y[onset])})
+    return pd.DataFrame(rows).set_index("windows in memory").round(1)
 
 
 def main() -> None:
@@ -105,7 +170,8 @@ def main() -> None:
     parser.add_argument("--market", choices=["planted", "unseen", "sp500", "all"], default="unseen")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--bars", type=int, default=8000)
+    parser.add_argument("--bars", type=int, default=20000,
+                        help="bars of each planted market (20,000: the memory holds each motif type about 80 times)")
     parser.add_argument("--seq-len", type=int, default=32)
     parser.add_argument("--sp-seq-len", type=int, default=64)
     parser.add_argument("--arms", default=",".join(cl.ARMS))
@@ -113,9 +179,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes training side by side (1: serial)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--save", default=None, help="pickle the summary and predictions to SAVE_<market>.pkl")
+    parser.add_argument("--retrieval-sizes", default=None, metavar="BARS,BARS",
+                        help="only the training-free table: plain retrieval on the unseen market's onsets per market size")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.retrieval_sizes:
+        sizes = [int(float(b)) for b in args.retrieval_sizes.split(",")]
+        with pd.option_context("display.width", 220):
+            print(retrieval_by_size(sizes, args.seq_len).to_string())
+            print(f"\nthe {max(sizes)}-bar market's test windows, memory cut to its most recent windows:")
+            print(retrieval_by_memory(max(sizes), args.seq_len).to_string())
+        return
     for name in (["planted", "unseen", "sp500"] if args.market == "all" else [args.market]):
         run_market(name, args)
 

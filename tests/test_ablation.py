@@ -150,6 +150,7 @@ def test_ladder_table_plots_and_the_two_interval_reading(splits):
         preds["no_memory"][seed] = _frame(b)
         f = _frame(y.copy())
         f["gate"] = np.where(np.arange(n) < 20, 0.7, 0.5) + 0.01 * seed
+        f["blend"] = np.where(np.arange(n) < 20, 0.2, 0.4)
         preds["full"][seed] = f
     early = np.arange(n) < 20
     cmp = _score(preds, test, ("no_memory", "full"), (0, 1, 2), {"early": early, "late": ~early}, "no_memory", 300, 5)
@@ -162,8 +163,12 @@ def test_ladder_table_plots_and_the_two_interval_reading(splits):
     assert row["mean"] == pytest.approx(0.2) and row["seed_ci_low"] <= 0.2 <= row["seed_ci_high"]
     assert row["boot_ci_low"] > 0
     assert cl.plot_gate_by_window(gates, start=0.5) is not None
-    with pytest.raises(ValueError, match="no gate"):
+    blend = cl.gate_by_subset(cmp, "full", contrast=("early", "late"), column="blend")
+    assert blend.loc["early - late", "mean"] == pytest.approx(-0.2) and blend.loc["early - late", "boot_ci_high"] < 0
+    with pytest.raises(ValueError, match="no 'gate' column"):
         cl.gate_by_subset(cmp, "no_memory")
+    with pytest.raises(ValueError, match="column='weights'"):
+        cl.gate_by_subset(cmp, "full", column="weights")
     text = cl.read_two_intervals(0.05, 0.01, 0.09, -0.02, 0.08)
     assert "only the interval over seeds lies above zero" in text
     assert "both intervals lie below zero" in cl.read_two_intervals(-0.05, -0.09, -0.01, -0.08, -0.02)

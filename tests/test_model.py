@@ -151,6 +151,20 @@ def test_config_round_trips_through_dict():
     assert MemoryTransformerConfig.from_dict(cfg.to_dict()) == cfg
 
 
+def test_a_saved_config_without_a_field_whose_default_changed_loads_with_the_value_it_was_written_under():
+    from course_lib.training import TrainerConfig
+
+    old = tiny().to_dict()
+    del old["gate_inputs"]  # written before the field existed, when the gate read the hidden states only
+    assert MemoryTransformerConfig.from_dict(old).gate_inputs == "hidden"
+    assert MemoryTransformerConfig().gate_inputs == "memory"
+    old_t = TrainerConfig().to_dict()
+    del old_t["decay_all"], old_t["gate_lr_scale"]
+    t = TrainerConfig.from_dict(old_t)
+    assert (t.decay_all, t.gate_lr_scale) == (True, 1.0)
+    assert TrainerConfig.from_dict(TrainerConfig().to_dict()) == TrainerConfig()
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_masked_softmax_is_finite_and_matches_float32_in_half_precision(dtype):
     torch.manual_seed(0)

@@ -37,9 +37,11 @@ class MemoryTransformerConfig:
     with them is refused rather than silently ignored).
     ``gate_bias`` initialises the gates' logit: negative starts the model leaning on local context.
     ``gate_inputs``: what the gate and the kNN-blend weight read. ``"hidden"``: the local and memory read-outs
-    (the gate) and the hidden state (the blend). ``"memory"``: also what the memory knows about its own
-    answer (:func:`~course_lib.model.memory_stats`: the best and the mean similarity of the neighbours, how
-    much their outcomes agree, the share of slots filled), so they can learn *when* to trust the memory.
+    (the gate) and the hidden state (the blend). ``"memory"`` (the default): also what the memory knows about
+    its own answer (:func:`~course_lib.model.memory_stats`: the best and the mean similarity of the neighbours,
+    how much their outcomes agree, the share of slots filled), so they can learn *when* to trust the memory
+    (measured with the ablation ladder in ``benchmarks/README.md``; a saved config without this field predates
+    it and loads as ``"hidden"``).
     ``knn_blend`` adds the head that mixes the neighbours' outcomes into the forecast.
     ``memory_attention=False`` keeps the search and the kNN blend but drops the kNN attention from the
     layers: retrieval then feeds only the blend head, weighted by the search similarity over ``temperature``
@@ -65,7 +67,7 @@ class MemoryTransformerConfig:
     fusion: str = "gated"
     gate: str = "content"
     gate_bias: float = 0.0
-    gate_inputs: str = "hidden"
+    gate_inputs: str = "memory"
     temperature: float = 0.1
     learn_temperature: bool = True
     retrieval: str = "window"
@@ -142,4 +144,9 @@ class MemoryTransformerConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"MemoryTransformerConfig: unknown field(s) {unknown}; was the file written by a newer course_lib?")
-        return cls(**data)
+        return cls(**{**LEGACY_DEFAULTS, **data})
+
+
+#: Fields whose default changed after checkpoints were written without them: a saved config that lacks one
+#: was built under this value, not under today's default.
+LEGACY_DEFAULTS: dict[str, Any] = {"gate_inputs": "hidden"}

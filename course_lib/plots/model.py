@@ -263,7 +263,8 @@ def plot_ladder(summary: pd.DataFrame, subsets: Sequence[str] = ("all",), refere
     return axes
 
 
-def plot_gate_by_window(gates: pd.DataFrame, start: float, title: str = "gate by window type", ax=None):
+def plot_gate_by_window(gates: pd.DataFrame, start: float, title: str = "gate by window type", ax=None,
+                        ylabel: str = "gate (share of memory)"):
     """Mean gate per window group (rows of :func:`course_lib.gate_by_subset`, its contrast row left out), with
     the spread across windows, against the gate's value before training (``start``)."""
     if ax is None:
@@ -276,6 +277,6 @@ def plot_gate_by_window(gates: pd.DataFrame, start: float, title: str = "gate by
     lo = min(float((g["mean"] - g["std"]).min()), start)
     hi = max(float((g["mean"] + g["std"]).max()), start)
     pad = max(0.02, 0.15 * (hi - lo))
-    ax.set(title=title, ylabel="gate (share of memory)", ylim=(max(0.0, lo - pad), min(1.0, hi + pad)))
+    ax.set(title=title, ylabel=ylabel, ylim=(max(0.0, lo - pad), min(1.0, hi + pad)))
     ax.legend(fontsize=8)
     return ax

@@ -346,8 +346,12 @@ def _paired(cmp: ArmComparison, arm: str, other: str, subset: str = "all") -> di
 
 
 def gate_by_subset(cmp: ArmComparison, arm: str = "full", groups: Mapping[str, np.ndarray] | None = None,
-                   contrast: tuple[str, str] | None = None, n_boot: int = 2000) -> pd.DataFrame:
+                   contrast: tuple[str, str] | None = None, n_boot: int = 2000, column: str = "gate") -> pd.DataFrame:
     """The gate of a transformer arm per window group, and how it differs between two groups.
+
+    ``column``: which of the arm's mixing weights to read: ``"gate"`` (the share of memory in the memory
+    layer's fused output) or ``"blend"`` (the kNN-blend weight: the share of the neighbours' outcomes in the
+    forecast).
 
     ``groups`` maps a name to a boolean mask over the test windows (default: the comparison's subsets). One row
     per group: ``mean`` (over windows and seeds), ``std`` (spread across windows, mean over seeds). With
@@ -355,10 +359,13 @@ def gate_by_subset(cmp: ArmComparison, arm: str = "full", groups: Mapping[str, n
     seeds and a block bootstrap over windows (both groups resampled together, blocks as the comparison's).
     """
     groups = dict(groups if groups is not None else cmp.subsets)
+    if column not in ("gate", "blend"):
+        raise ValueError(f"column={column!r}: choose 'gate' (memory layer) or 'blend' (kNN-blend weight).")
     frames = [cmp.predictions[arm][s] for s in cmp.seeds]
-    g = np.asarray([f["gate"].to_numpy(float) if "gate" in f else np.full(len(f), np.nan) for f in frames])
+    g = np.asarray([f[column].to_numpy(float) if column in f else np.full(len(f), np.nan) for f in frames])
     if not np.isfinite(g).any():  # seeds x windows
-        raise ValueError(f"arm {arm!r} has no gate (no memory attention): pick 'full' or 'attention_only'.")
+        has = "'full' or 'attention_only'" if column == "gate" else "'full' or 'blend_only'"
+        raise ValueError(f"arm {arm!r} has no {column!r} column (that part of the memory path is off): pick {has}.")
     rows = [{"group": "all", "mean": float(np.nanmean(g)), "std": float(np.nanmean(np.nanstd(g, axis=1))),
              "n": g.shape[1]}]
     for name, m in groups.items():
