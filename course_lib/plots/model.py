@@ -278,5 +278,6 @@ def plot_gate_by_window(gates: pd.DataFrame, start: float, title: str = "gate by
     hi = max(float((g["mean"] + g["std"]).max()), start)
     pad = max(0.02, 0.15 * (hi - lo))
     ax.set(title=title, ylabel=ylabel, ylim=(max(0.0, lo - pad), min(1.0, hi + pad)))
-    ax.legend(fontsize=8)
+    # below the axes: the bars fill the panel, so any legend inside it would cover one of them
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     return ax
