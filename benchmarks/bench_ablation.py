@@ -165,6 +165,50 @@ def retrieval_by_memory(n_bars: int, seq_len: int, keep: tuple[int, ...] = (1000
     return pd.DataFrame(rows).set_index("windows in memory").round(1)
 
 
+def across_draws(args) -> None:
+    """The unseen market's settings, several draws (market seeds): one ladder per draw, then the onset differences
+    with a t-interval over draws. One draw is one test period; a gain that holds across draws is a property of
+    the market's settings, not of a lucky test period."""
+    import numpy as np
+
+    rows = []
+    arms = tuple(args.arms.split(","))
+    for seed in [int(x) for x in args.market_seeds.split(",")]:
+        t0 = time.perf_counter()
+        market = cl.make_synthetic_market(n_bars=args.bars, seed=seed, config=cl.UNSEEN_MARKET)
+        splits = cl.prepare_dataset(market.ohlcv, seq_len=args.seq_len)
+        subsets = cl.motif_subsets(market, splits.test)
+        onset, y = subsets["onset"], np.asarray(splits.test.y, float)
+        mcfg, tcfg = configs(args.set, splits.train.n_features, splits.test.seq_len, args.epochs)
+        executor = process_pool(args.workers) if args.workers > 1 else None
+        try:
+            cmp = cl.compare_arms(splits.train, splits.val, splits.test, mcfg, tcfg, arms=arms,
+                                  seeds=tuple(range(args.seeds)), subsets=subsets, progress=False, executor=executor)
+        finally:
+            if executor is not None:
+                executor.shutdown()
+        row = {"market seed": seed, "onsets": int(onset.sum()),
+               "oracle %": 100 * np.mean(np.sign(y[onset]) == cl.planted_direction(market, splits.test)[onset])}
+        for a in arms:
+            row[f"{a} %"] = 100 * cmp.summary.loc[(a, "onset"), "accuracy"]
+        for other in [a for a in arms if a != "full"]:
+            d = cmp.paired("full", other, "onset")
+            row[f"full - {other}"] = 100 * d["diff"]
+            row[f"full - {other} window CI"] = f"[{100 * d['boot_ci_low']:+.1f}, {100 * d['boot_ci_high']:+.1f}]"
+        blend = cl.gate_by_subset(cmp, "full", contrast=("onset", "no_motif"), column="blend")
+        row["blend onset - no motif"] = blend.loc["onset - no_motif", "mean"]
+        row["seconds"] = round(time.perf_counter() - t0)
+        rows.append(row)
+        print(pd.DataFrame([row]).to_string(index=False), flush=True)
+    table = pd.DataFrame(rows).set_index("market seed")
+    print(f"\n=== unseen market settings, {len(rows)} draws of {args.bars} bars, {args.seeds} training seeds each ===")
+    with pd.option_context("display.width", 250, "display.max_columns", 50):
+        print(table.round(2).to_string())
+    for col in [c for c in table if c.startswith("full - ") and not c.endswith("CI")] + ["blend onset - no motif"]:
+        ci = cl.t_interval(table[col].to_numpy(float))
+        print(f"{col} on onsets, over draws: {ci['diff']:+.3f} [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--market", choices=["planted", "unseen", "sp500", "all"], default="unseen")
@@ -179,11 +223,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes training side by side (1: serial)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--save", default=None, help="pickle the summary and predictions to SAVE_<market>.pkl")
+    parser.add_argument("--market-seeds", default=None, metavar="SEED,SEED",
+                        help="unseen market only: one ladder per market draw, then the onset differences over draws")
     parser.add_argument("--retrieval-sizes", default=None, metavar="BARS,BARS",
                         help="only the training-free table: plain retrieval on the unseen market's onsets per market size")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.market_seeds:
+        across_draws(args)
+        return
     if args.retrieval_sizes:
         sizes = [int(float(b)) for b in args.retrieval_sizes.split(",")]
         with pd.option_context("display.width", 220):

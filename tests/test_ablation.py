@@ -188,3 +188,21 @@ def test_block_bootstrap_subset_ci_resamples_the_whole_period():
     assert block_bootstrap_subset_ci(x, np.zeros(100, bool), block=10) != block_bootstrap_subset_ci(x, mask, block=10)
     with pytest.raises(ValueError, match="one length"):
         block_bootstrap_subset_ci(x, mask[:50], block=10)
+
+
+def test_planted_direction_names_the_motif_that_just_ended_and_nothing_else(splits):
+    market, s = splits
+    test = s.test
+    d = cl.planted_direction(market, test)
+    onset = cl.motif_subsets(market, test)["onset"]
+    assert set(np.unique(d)) <= {-1, 0, 1}
+    assert ((d != 0) == onset).all()       # an oracle speaks exactly on the onset windows
+    pos = market.ohlcv.index.get_indexer(test.end_time)
+    for i in np.flatnonzero(onset):        # ... and says what was planted for the motif that ended there
+        m = market.motifs[(pos[i] - market.motifs["end_pos"] >= 0) & (pos[i] - market.motifs["end_pos"] < 3)]
+        assert d[i] == int(m["direction"].iloc[0])
+    # the planted aftermath really drifts that way: the oracle beats a coin on the onsets of a strong market
+    strong = cl.make_synthetic_market(n_bars=3000, seed=1, config=cl.PLANTED_MARKET)
+    sp = cl.prepare_dataset(strong.ohlcv, seq_len=SEQ)
+    o, dd = cl.motif_subsets(strong, sp.test)["onset"], cl.planted_direction(strong, sp.test)
+    assert np.mean(np.sign(sp.test.y[o]) == dd[o]) > 0.6

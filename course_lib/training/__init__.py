@@ -32,7 +32,7 @@ from .ablation import (
     raft_forecast,
 )
 from .checkpoint import CHECKPOINT_VERSION, CheckpointError
-from .comparison import MemoryComparison, compare_memory_vs_local, motif_subsets
+from .comparison import MemoryComparison, compare_memory_vs_local, motif_subsets, planted_direction
 from .config import TrainerConfig
 from .memory import TrainingMemory, memory_keys, set_target_stats
 from .trainer import MemoryTransformerTrainer
@@ -54,5 +54,6 @@ __all__ = [
     "compare_memory_vs_local",
     "memory_keys",
     "motif_subsets",
+    "planted_direction",
     "set_target_stats",
 ]

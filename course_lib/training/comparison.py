@@ -118,3 +118,20 @@ def motif_subsets(market: Any, windows: WindowSet, onset_bars: int = 3) -> dict[
     in_after = market.aftermath_bars.to_numpy()[pos] >= 0
     no_motif = ~(aftermath | onset | in_motif | in_after)
     return {"aftermath": aftermath, "onset": onset, "no_motif": no_motif}
+
+
+def planted_direction(market: Any, windows: WindowSet, onset_bars: int = 3) -> np.ndarray:
+    """Per window of a :class:`course_lib.SyntheticMarket`: the planted aftermath direction (+1 or -1) of the
+    motif that ended on the window's last bar or within ``onset_bars - 1`` bars before it, 0 elsewhere.
+
+    What an oracle that recognises every motif would forecast on the onset windows (:func:`motif_subsets`): the
+    ceiling any memory can reach there, since the aftermath's noise still hides its drift on some bars.
+    """
+    pos = market.ohlcv.index.get_indexer(windows.end_time)
+    ends = market.motifs["end_pos"].to_numpy()
+    dirs = market.motifs["direction"].to_numpy()
+    if not len(ends):
+        return np.zeros(len(pos), dtype=np.int64)
+    d = pos[:, None] - ends[None, :]
+    near = (d >= 0) & (d < onset_bars)
+    return np.where(near.any(axis=1), dirs[np.argmax(near, axis=1)], 0).astype(np.int64)
