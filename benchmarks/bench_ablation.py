@@ -96,11 +96,11 @@ def run_market(name: str, args) -> None:
         with open(f"{args.save}_{name}.pkl", "wb") as fh:
             pickle.dump({"summary": cmp.summary, "per_seed": cmp.per_seed, "predictions": cmp.predictions,
                          "subsets": subsets}, fh)
-    if "full" in arms:
-        contrast = ("onset", "no_motif") if "onset" in subsets else None
-        for column in ("gate", "blend"):
-            print(f"\n{column} of the full arm by window type:")
-            print(cl.gate_by_subset(cmp, "full", contrast=contrast, column=column).round(4).to_string())
+    contrast = ("onset", "no_motif") if "onset" in subsets else None
+    for arm, column in (("full", "gate"), ("full", "blend"), ("attention_only", "gate"), ("blend_only", "blend")):
+        if arm in arms:
+            print(f"\n{column} of the {arm} arm by window type:")
+            print(cl.gate_by_subset(cmp, arm, contrast=contrast, column=column).round(4).to_string())
 
 
 def retrieval_by_size(sizes: list[int], seq_len: int, k: int = 32, temperature: float = 0.05) -> pd.DataFrame:
