@@ -59,6 +59,18 @@ def configs(sets: list[str], input_dim: int, seq_len: int, epochs: int):
     return mcfg, tcfg
 
 
+def ladder(splits, subsets: dict, arms: tuple[str, ...], args):
+    """``cl.compare_arms`` on one market with the command line's settings, seeds and worker processes."""
+    mcfg, tcfg = configs(args.set, splits.train.n_features, splits.test.seq_len, args.epochs)
+    executor = process_pool(args.workers) if args.workers > 1 else None
+    try:
+        return cl.compare_arms(splits.train, splits.val, splits.test, mcfg, tcfg, arms=arms,
+                               seeds=tuple(range(args.seeds)), subsets=subsets, progress=False, executor=executor)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+
+
 def run_market(name: str, args) -> None:
     t0 = time.perf_counter()
     market = None
@@ -70,15 +82,8 @@ def run_market(name: str, args) -> None:
         market = cl.make_synthetic_market(n_bars=args.bars, seed=seed, config=cfg)
         splits = cl.prepare_dataset(market.ohlcv, seq_len=args.seq_len)
         subsets = cl.motif_subsets(market, splits.test)
-    mcfg, tcfg = configs(args.set, splits.train.n_features, splits.test.seq_len, args.epochs)
     arms = tuple(args.arms.split(","))
-    executor = process_pool(args.workers) if args.workers > 1 else None
-    try:
-        cmp = cl.compare_arms(splits.train, splits.val, splits.test, mcfg, tcfg, arms=arms,
-                              seeds=tuple(range(args.seeds)), subsets=subsets, progress=False, executor=executor)
-    finally:
-        if executor is not None:
-            executor.shutdown()
+    cmp = ladder(splits, subsets, arms, args)
     seconds = time.perf_counter() - t0
     print(f"\n=== {name}: {len(splits.test)} test windows, {args.seeds} seeds, <= {args.epochs} epochs, "
           f"{seconds:.0f} s; changes: {args.set or 'none'} ===")
@@ -179,14 +184,7 @@ def across_draws(args) -> None:
         splits = cl.prepare_dataset(market.ohlcv, seq_len=args.seq_len)
         subsets = cl.motif_subsets(market, splits.test)
         onset, y = subsets["onset"], np.asarray(splits.test.y, float)
-        mcfg, tcfg = configs(args.set, splits.train.n_features, splits.test.seq_len, args.epochs)
-        executor = process_pool(args.workers) if args.workers > 1 else None
-        try:
-            cmp = cl.compare_arms(splits.train, splits.val, splits.test, mcfg, tcfg, arms=arms,
-                                  seeds=tuple(range(args.seeds)), subsets=subsets, progress=False, executor=executor)
-        finally:
-            if executor is not None:
-                executor.shutdown()
+        cmp = ladder(splits, subsets, arms, args)
         row = {"market seed": seed, "onsets": int(onset.sum()),
                "oracle %": 100 * np.mean(np.sign(y[onset]) == cl.planted_direction(market, splits.test)[onset])}
         for a in arms:
