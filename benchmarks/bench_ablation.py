@@ -128,9 +128,8 @@ def retrieval_by_size(sizes: list[int], seq_len: int, k: int = 32, temperature: 
         sub = cl.motif_subsets(market, te)
         onset, none = sub["onset"], sub["no_motif"]
         y, ytr = np.asarray(te.y, float), np.asarray(tr.y, float)
-        ends, dirs = market.motifs["end_pos"].to_numpy(), market.motifs["direction"].to_numpy()
-        d = market.ohlcv.index.get_indexer(te.end_time)[:, None] - ends[None, :]
-        planted = np.where(((d >= 0) & (d < 3)).any(1), dirs[np.argmax((d >= 0) & (d < 3), axis=1)], 0)
+        planted = cl.planted_direction(market, te)
+        ends = market.motifs["end_pos"].to_numpy()
         row = {"bars": n_bars, "motifs per type in memory": int((ends <= tr.end_pos.max()).sum()) // len(market.motif_names),
                "onsets": int(onset.sum()), "oracle %": 100 * np.mean(np.sign(y[onset]) == planted[onset])}
         for lb in (10, 16):

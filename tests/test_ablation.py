@@ -98,6 +98,14 @@ def test_raft_never_retrieves_unresolved_windows(splits):
     assert (rows[0] < 0).all()  # the first window has no resolved past
 
 
+def _alternating(s, n: int) -> tuple[np.ndarray, WindowSet]:
+    """The first ``n`` training windows relabelled up, down, up, ...: a test set whose hits are known exactly."""
+    y = np.where(np.arange(n) % 2 == 0, 0.01, -0.01)
+    w = s.train.subset(np.arange(n))
+    return y, WindowSet(w.X, y.astype(np.float32), w.end_time, w.available_at, w.end_pos, w.feature_names, 1,
+                        w.seq_len)
+
+
 def _frame(sig: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"pred_return": sig, "direction_signal": sig})
 
@@ -106,10 +114,7 @@ def test_paired_difference_on_a_constructed_case(splits):
     """Arm A hits every window; arm B's hit rate per seed is known: diff, t-interval and bootstrap follow."""
     _, s = splits
     n = 200
-    y = np.where(np.arange(n) % 2 == 0, 0.01, -0.01)
-    test = s.train.subset(np.arange(n))
-    test = WindowSet(test.X, y.astype(np.float32), test.end_time, test.available_at, test.end_pos,
-                     test.feature_names, 1, test.seq_len)
+    y, test = _alternating(s, n)
     miss = {0: 20, 1: 40, 2: 60}  # seed -> windows B gets wrong (the first ones)
     preds = {"a": {}, "b": {}}
     for seed, k in miss.items():
@@ -139,10 +144,7 @@ def test_ladder_table_plots_and_the_two_interval_reading(splits):
     matplotlib.use("Agg")
     _, s = splits
     n = 120
-    y = np.where(np.arange(n) % 2 == 0, 0.01, -0.01)
-    test = s.train.subset(np.arange(n))
-    test = WindowSet(test.X, y.astype(np.float32), test.end_time, test.available_at, test.end_pos,
-                     test.feature_names, 1, test.seq_len)
+    y, test = _alternating(s, n)
     preds = {"no_memory": {}, "full": {}}
     for seed, k in {0: 10, 1: 20, 2: 30}.items():
         b = y.copy()
